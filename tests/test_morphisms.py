@@ -243,7 +243,7 @@ def test_random_chains_of_exact_morphisms(seed, family, images):
   y = forward(net, images)
   key = jax.random.key(seed)
   names = []
-  for step in range(20):
+  for _ in range(20):
     key, k_pick, k_args, k_apply = jax.random.split(key, 4)
     order = jax.random.permutation(k_pick, len(ops.EXACT))
     for i in np.asarray(order):
