@@ -1,0 +1,36 @@
+"""EAS on Fashion-MNIST (``experiments/eas_fmnist.py``), sized for a shared 2-core CPU.
+
+``default``: 8,000 training and 3,000 validation images of the full Fashion-MNIST; the
+EAS "small" start net (four blocks of one 16-filter conv, a 64-unit dense layer),
+trained for 4 epochs before the search; six episodes of five children, each child one
+Net2Deeper and one Net2Wider step from the best network so far, trained for half an
+epoch from its inherited weights. ``tiny`` runs the whole pipeline on the synthetic data
+set in seconds (the test suite runs it).
+"""
+
+VARIANTS = {
+    "default": {
+        "dataset": "fashion_mnist", "data_limit": 8000, "val_fraction": 0.05,
+        "pretrain": {"epochs": 4.0, "batch_size": 128, "learning_rate": 0.05},
+        "train": {"epochs": 0.5, "batch_size": 128, "learning_rate": 0.02},
+        "eas": {"family": "plain_cnn", "start": {"variant": "small"}, "num_children": 5,
+                "steps": ["deeper", "wider"], "learning_rate": 0.02,
+                "filter_levels": [16, 32, 64, 96, 128], "unit_levels": [64, 128, 256]},
+        "max_evals": 31,
+        "arms": ["eas", "random"],
+        "seeds": [0],
+    },
+    "tiny": {
+        "dataset": "synthetic", "data_limit": None, "val_fraction": 0.1,
+        "pretrain": {"epochs": 1.0, "batch_size": 32, "max_steps": 2},
+        "train": {"epochs": 1.0, "batch_size": 32, "max_steps": 2},
+        "eas": {"family": "plain_cnn",
+                "start": {"variant": "tiny", "num_blocks": 2, "filters": 4, "units": 8},
+                "num_children": 4, "steps": ["deeper", "wider"], "hidden": 16,
+                "max_len": 16, "max_blocks": 4, "filter_levels": [4, 8],
+                "unit_levels": [8, 16, 32], "growth_levels": [4, 8, 12, 16, 24, 32]},
+        "max_evals": 3,
+        "arms": ["eas", "random"],
+        "seeds": [0],
+    },
+}

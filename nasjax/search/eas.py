@@ -1,0 +1,773 @@
+"""EAS: architecture search by function-preserving transformations (Cai et al., "Efficient
+Architecture Search by Network Transformation", AAAI 2018).
+
+Instead of training every candidate from scratch, EAS grows a trained network. A
+meta-controller (:mod:`nasjax.search.eas_controller`: a bidirectional-LSTM encoder of the
+network's layer sequence, a Net2Wider actor and a Net2Deeper actor, §3, §3.1) looks at
+the network and picks transformations that keep the function it computes: Net2Wider
+(a layer goes to the next width on a discrete ladder) and Net2Deeper (an
+identity-initialised layer is inserted). The transformed child inherits all weights
+(:data:`nasjax.ops.MORPHISMS`), so a short training suffices to tell whether the change
+helps.
+
+One episode:
+
+1. From the seed network (the best trained network found so far; at first the trained
+   start network), ``num_children`` children are sampled. Each applies ``steps`` in turn
+   (e.g. four Net2Deeper steps and one Net2Wider step); before every step the current
+   child is re-encoded, so each decision sees the network it changes.
+2. The children whose architecture was evaluated before take their earlier result
+   (results are cached by architecture); the others get the seed's weights through the
+   morphisms and are returned by ``ask``: the evaluator trains them briefly
+   (:func:`nasjax.train.fit`) and scores them on the validation split. The children of
+   one episode form one batch, spread over the evaluator's devices.
+3. The reward of a child is EAS's transform of its validation accuracy,
+   ``tan(acc * pi / 2)``, which stretches differences near the top. The controller
+   follows REINFORCE with a moving-average baseline ``b``::
+
+       grad J = 1/m sum_k (R_k - b) grad log P(actions_k | networks_k)
+
+   (the first episode's baseline is its own mean reward), optimised with Adam.
+4. The best child, if better than the seed, becomes the seed of the next episode with
+   its trained weights.
+
+Two families of networks (``family``): plain CNNs (:func:`nasjax.models.eas_start_net`:
+conv-BN-ReLU layers in blocks between max pools, global pooling, dense layers; Net2Deeper
+inserts a conv-BN(-ReLU) inside a block or a dense layer after global pooling) and
+DenseNets (:func:`nasjax.models.densenet`, §3.2: widening a layer gives it more filters,
+which every later layer of the block reads as copies; deepening adds a layer to a dense
+block, whose filters copy existing channels).
+
+Strategy protocol (:mod:`nasjax.search.base`): ``ask`` returns the start network, then
+each episode's children to evaluate, as :class:`~nasjax.Network` s carrying their
+inherited weights (as :mod:`nasjax.search.lemonade` does); the runner tells back the
+trained networks, and the best becomes the seed. Fitness must be a validation error in
+percent (the training evaluator's ``val_error``). With ``policy="random"`` the actions
+are drawn uniformly and the controller never learns: the ablation that isolates what
+the controller adds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import math
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nasjax.arch import Arch
+from nasjax.network import Network, init
+from nasjax.search import eas_controller as ctrl
+from nasjax.search.base import register_strategy, select_objective
+from nasjax.search.spaces import SearchSpace
+
+FAMILIES = ("plain_cnn", "densenet")
+POLICIES = ("controller", "random")
+STEP_KINDS = ("wider", "deeper")
+# Token ids: 0 pads; then pools, global pooling, conv-<level>-<kernel>, fc-<level>.
+PAD, POOL, GAP, FIRST_CONV = 0, 1, 2, 3
+
+DEFAULT_FILTER_LEVELS = (16, 32, 64, 96, 128, 192, 256, 384, 512)
+DEFAULT_UNIT_LEVELS = (64, 128, 256, 384, 512, 768, 1024)
+DEFAULT_GROWTH_LEVELS = (12, 16, 24, 32, 48, 64)
+DEFAULT_KERNELS = (1, 3, 5)
+DEFAULT_STARTS = {"plain_cnn": {"variant": "small"},
+                  "densenet": {"growth_rate": 12, "block_layers": [2, 2, 2],
+                               "init_features": 16}}
+
+
+# --------------------------------------------------------------------- layer sequences
+@dataclasses.dataclass(frozen=True)
+class Layer:
+  """One entry of a network's layer sequence.
+
+  Attributes:
+    node: the conv, dense, pool or global-pooling node.
+    kind: ``"conv"``, ``"fc"``, ``"pool"`` or ``"gap"``.
+    token: the encoder's token id.
+    widen_to: the next width on the layer's ladder if the Net2Wider actor may widen it
+      (None: at the top, or not a widenable layer).
+    block: the block a layer inserted right after this one joins (-1: no insertion here).
+    after: the node Net2Deeper inserts after (the end of this layer's conv-BN-ReLU, its
+      DenseNet concatenation, global pooling), or None.
+  """
+
+  node: str
+  kind: str
+  token: int
+  widen_to: int | None = None
+  block: int = -1
+  after: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Ladders:
+  """The discrete widths (§3.1) and the kernel sizes the actors choose from."""
+
+  filters: tuple[int, ...] = DEFAULT_FILTER_LEVELS
+  units: tuple[int, ...] = DEFAULT_UNIT_LEVELS
+  growth: tuple[int, ...] = DEFAULT_GROWTH_LEVELS
+  kernels: tuple[int, ...] = DEFAULT_KERNELS
+
+  def __post_init__(self):
+    for what in ("filters", "units", "growth", "kernels"):
+      levels = tuple(getattr(self, what))
+      if (not levels or any(isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                            or v < 1 for v in levels)
+          or list(levels) != sorted(set(levels))):
+        raise ValueError(f"{what} levels must be increasing positive ints, got {levels!r}")
+      object.__setattr__(self, what, tuple(int(v) for v in levels))
+
+  @property
+  def conv_levels(self) -> int:
+    return max(len(self.filters), len(self.growth))
+
+  @property
+  def vocab(self) -> int:
+    return FIRST_CONV + self.conv_levels * len(self.kernels) + len(self.units)
+
+  def conv_token(self, width: int, kernel: int, ladder: tuple[int, ...]) -> int:
+    k = int(np.argmin([abs(kernel - v) for v in self.kernels]))
+    return FIRST_CONV + _level(width, ladder) * len(self.kernels) + k
+
+  def fc_token(self, width: int) -> int:
+    return FIRST_CONV + self.conv_levels * len(self.kernels) + _level(width, self.units)
+
+
+def _level(width: int, ladder: tuple[int, ...]) -> int:
+  """Index of the largest rung not above ``width`` (0 below the ladder)."""
+  return max(0, int(np.searchsorted(ladder, width, side="right")) - 1)
+
+
+def _next_width(width: int, ladder: tuple[int, ...]) -> int | None:
+  above = [v for v in ladder if v > width]
+  return above[0] if above else None
+
+
+def _layer_end(arch: Arch, name: str) -> str:
+  """The last node of ``name``'s conv-BN-ReLU (or dense-ReLU) chain."""
+  end = name
+  while True:
+    consumers = arch.consumers(end)
+    if len(consumers) != 1 or arch[consumers[0]].op not in ("batchnorm", "relu"):
+      return end
+    end = consumers[0]
+
+
+def _can_widen(arch: Arch, node: str, width: int | None) -> int | None:
+  from nasjax.ops.plan import try_plan
+
+  if width is None or try_plan("net2wider", arch, node=node, width=width) is None:
+    return None
+  return width
+
+
+def layer_sequence(arch: Arch, family: str, ladders: Ladders) -> tuple[Layer, ...]:
+  """The layers of ``arch`` as the controller sees them, in topological order.
+
+  Plain CNNs: every conv is a ``conv`` layer of block ``b`` (the number of pools before
+  it), widenable on the filter ladder, with an insertion point after its ReLU; global
+  pooling opens the dense block (insertion right after it), and every hidden dense layer
+  is an ``fc`` layer of that block, widenable on the unit ladder. DenseNets: a conv whose
+  output is the last input of a concatenation is a layer of its dense block, widenable
+  on the growth ladder, with the insertion point after that concatenation; the other
+  convs (stem, transitions, bottlenecks) only appear as tokens.
+
+  Args:
+    arch: the network's architecture.
+    family: ``"plain_cnn"`` or ``"densenet"``.
+    ladders: widths and kernel sizes.
+
+  Returns:
+    The layers (the classifier, ``arch.output``, is not one of them).
+  """
+  if family not in FAMILIES:
+    raise ValueError(f"unknown family {family!r}; choose from {list(FAMILIES)}")
+  layers, block = [], 0
+  for name in arch.topo_order:
+    node = arch[name]
+    if name == arch.output:
+      continue
+    if node.op in ("max_pool", "avg_pool"):
+      layers.append(Layer(name, "pool", POOL))
+      block += 1
+    elif node.op in ("gap", "flatten"):
+      if family == "plain_cnn":
+        block += 1
+        layers.append(Layer(name, "gap", GAP, block=block, after=name))
+      else:
+        layers.append(Layer(name, "gap", GAP))
+    elif node.op in ("conv", "sep_conv"):
+      width, kernel = node["features"], node["kernel"][0]
+      if family == "plain_cnn":
+        layers.append(Layer(name, "conv", ladders.conv_token(width, kernel, ladders.filters),
+                            _can_widen(arch, name, _next_width(width, ladders.filters)),
+                            block, _layer_end(arch, name)))
+        continue
+      cat = next((c for c in arch.consumers(name)
+                  if arch[c].op == "concat" and arch[c].inputs[-1] == name), None)
+      if cat is None:
+        layers.append(Layer(name, "conv", ladders.conv_token(width, kernel, ladders.filters)))
+      else:
+        layers.append(Layer(name, "conv", ladders.conv_token(width, kernel, ladders.growth),
+                            _can_widen(arch, name, _next_width(width, ladders.growth)),
+                            block, cat))
+    elif node.op == "dense":
+      width = node["features"]
+      if family == "plain_cnn":
+        layers.append(Layer(name, "fc", ladders.fc_token(width),
+                            _can_widen(arch, name, _next_width(width, ladders.units)),
+                            block, _layer_end(arch, name)))
+      else:
+        layers.append(Layer(name, "fc", ladders.fc_token(width)))
+  return tuple(layers)
+
+
+def insertion_blocks(layers: Sequence[Layer]) -> list[list[Layer]]:
+  """The insertion points of each block, in order (block ``b`` is entry ``b``)."""
+  num = 1 + max([layer.block for layer in layers] + [-1])
+  blocks: list[list[Layer]] = [[] for _ in range(num)]
+  for layer in layers:
+    if layer.block >= 0 and layer.after is not None:
+      blocks[layer.block].append(layer)
+  return blocks
+
+
+def observe(layers: Sequence[Layer], max_len: int, max_blocks: int) -> dict[str, np.ndarray]:
+  """One observation (:func:`nasjax.search.eas_controller.observation_spec`) of a network.
+
+  Raises:
+    ValueError: if the network has more than ``max_len`` layers or ``max_blocks`` blocks.
+  """
+  n = len(layers)
+  if n > max_len:
+    raise ValueError(f"the network has {n} layers, more than max_len={max_len}")
+  blocks = insertion_blocks(layers)
+  if len(blocks) > max_blocks:
+    raise ValueError(f"the network has {len(blocks)} blocks, more than max_blocks="
+                     f"{max_blocks}")
+  tokens = np.zeros(max_len, np.int32)
+  tokens[:n] = [layer.token for layer in layers]
+  widen = np.zeros(max_len, bool)
+  widen[:n] = [layer.widen_to is not None for layer in layers]
+  sizes = np.zeros(max_blocks, np.int32)
+  conv = np.zeros(max_blocks, bool)
+  for b, members in enumerate(blocks):
+    sizes[b] = len(members)
+    conv[b] = bool(members) and members[0].kind == "conv"
+  return {"tokens": tokens, "length": np.int32(n), "widen_mask": widen,
+          "block_sizes": sizes, "block_conv": conv,
+          "deeper_ok": np.bool_(n < max_len and sizes.any())}
+
+
+# ----------------------------------------------------------------------------- state
+@dataclasses.dataclass(frozen=True)
+class Child:
+  """A network sampled in the current episode.
+
+  Attributes:
+    arch: its architecture.
+    ops: the morphisms that make it from the seed, ``((name, kwargs), ...)``.
+    key: its cache key (a digest of the architecture).
+    candidate: its index among the candidates of the ``ask`` (-1: taken from the cache).
+    fitness: the cached fitness (NaN for a candidate, until told).
+  """
+
+  arch: Arch
+  ops: tuple
+  key: str
+  candidate: int = -1
+  fitness: float = math.nan
+
+
+@dataclasses.dataclass(frozen=True)
+class EASState:
+  """Attributes:
+    params: the controller's parameters.
+    opt_state: Adam's state.
+    baseline: the moving average of the rewards (None before the first update).
+    seed: the best trained network so far, the start of every episode (None at first).
+    seed_fitness: its fitness.
+    seed_depth: evaluations along its lineage, its own included: its weights were
+      trained that many times.
+    pending: the children of the last ``ask`` (the start network, in the first).
+    trajectory: the observations and actions of the pending children (arrays with
+      leading axes ``(num_children, T)``), None for the start network.
+    cache: fitness of every architecture evaluated, by :func:`arch_key`.
+    episode: episodes sampled (controller updates made).
+    count: candidates told.
+    log: one dict per controller update: ``episode``, ``mean_reward``, ``baseline``,
+      ``best_child`` (lowest fitness among the episode's children), ``seed_fitness``.
+  """
+
+  params: Any
+  opt_state: Any
+  baseline: float | None = None
+  seed: Network | None = None
+  seed_fitness: float = math.nan
+  seed_depth: int = 0
+  pending: tuple[Child, ...] = ()
+  trajectory: Mapping[str, np.ndarray] | None = None
+  cache: Mapping[str, float] = dataclasses.field(default_factory=dict)
+  episode: int = 0
+  count: int = 0
+  log: tuple[Mapping[str, float], ...] = ()
+
+
+def arch_key(arch: Arch) -> str:
+  """A digest of the architecture: the cache key of its evaluation."""
+  return hashlib.sha256(arch.to_json().encode()).hexdigest()[:32]
+
+
+def reward(fitness) -> np.ndarray:
+  """EAS's reward ``tan(acc * pi / 2)`` of validation errors in percent (NaN stays NaN).
+
+  The accuracy is clipped to ``[0, 0.999]``: the transform has a pole at 1.
+  """
+  acc = np.clip(1.0 - np.asarray(fitness, np.float64) / 100.0, 0.0, 0.999)
+  return np.tan(acc * np.pi / 2)
+
+
+# -------------------------------------------------------------------------- strategy
+@dataclasses.dataclass(frozen=True, eq=False)
+class EAS:
+  """The EAS strategy (see the module docstring).
+
+  Attributes:
+    space: the search space named by the run (networks are grown, not coded).
+    num_objectives: length of the told fitness vectors.
+    objective: which of them is the validation error in percent.
+    family: ``"plain_cnn"`` or ``"densenet"``.
+    start: keyword arguments of the start network's builder
+      (:func:`nasjax.models.eas_start_net` or :func:`nasjax.models.densenet`); empty:
+      the family's default.
+    num_children: children sampled per episode.
+    steps: the transformation steps of a child, each ``"wider"`` or ``"deeper"``.
+    filter_levels, unit_levels, growth_levels: the width ladders of conv filters, dense
+      units and DenseNet layers.
+    kernels: kernel sizes of inserted conv layers.
+    max_len, max_blocks: the longest layer sequence and most blocks the controller
+      reads; a child stops deepening at ``max_len`` layers.
+    embed, hidden: the controller's embedding size and LSTM units per direction.
+    learning_rate: Adam's step size.
+    baseline_decay: the moving average keeps this much of the old baseline per episode.
+    policy: ``"controller"`` (learned) or ``"random"`` (uniform actions, no learning).
+    wider_noise: Net2Wider's symmetry-breaking noise (the copies' shares of outgoing
+      weights still sum to one, so the function is kept).
+    max_resample: episodes re-sampled (and learned from) when every child is cached,
+      before one is evaluated again anyway.
+    start_weights: a network file (:func:`nasjax.save`) to start from instead: a trained
+      start network, whose architecture replaces ``start``.
+    dataset, data_limit: the data set (a :func:`nasjax.data.load` name) that sizes the
+      start network's input and classifier; it should be the evaluator's.
+  """
+
+  space: SearchSpace
+  num_objectives: int = 1
+  objective: int = 0
+  family: str = "plain_cnn"
+  start: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  num_children: int = 8
+  steps: tuple[str, ...] = ("deeper", "deeper", "deeper", "deeper", "wider")
+  filter_levels: tuple[int, ...] = DEFAULT_FILTER_LEVELS
+  unit_levels: tuple[int, ...] = DEFAULT_UNIT_LEVELS
+  growth_levels: tuple[int, ...] = DEFAULT_GROWTH_LEVELS
+  kernels: tuple[int, ...] = DEFAULT_KERNELS
+  max_len: int = 64
+  max_blocks: int = 8
+  embed: int = 16
+  hidden: int = 50
+  learning_rate: float = 0.005
+  baseline_decay: float = 0.95
+  policy: str = "controller"
+  wider_noise: float = 0.1
+  max_resample: int = 8
+  start_weights: str | None = None
+  dataset: str = "fashion_mnist_small"
+  data_limit: int | None = None
+  name = "eas"
+
+  def __post_init__(self):
+    for what in ("num_objectives", "num_children", "max_len", "max_blocks", "embed",
+                 "hidden"):
+      v = getattr(self, what)
+      if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{what} must be a positive int, got {v!r}")
+    if isinstance(self.max_resample, bool) or not isinstance(self.max_resample, int) or (
+        self.max_resample < 0):
+      raise ValueError(f"max_resample must be an int >= 0, got {self.max_resample!r}")
+    if not 0 <= self.objective < self.num_objectives:
+      raise ValueError(f"objective {self.objective!r} is outside the {self.num_objectives} "
+                       "objectives")
+    if self.family not in FAMILIES:
+      raise ValueError(f"unknown family {self.family!r}; choose from {list(FAMILIES)}")
+    if self.policy not in POLICIES:
+      raise ValueError(f"unknown policy {self.policy!r}; choose from {list(POLICIES)}")
+    steps = tuple(self.steps)
+    if not steps or any(s not in STEP_KINDS for s in steps):
+      raise ValueError(f"steps must be a non-empty list of {list(STEP_KINDS)}, got "
+                       f"{list(self.steps)!r}")
+    object.__setattr__(self, "steps", steps)
+    if not self.learning_rate >= 0:
+      raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate!r}")
+    if not 0 <= self.baseline_decay < 1:
+      raise ValueError(f"baseline_decay must lie in [0, 1), got {self.baseline_decay!r}")
+    if not self.wider_noise >= 0:
+      raise ValueError(f"wider_noise must be >= 0, got {self.wider_noise!r}")
+    ladders = Ladders(self.filter_levels, self.unit_levels, self.growth_levels, self.kernels)
+    object.__setattr__(self, "filter_levels", ladders.filters)
+    object.__setattr__(self, "unit_levels", ladders.units)
+    object.__setattr__(self, "growth_levels", ladders.growth)
+    object.__setattr__(self, "kernels", ladders.kernels)
+    object.__setattr__(self, "start", dict(self.start or DEFAULT_STARTS[self.family]))
+    object.__setattr__(self, "ladders", ladders)
+    object.__setattr__(self, "controller", ctrl.EASController(
+        ladders.vocab, self.max_len, self.max_blocks, len(ladders.kernels), self.embed,
+        self.hidden))
+
+
+  # -- configuration -------------------------------------------------------------------
+  def config(self) -> dict:
+    return {"objective": self.objective, "family": self.family, "start": dict(self.start),
+            "num_children": self.num_children, "steps": list(self.steps),
+            "filter_levels": list(self.filter_levels), "unit_levels": list(self.unit_levels),
+            "growth_levels": list(self.growth_levels), "kernels": list(self.kernels),
+            "max_len": self.max_len, "max_blocks": self.max_blocks, "embed": self.embed,
+            "hidden": self.hidden, "learning_rate": self.learning_rate,
+            "baseline_decay": self.baseline_decay, "policy": self.policy,
+            "wider_noise": self.wider_noise, "max_resample": self.max_resample,
+            "start_weights": self.start_weights, "dataset": self.dataset,
+            "data_limit": self.data_limit}
+
+  @property
+  def uniform(self) -> jax.Array:
+    """``()`` bool: whether actions are drawn uniformly (``policy="random"``)."""
+    return jnp.bool_(self.policy == "random")
+
+  def start_arch(self, input_shape: Sequence[int], num_classes: int) -> Arch:
+    """The start network's architecture for images of ``input_shape``."""
+    from nasjax.models import densenet, eas_start_net
+
+    build = eas_start_net if self.family == "plain_cnn" else densenet
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in self.start.items()}
+    arch = build(**kwargs, input_shape=tuple(input_shape), num_classes=num_classes)
+    observe(self.layers(arch), self.max_len, self.max_blocks)  # fits the controller
+    return arch
+
+  def start_network(self, key: jax.Array) -> Network:
+    """The network the search starts from: ``start_weights`` if given, else the start
+    architecture initialised from ``key``."""
+    if self.start_weights is None:
+      return init(self.start_arch(*self.data_shape), key)
+    from nasjax.network import load
+
+    net = load(self.start_weights)
+    observe(self.layers(net.arch), self.max_len, self.max_blocks)  # fits the controller
+    return net
+
+  def layers(self, arch: Arch) -> tuple[Layer, ...]:
+    """The controller's view of ``arch`` (:func:`layer_sequence`)."""
+    return layer_sequence(arch, self.family, self.ladders)
+
+  @property
+  def data_shape(self) -> tuple[tuple[int, ...], int]:
+    """``(input_shape, num_classes)`` of the data set, loaded once."""
+    if "_shape" not in self.__dict__:
+      from nasjax import data as data_lib
+
+      data = data_lib.load(self.dataset, limit=self.data_limit)
+      object.__setattr__(self, "_shape", (tuple(data.input_shape), int(data.num_classes)))
+    return self.__dict__["_shape"]
+
+  # -- protocol --------------------------------------------------------------------------
+  def init(self, key: jax.Array) -> EASState:
+    import optax
+
+    params = ctrl.init_params(self.controller, key)
+    return EASState(params=params, opt_state=optax.scale_by_adam().init(params))
+
+  def ask(self, key: jax.Array, state: EASState) -> tuple[list[Network], EASState]:
+    """The start network (first call), then the children of one episode to evaluate.
+
+    Returns:
+      ``(networks, state)``: :class:`~nasjax.Network` s with inherited weights, one per
+      distinct architecture not evaluated before; ``state.pending`` lists every child
+      of the episode (cached ones included).
+    """
+    if state.seed is None:
+      net = self.start_network(key)
+      child = Child(net.arch, (), arch_key(net.arch), candidate=0)
+      return [net], dataclasses.replace(state, pending=(child,), trajectory=None)
+    k_sample, k_make = jax.random.split(key)
+    for attempt in range(self.max_resample + 1):
+      children, trajectory = self.sample_episode(jax.random.fold_in(k_sample, attempt),
+                                                 state)
+      children = self._assign_candidates(children, state.cache,
+                                         force=attempt == self.max_resample)
+      if any(c.candidate >= 0 for c in children):
+        break
+      # Every child was evaluated before: learn from the cached rewards, sample again.
+      state = self._learn(state, trajectory, np.array([c.fitness for c in children]))
+    nets = {}
+    for j, child in enumerate(children):
+      if child.candidate >= 0 and child.candidate not in nets:
+        nets[child.candidate] = self.apply_ops(state.seed, child.ops,
+                                               jax.random.fold_in(k_make, j))
+    return [nets[i] for i in range(len(nets))], dataclasses.replace(
+        state, pending=tuple(children), trajectory=trajectory)
+
+  def tell(self, key, state: EASState, candidates, fitness) -> EASState:
+    """Cache the results, update the controller by REINFORCE and the seed.
+
+    Args:
+      key: unused (the update is deterministic).
+      state: the state returned by the last ``ask``.
+      candidates: the candidates of that ``ask``, or the trained networks in their place.
+      fitness: ``(B,)`` or ``(B, M)``; a NaN marks a failed child (no reward, never the
+        seed).
+
+    Raises:
+      ValueError: if the candidates do not match the last ``ask``.
+    """
+    del key
+    f = np.asarray(select_objective(fitness, self.objective), np.float64)
+    num = 1 + max([c.candidate for c in state.pending] + [-1])
+    if len(candidates) != num or f.shape != (num,):
+      raise ValueError(f"told {len(candidates)} candidates with fitness of shape "
+                       f"{np.shape(fitness)}, but the last ask proposed {num}")
+    by_candidate = {c.candidate: c for c in state.pending if c.candidate >= 0}
+    cache = dict(state.cache)
+    seed, seed_fitness, seed_depth = state.seed, state.seed_fitness, state.seed_depth
+    for i, cand in enumerate(candidates):
+      child = by_candidate[i]
+      if isinstance(cand, Network) and cand.arch != child.arch:
+        raise ValueError(f"candidate {i} has a different architecture than the one asked")
+      if not math.isfinite(f[i]):
+        continue
+      cache[child.key] = float(f[i])
+      if isinstance(cand, Network) and (math.isnan(seed_fitness) or f[i] < seed_fitness):
+        seed, seed_fitness = cand, float(f[i])
+        seed_depth = state.seed_depth + 1
+    new = dataclasses.replace(state, seed=seed, seed_fitness=seed_fitness,
+                              seed_depth=seed_depth, cache=cache, pending=(),
+                              trajectory=None, count=state.count + num)
+    if state.trajectory is None:  # the start network: nothing to learn from
+      return new
+    child_f = np.array([f[c.candidate] if c.candidate >= 0 else c.fitness
+                        for c in state.pending])
+    return self._learn(new, state.trajectory, child_f, seed_fitness=seed_fitness)
+
+  # -- episodes ---------------------------------------------------------------------------
+  def sample_episode(self, key: jax.Array, state: EASState
+                     ) -> tuple[list[Child], dict[str, np.ndarray]]:
+    """Sample ``num_children`` transformation sequences from the seed.
+
+    Only architectures are built here (the morphisms' structural plans); weights are
+    transferred later, for the children that are evaluated.
+
+    Returns:
+      ``(children, trajectory)``: the children (not yet checked against the cache) and
+      their observations and actions, arrays with leading axes ``(num_children, T)``:
+      the observation fields, ``widen`` ``(n, T, L)``, ``deeper`` ``(n, T, 3)``,
+      ``valid`` ``(n, T)``, and ``is_wider`` ``(T,)``, the kind of each step.
+    """
+    from nasjax.ops.plan import try_plan
+
+    n = self.num_children
+    archs = [state.seed.arch] * n
+    ops: list[list] = [[] for _ in range(n)]
+    obs_steps, widen_steps, deeper_steps, valid_steps = [], [], [], []
+    for t, kind in enumerate(self.steps):
+      layer_lists = [self.layers(a) for a in archs]
+      obs = [observe(layers, self.max_len, self.max_blocks) for layers in layer_lists]
+      batch = {k: np.stack([o[k] for o in obs]) for k in obs[0]}
+      keys = jax.random.split(jax.random.fold_in(key, t), n)
+      actions, _ = _sample(self.controller, state.params, batch, keys, kind, self.uniform)
+      actions = np.asarray(actions)
+      widen = np.zeros((n, self.max_len), np.int32)
+      deeper = np.zeros((n, 3), np.int32)
+      valid = np.zeros(n, bool)
+      for i in range(n):
+        if kind == "wider":
+          widen[i] = actions[i]
+          new_ops = [("net2wider", {"node": layer.node, "width": layer.widen_to})
+                     for layer, w in zip(layer_lists[i], actions[i]) if w]
+          valid[i] = bool(batch["widen_mask"][i].any())
+        else:
+          deeper[i] = actions[i]
+          valid[i] = bool(batch["deeper_ok"][i])
+          new_ops = [self._deeper_op(layer_lists[i], actions[i])] if valid[i] else []
+        for name, kwargs in new_ops:
+          plan = try_plan(name, archs[i], **kwargs)
+          if plan is None:
+            raise RuntimeError(f"{name}({kwargs}) was offered to the controller but does "
+                               f"not apply to the network")
+          archs[i] = plan.arch
+          ops[i].append((name, kwargs))
+      obs_steps.append(batch)
+      widen_steps.append(widen)
+      deeper_steps.append(deeper)
+      valid_steps.append(valid)
+    trajectory = {k: np.stack([b[k] for b in obs_steps], axis=1) for k in obs_steps[0]}
+    trajectory.update(widen=np.stack(widen_steps, 1), deeper=np.stack(deeper_steps, 1),
+                      valid=np.stack(valid_steps, 1),
+                      is_wider=np.array([kind == "wider" for kind in self.steps]))
+    children = [Child(a, tuple(o), arch_key(a)) for a, o in zip(archs, ops)]
+    return children, trajectory
+
+  def _deeper_op(self, layers: Sequence[Layer], action) -> tuple[str, dict]:
+    block, pos, kernel = (int(v) for v in action)
+    at = insertion_blocks(layers)[block][pos]
+    if at.kind in ("gap", "fc"):
+      return "net2deeper", {"after": at.after, "op": "dense"}
+    return "net2deeper", {"after": at.after, "kernel": self.kernels[kernel], "op": "conv"}
+
+  @staticmethod
+  def _assign_candidates(children: list[Child], cache: Mapping[str, float],
+                         force: bool) -> list[Child]:
+    """Number the distinct architectures not in ``cache`` as candidates; the others take
+    their cached fitness. With ``force`` and nothing new, the first child is evaluated
+    again."""
+    nothing_new = all(c.key in cache for c in children)
+    forced = children[0].key if force and nothing_new else None
+    out, index = [], {}
+    for c in children:
+      if c.key in cache and c.key != forced:
+        out.append(dataclasses.replace(c, candidate=-1, fitness=cache[c.key]))
+      else:
+        index.setdefault(c.key, len(index))
+        out.append(dataclasses.replace(c, candidate=index[c.key], fitness=math.nan))
+    return out
+
+  def apply_ops(self, net: Network, ops, key: jax.Array) -> Network:
+    """``net`` transformed by ``ops`` (``((name, kwargs), ...)``), weights carried over."""
+    from nasjax.ops import MORPHISMS
+
+    for s, (name, kwargs) in enumerate(ops):
+      extra = {"noise": self.wider_noise} if name == "net2wider" else {}
+      net = MORPHISMS[name](net, jax.random.fold_in(key, s), **kwargs, **extra)
+    return net
+
+  # -- learning -------------------------------------------------------------------------
+  def _learn(self, state: EASState, trajectory, fitness: np.ndarray,
+             seed_fitness: float | None = None) -> EASState:
+    """REINFORCE on one episode's children with their ``fitness`` ``(n,)``."""
+    R = reward(fitness)
+    ok = np.isfinite(R)
+    log = {"episode": state.episode,
+           "mean_reward": float(R[ok].mean()) if ok.any() else math.nan,
+           "best_child": float(np.nanmin(fitness)) if ok.any() else math.nan,
+           "seed_fitness": state.seed_fitness if seed_fitness is None else seed_fitness}
+    if not ok.any() or self.policy == "random":
+      return dataclasses.replace(state, episode=state.episode + 1,
+                                 log=state.log + ({**log, "baseline": state.baseline},))
+    mean = float(R[ok].mean())
+    b = mean if state.baseline is None else state.baseline
+    weights = np.where(ok, np.nan_to_num(R - b), 0.0) / ok.sum()
+    params, opt_state = _reinforce_step(self.controller, state.params, state.opt_state,
+                                        {k: jnp.asarray(v) for k, v in trajectory.items()},
+                                        jnp.asarray(weights, jnp.float32),
+                                        jnp.float32(self.learning_rate))
+    baseline = self.baseline_decay * b + (1 - self.baseline_decay) * mean
+    return dataclasses.replace(state, params=params, opt_state=opt_state, baseline=baseline,
+                               episode=state.episode + 1,
+                               log=state.log + ({**log, "baseline": baseline},))
+
+  # -- inspection -------------------------------------------------------------------------
+  def action_probabilities(self, params, arch: Arch) -> dict[str, np.ndarray]:
+    """The controller's first decisions on ``arch`` as probabilities.
+
+    Returns:
+      ``widen`` ``(num_layers,)``: the probability that each layer of
+      :meth:`layers` widens (0 where it cannot); ``block`` ``(num_blocks,)``: the
+      probability that the Net2Deeper actor inserts into each block.
+    """
+    layers = self.layers(arch)
+    obs = {k: jnp.asarray(v) for k, v in observe(layers, self.max_len,
+                                                  self.max_blocks).items()}
+    p_widen, p_block = _policy(self.controller, params, obs, self.uniform)
+    return {"widen": np.asarray(p_widen)[:len(layers)],
+            "block": np.asarray(p_block)[:len(insertion_blocks(layers))]}
+
+
+# Jitted with the controller static: controllers of the same shape (equal modules) share
+# the compiled programs, and the policy flag and the learning rate are traced, so the
+# learned controller and the random-policy ablation use the same programs.
+_sample = jax.jit(ctrl.sample, static_argnames=("controller", "kind"))
+
+
+@functools.partial(jax.jit, static_argnames=("controller",))
+def _policy(controller: ctrl.EASController, params, obs: dict, uniform: jax.Array):
+  return controller.apply({"params": params}, obs, uniform=uniform, method="policy")
+
+
+@functools.partial(jax.jit, static_argnames=("controller",))
+def _reinforce_step(controller: ctrl.EASController, params, opt_state, trajectory: dict,
+                    weights: jax.Array, learning_rate: jax.Array):
+  """One Adam step on ``-sum_k weights_k log P(child_k)``.
+
+  Args:
+    controller: the module.
+    params: its parameters.
+    opt_state: ``optax.scale_by_adam`` state.
+    trajectory: the episode (:meth:`EAS.sample_episode`), arrays ``(n, T, ...)``.
+    weights: ``(n,)`` advantage of each child over the number of rewarded children (0
+      for a failed child).
+    learning_rate: ``()`` Adam's step size.
+
+  Returns:
+    ``(params, opt_state)``.
+  """
+  import optax
+
+  obs = {k: trajectory[k] for k in ctrl.observation_spec(1, 1)}
+
+  def loss(p):
+    logp = ctrl.log_prob(controller, p, obs, trajectory["widen"], trajectory["deeper"],
+                         trajectory["is_wider"], trajectory["valid"])
+    return -jnp.sum(weights * logp)
+
+  grads = jax.grad(loss)(params)
+  updates, opt_state = optax.scale_by_adam().update(grads, opt_state, params)
+  params = jax.tree_util.tree_map(lambda p, u: p - learning_rate * u, params, updates)
+  return params, opt_state
+
+
+def _make(space: SearchSpace, config: dict) -> EAS:
+  config = dict(config)
+  num_objectives = config.pop("num_objectives")
+  for k in ("steps", "filter_levels", "unit_levels", "growth_levels", "kernels"):
+    config[k] = tuple(config[k])
+  config["start"] = dict(config["start"] or {})
+  return EAS(space, num_objectives=num_objectives, **config)
+
+
+DEFAULT_CONFIG = {
+    "objective": 0, "family": "plain_cnn", "start": {}, "num_children": 8,
+    "steps": ["deeper", "deeper", "deeper", "deeper", "wider"],
+    "filter_levels": list(DEFAULT_FILTER_LEVELS), "unit_levels": list(DEFAULT_UNIT_LEVELS),
+    "growth_levels": list(DEFAULT_GROWTH_LEVELS), "kernels": list(DEFAULT_KERNELS),
+    "max_len": 64, "max_blocks": 8, "embed": 16, "hidden": 50, "learning_rate": 0.005,
+    "baseline_decay": 0.95, "policy": "controller", "wider_noise": 0.1, "max_resample": 8,
+    "start_weights": None, "dataset": "fashion_mnist_small", "data_limit": None,
+}
+
+register_strategy(
+    "eas", _make, spaces=("plain_cnn",), multi_objective=False, jittable=False,
+    default_config=DEFAULT_CONFIG,
+    smoke={"space": "plain_cnn", "max_evals": 4,
+           "config": {"start": {"variant": "tiny", "num_blocks": 2},
+                      "filter_levels": [4, 8, 16], "unit_levels": [8, 16, 32],
+                      "num_children": 3, "steps": ["deeper", "wider"], "hidden": 16,
+                      "data_limit": 1024},
+           "train": {"epochs": 1.0, "max_steps": 4, "batch_size": 32}},
+    description="EAS, an RL meta-controller growing trained networks by Net2Wider / "
+                "Net2Deeper (Cai et al. 2018)")
+
+__all__ = ["EAS", "EASState", "Child", "Layer", "Ladders", "layer_sequence",
+           "insertion_blocks", "observe", "arch_key", "reward", "DEFAULT_CONFIG",
+           "FAMILIES", "POLICIES"]

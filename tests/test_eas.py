@@ -1,0 +1,298 @@
+"""EAS: layer sequences, controller masks, REINFORCE, weight-preserving children, search."""
+
+import dataclasses
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nasjax
+from nasjax.models import densenet, eas_start_net
+from nasjax.ops.plan import try_plan
+from nasjax.search import eas
+from nasjax.search import eas_controller as ctrl
+from nasjax.search.evaluators import TrainingEvaluator
+from nasjax.search.runner import Budget, load_checkpoint, resume, run
+from nasjax.search.spaces import PlainCNNSpace
+from nasjax.train import TrainConfig
+
+SHAPE, CLASSES = (8, 8, 3), 4  # the synthetic data set's
+# Tiny start nets on short ladders (a 4-filter conv reaches the top after one widening).
+# Both families use the same controller sizes and every test samples 4 children, so the
+# controller's programs compile once for the whole file.
+CONTROLLER = {"num_children": 4, "hidden": 16, "max_len": 16, "max_blocks": 4,
+              "filter_levels": (4, 8), "unit_levels": (8, 16, 32),
+              "growth_levels": (4, 8, 12, 16, 24, 32), "dataset": "synthetic"}
+PLAIN = {**CONTROLLER, "start": {"variant": "tiny", "num_blocks": 2, "filters": 4, "units": 8},
+         "steps": ("deeper", "wider")}
+DENSE = {**CONTROLLER, "family": "densenet", "steps": ("deeper", "wider"),
+         "start": {"growth_rate": 4, "block_layers": [1, 1], "init_features": 4}}
+
+
+def _strategy(**overrides):
+  return eas.EAS(PlainCNNSpace(), **{**PLAIN, **overrides})
+
+
+def _perturbed(net, seed):
+  """``net`` with random weights and batch-norm statistics far from the defaults."""
+  rng = np.random.default_rng(seed)
+  params = jax.tree_util.tree_map(
+      lambda a: jnp.asarray(rng.normal(0, 0.5, a.shape), jnp.float32), net.params)
+  state = {n: {k: jnp.asarray(rng.uniform(0.5, 2.0, v.shape) if k == "var"
+                              else rng.normal(0, 0.5, v.shape), jnp.float32)
+               for k, v in d.items()} for n, d in net.state.items()}
+  return nasjax.Network(net.arch, params, state)
+
+
+def _seeded(strategy, seed=0, fitness=50.0):
+  """A state whose seed is the (perturbed) start network with ``fitness``."""
+  state = strategy.init(jax.random.key(seed))
+  nets, state = strategy.ask(jax.random.key(seed + 1), state)
+  return strategy.tell(None, state, [_perturbed(nets[0], seed)], np.array([fitness]))
+
+
+@pytest.fixture(scope="module")
+def plain():
+  strategy = _strategy()
+  return strategy, _seeded(strategy)
+
+
+# --------------------------------------------------------------------- layer sequences
+def test_layer_sequence_of_the_plain_start_net():
+  arch = eas_start_net("tiny", num_blocks=2, input_shape=SHAPE, num_classes=CLASSES)
+  ladders = eas.Ladders(filters=(4, 8), units=(8, 16), growth=(4, 8), kernels=(1, 3, 5))
+  layers = eas.layer_sequence(arch, "plain_cnn", ladders)
+  assert [(l.node, l.kind, l.block, l.after, l.widen_to) for l in layers] == [
+      ("b0_l0_conv", "conv", 0, "b0_l0_relu", 8), ("b0_pool", "pool", -1, None, None),
+      ("b1_l0_conv", "conv", 1, "b1_l0_relu", 8), ("gap", "gap", 2, "gap", None),
+      ("fc0", "fc", 2, "fc0_relu", 16)]
+  # conv-4-3 is level 0, kernel index 1; fc-8 follows the 2 x 3 conv tokens.
+  assert [l.token for l in layers] == [eas.FIRST_CONV + 1, eas.POOL, eas.FIRST_CONV + 1,
+                                       eas.GAP, eas.FIRST_CONV + 6]
+  obs = eas.observe(layers, max_len=8, max_blocks=4)
+  np.testing.assert_array_equal(obs["block_sizes"], [1, 1, 2, 0])
+  np.testing.assert_array_equal(obs["block_conv"], [True, True, False, False])
+  np.testing.assert_array_equal(obs["widen_mask"][:6], [1, 0, 1, 0, 1, 0])
+  assert int(obs["length"]) == 5 and bool(obs["deeper_ok"])
+  with pytest.raises(ValueError, match="more than max_len=4"):
+    eas.observe(layers, max_len=4, max_blocks=4)
+
+
+def test_layer_sequence_of_a_densenet():
+  arch = densenet(4, (2, 1), 4, input_shape=SHAPE, num_classes=CLASSES)
+  layers = eas.layer_sequence(arch, "densenet", eas.Ladders(growth=(4, 8)))
+  dense = [(l.node, l.block, l.after, l.widen_to) for l in layers if l.after]
+  assert dense == [("b0_l0_conv", 0, "b0_l0_cat", 8), ("b0_l1_conv", 0, "b0_l1_cat", 8),
+                   ("b1_l0_conv", 1, "b1_l0_cat", 8)]
+  # The stem and the transition conv are tokens only.
+  assert [l.node for l in layers if l.kind == "conv" and not l.after] == ["stem_conv",
+                                                                          "t0_conv"]
+
+
+# ------------------------------------------------------------------------- controller
+def test_controller_shapes_and_masks(plain):
+  strategy, state = plain
+  layers = strategy.layers(state.seed.arch)
+  obs = eas.observe(layers, strategy.max_len, strategy.max_blocks)
+  # Mark the first conv as already at the top of its ladder: it must never widen.
+  obs["widen_mask"][0] = False
+  n = strategy.num_children
+  batch = {k: np.stack([v] * n) for k, v in obs.items()}
+  draws = []
+  for r in range(16):
+    keys = jax.random.split(jax.random.key(r), n)
+    w = eas._sample(strategy.controller, state.params, batch, keys, "wider", strategy.uniform)
+    d = eas._sample(strategy.controller, state.params, batch, keys, "deeper", strategy.uniform)
+    draws.append((w, d))
+  (widen, lp_w), (deeper, lp_d) = draws[0]
+  assert widen.shape == (n, strategy.max_len) and deeper.shape == (n, 3)
+  assert lp_w.shape == lp_d.shape == (n,)
+  assert np.all(np.isfinite(lp_w)) and np.all(np.asarray(lp_d) < 0)
+  widen = np.concatenate([np.asarray(w[0]) for w, _ in draws])
+  deeper = np.concatenate([np.asarray(d[0]) for _, d in draws])
+  assert widen[:, ~obs["widen_mask"]].sum() == 0
+  # Unmasked layers widen about half the time at initialisation (p = 0.5, 128 draws:
+  # std 0.044).
+  assert 0.35 < widen[:, obs["widen_mask"]].mean() < 0.65
+  sizes = obs["block_sizes"]
+  assert np.all(sizes[deeper[:, 0]] > 0) and np.all(deeper[:, 1] < sizes[deeper[:, 0]])
+  dense_block = ~obs["block_conv"][deeper[:, 0]]
+  assert dense_block.any() and np.all(deeper[dense_block, 2] == 0)
+  widen = jnp.asarray(draws[0][0][0])
+  # Teacher forcing gives back the sampled log-probabilities.
+  score = jax.vmap(lambda o, w: strategy.controller.apply(
+      {"params": state.params}, o, widen=w, method="wider")[1])(batch, jnp.asarray(widen))
+  np.testing.assert_allclose(score, lp_w, atol=1e-5)
+
+
+def test_top_level_layers_are_never_widened_and_head_insertions_are_dense(plain):
+  strategy, state = plain
+  # After widening every layer once, the convs are at the top rung (8): masked.
+  arch = state.seed.arch
+  for node, width in (("b0_l0_conv", 8), ("b1_l0_conv", 8)):
+    arch = try_plan("net2wider", arch, node=node, width=width).arch
+  top = [l for l in strategy.layers(arch) if l.kind == "conv"]
+  assert all(l.widen_to is None for l in top)
+  net = strategy.apply_ops(state.seed, [("net2wider", {"node": "b0_l0_conv", "width": 8}),
+                                        ("net2wider", {"node": "b1_l0_conv", "width": 8})],
+                           jax.random.key(0))
+  wide = dataclasses.replace(state, seed=net)
+  children, traj = strategy.sample_episode(jax.random.key(4), wide)
+  ops = [op for c in children for op in c.ops]
+  assert not [kw for name, kw in ops if name == "net2wider" and kw["node"].startswith("b")]
+  head = {"gap", "fc0_relu"}
+  for name, kw in ops:
+    if name == "net2deeper":
+      assert (kw["op"] == "dense") == (kw["after"] in head)
+  assert any(name == "net2deeper" and kw["op"] == "conv" for name, kw in ops)
+  assert traj["tokens"].shape == (strategy.num_children, 2, strategy.max_len)
+  np.testing.assert_array_equal(traj["valid"][:, 0], True)
+
+
+def test_uniform_policy_is_uniform():
+  strategy = _strategy(policy="random")
+  state = _seeded(strategy)
+  p = strategy.action_probabilities(state.params, state.seed.arch)
+  np.testing.assert_allclose(p["block"], [1 / 3] * 3, atol=1e-6)
+  np.testing.assert_allclose(p["widen"], [0.5, 0.0, 0.5, 0.0, 0.5], atol=1e-6)
+
+
+# ------------------------------------------------------------------------- REINFORCE
+EPISODES = 16
+
+
+def test_reward_is_eas_tangent_transform():
+  r = eas.reward([10.0, 50.0, np.nan, 0.0])
+  np.testing.assert_allclose(r[:2], [math.tan(0.45 * math.pi), 1.0], rtol=1e-12)
+  assert math.isnan(r[2]) and r[3] == pytest.approx(math.tan(0.999 * math.pi / 2), rel=1e-12)
+
+
+def test_reinforce_raises_the_probability_of_a_rewarded_action():
+  strategy = _strategy(learning_rate=0.05, steps=("deeper", "deeper"))
+  state = _seeded(strategy)
+  before = strategy.action_probabilities(state.params, state.seed.arch)["block"][0]
+  for episode in range(EPISODES):
+    children, traj = strategy.sample_episode(jax.random.key(100 + episode), state)
+    # Toy reward: inserting into the first block gives 10% error, anything else 60%.
+    fitness = np.array([10.0 if traj["deeper"][i, 0, 0] == 0 else 60.0
+                        for i in range(len(children))])
+    state = strategy._learn(state, traj, fitness)
+  after = strategy.action_probabilities(state.params, state.seed.arch)["block"][0]
+  assert before == pytest.approx(1 / 3, abs=0.05)
+  assert after > before + 0.3
+  assert len(state.log) == EPISODES and state.baseline is not None
+
+
+def test_cached_children_are_not_evaluated_again():
+  arch_a, arch_b = (eas_start_net("tiny", num_blocks=n, input_shape=SHAPE,
+                                  num_classes=CLASSES) for n in (1, 2))
+  a = eas.Child(arch_a, (), eas.arch_key(arch_a))
+  b = eas.Child(arch_b, (), eas.arch_key(arch_b))
+  out = eas.EAS._assign_candidates([a, b, a, b], {a.key: 12.5}, force=False)
+  assert [c.candidate for c in out] == [-1, 0, -1, 0]
+  assert out[0].fitness == 12.5 and math.isnan(out[1].fitness)
+  out = eas.EAS._assign_candidates([a, a], {a.key: 12.5}, force=True)
+  assert [c.candidate for c in out] == [0, 0]
+
+
+# ------------------------------------------------------------------- weight inheritance
+@pytest.mark.parametrize("config", [PLAIN, DENSE], ids=["plain_cnn", "densenet"])
+def test_children_compute_their_parents_function_before_training(config):
+  strategy = eas.EAS(PlainCNNSpace(), **config)
+  state = _seeded(strategy, seed=1)
+  children, state = strategy.ask(jax.random.key(7), state)
+  assert children and all(c.arch != state.seed.arch for c in children)
+  grown = [c for c in children if nasjax.count_params(c.arch) >
+           nasjax.count_params(state.seed.arch)]
+  assert len(grown) == len(children)
+  x = np.asarray(jax.random.normal(jax.random.key(8), (16,) + SHAPE))
+  parent = np.asarray(nasjax.apply(state.seed, x))
+  scale = np.abs(parent).max()
+  for child in children:
+    # float32 rounding through a few layers: well under 1e-4 of the logits' scale.
+    np.testing.assert_allclose(nasjax.apply(child, x), parent, atol=1e-4 * scale, rtol=0)
+
+
+# ------------------------------------------------------------------------------ search
+def test_tiny_search_grows_the_start_network_and_resumes(tmp_path):
+  evaluator = TrainingEvaluator(PlainCNNSpace(), dataset="synthetic",
+                                train={"epochs": 1.0, "max_steps": 3, "batch_size": 32})
+  config = {k: list(v) if isinstance(v, tuple) else v for k, v in PLAIN.items()}
+  config.update(learning_rate=0.01)
+  result = run("eas", evaluator, Budget(max_evals=5), tmp_path / "run", 0, config,
+               quiet=True)
+  generations = [h["generation"] for h in result.history]
+  assert result.evals == 5 and generations[0] == 0 and min(generations[1:]) == 1
+  assert all(h["status"] == "ok" for h in result.history)
+  start = nasjax.Arch.from_dict(result.history[0]["arch"])
+  assert start == eas_start_net("tiny", num_blocks=2, filters=4, units=8, input_shape=SHAPE,
+                                num_classes=CLASSES)
+  for h in result.history[1:]:
+    assert nasjax.count_params(nasjax.Arch.from_dict(h["arch"])) > nasjax.count_params(start)
+  state = load_checkpoint(tmp_path / "run")["state"]
+  told = [h for h in result.history if h["generation"] < state.episode + 1]
+  assert state.count == len(told) >= 2 and len(state.cache) == len(
+      {h["arch"]["nodes"].__repr__() for h in told})
+  best = min(h["objectives"]["val_error"] for h in told)
+  assert state.seed_fitness == pytest.approx(best, abs=1e-9)
+  assert state.seed_depth == (1 if best == told[0]["objectives"]["val_error"] else 2)
+  again = resume(tmp_path / "run", quiet=True)
+  assert again.evals == 5 and again.best["eval"] == result.best["eval"]
+
+
+def test_bad_options_are_rejected():
+  with pytest.raises(ValueError, match="unknown family 'resnet'"):
+    _strategy(family="resnet")
+  with pytest.raises(ValueError, match="steps must be"):
+    _strategy(steps=("deeper", "sideways"))
+  with pytest.raises(ValueError, match="unknown policy"):
+    _strategy(policy="greedy")
+  with pytest.raises(ValueError, match="filters levels must be increasing"):
+    _strategy(filter_levels=(8, 4))
+  with pytest.raises(ValueError, match="kind must be"):
+    ctrl.sample(None, None, None, None, "both")
+
+
+# ------------------------------------------------------------------------- experiment
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+def _experiment():
+  spec = importlib.util.spec_from_file_location("eas_fmnist_experiment",
+                                                EXPERIMENTS / "eas_fmnist.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize("name", ["eas_fmnist", "eas_cifar10", "eas_svhn"])
+def test_experiment_configs_build_their_start_networks(name):
+  shapes = {"synthetic": SHAPE, "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3),
+            "svhn_cropped": (32, 32, 3)}
+  for variant, cfg in _experiment().load_variants(EXPERIMENTS / "configs" / f"{name}.py"
+                                                  ).items():
+    strategy = eas.EAS(PlainCNNSpace(), **cfg["eas"])
+    arch = strategy.start_arch(shapes[cfg["dataset"]], 10)
+    assert arch.shape(arch.output) == (10,), variant
+    TrainConfig(**cfg["train"])
+    TrainConfig(**cfg["pretrain"])
+    assert cfg["max_evals"] > 1 and set(cfg["arms"]) <= {"eas", "random"}
+
+
+def test_tiny_experiment_runs_every_arm_and_baseline(tmp_path):
+  out = tmp_path / "results.json"
+  assert _experiment().main(["--variant", "tiny", "--workdir", str(tmp_path / "runs"),
+                             "--json", str(out)]) == 0
+  rows = json.loads(out.read_text())["results"]["0"]
+  assert set(rows) == {"start", "eas", "random", "continued", "scratch"}
+  assert rows["eas"]["evals"] == rows["random"]["evals"] == 3
+  # The budget of the baselines is the EAS best's: pretraining plus its lineage.
+  epochs = 1.0 + rows["eas"]["depth"] * 1.0
+  assert rows["continued"]["epochs"] == rows["scratch"]["epochs"] == epochs
+  for row in rows.values():
+    assert 0.0 <= row["test_error"] <= 100.0
