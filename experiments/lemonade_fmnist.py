@@ -1,0 +1,186 @@
+"""LEMONADE on Fashion-MNIST: a Pareto front of error against size, from trivial networks.
+
+    python experiments/lemonade_fmnist.py [--variant default|tiny] [--workdir DIR]
+        [--search-seconds S] [--plots DIR] [--json PATH] [--no-search]
+
+1. Search: LEMONADE (:mod:`nasjax.search.lemonade`) in the run directory ``DIR/search``
+   with a training evaluator (validation error, parameters and batch-1 latency recorded;
+   the front is taken over error and parameters), until ``search_seconds`` of training
+   are charged. Started again with the same ``--workdir`` it resumes the search.
+2. Report: the front after each generation (error against parameters and against
+   latency) as PNGs, and the final front's networks with their weights
+   (:func:`nasjax.search.lemonade.report_run`).
+3. Comparison: every front member is scored on the test set as found (weights inherited
+   and trained along its lineage, ``depth`` trainings of ``train.epochs`` each), and so
+   is the hand-designed plain CNN closest to it in size (log parameters), trained from
+   scratch with the same budget: ``depth * train.epochs`` epochs (capped at
+   ``baseline_max_epochs``), one cosine schedule, the same other hyperparameters.
+   Baseline results are cached in ``DIR/baselines.json``.
+
+Prints a table (and writes ``--json``): per member its parameters, depth, validation and
+test error; the baseline's size and test error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import math
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import jax
+
+import nasjax
+from nasjax import data as data_lib
+from nasjax import models
+from nasjax import train as train_lib
+from nasjax.search import lemonade, runner
+from nasjax.search.evaluators import TrainingEvaluator
+from nasjax.search.spaces import PlainCNNSpace
+
+
+def load_variants() -> dict:
+  """The ``VARIANTS`` of ``lemonade_fmnist_config.py`` next to this file."""
+  path = Path(__file__).with_name("lemonade_fmnist_config.py")
+  spec = importlib.util.spec_from_file_location("lemonade_fmnist_config", path)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module  # dataclasses resolve annotations through it
+  spec.loader.exec_module(module)
+  return module.VARIANTS
+
+
+def search(cfg, workdir: Path, quiet: bool = True) -> runner.RunResult:
+  """Run (or resume) the search in ``workdir``."""
+  if (workdir / runner.CONFIG_FILE).exists():
+    return runner.resume(workdir, quiet=quiet)
+  evaluator = TrainingEvaluator(PlainCNNSpace(), dataset=cfg.dataset, train=dict(cfg.train),
+                                objectives=tuple(cfg.objectives), data_limit=cfg.data_limit,
+                                val_fraction=cfg.val_fraction, data_seed=cfg.seed)
+  budget = {"time_budget": cfg.search_seconds, "max_evals": cfg.max_evals}
+  return runner.run("lemonade", evaluator, budget, workdir, cfg.seed, dict(cfg.lemonade),
+                    quiet=quiet)
+
+
+def _test_error(net, data) -> float:
+  return 100.0 * (1.0 - train_lib.evaluate(net, data.x_test, data.y_test)["accuracy"])
+
+
+def baseline_for(cfg, params: int, input_shape, num_classes) -> tuple[list, int]:
+  """The hand-designed network closest to ``params`` on a log scale."""
+  best = None
+  for blocks in cfg.baselines:
+    arch = models.plain_cnn([list(b) for b in blocks], input_shape=input_shape,
+                            num_classes=num_classes)
+    n = nasjax.count_params(arch)
+    gap = abs(math.log(n) - math.log(params))
+    if best is None or gap < best[0]:
+      best = (gap, [list(b) for b in blocks], n)
+  return best[1], best[2]
+
+
+def train_baseline(cfg, blocks, epochs: float, data, cache: dict, cache_path: Path) -> dict:
+  """Train baseline ``blocks`` from scratch for ``epochs`` (cached by both)."""
+  key = json.dumps([blocks, epochs])
+  if key in cache:
+    return cache[key]
+  arch = models.plain_cnn(blocks, input_shape=data.input_shape, num_classes=data.num_classes)
+  net = nasjax.init(arch, jax.random.key(cfg.seed))
+  tc = train_lib.TrainConfig(**{**cfg.train, "epochs": epochs, "max_steps": None})
+  start = time.perf_counter()
+  net, hist = train_lib.fit(net, data, tc, jax.random.key(cfg.seed + 1))
+  cache[key] = {"blocks": blocks, "params": nasjax.count_params(arch), "epochs": epochs,
+                "val_error": 100.0 * (1.0 - hist.val_accuracy[-1]),
+                "test_error": _test_error(net, data), "status": hist.status,
+                "seconds": time.perf_counter() - start}
+  runner.atomic_write(cache_path, json.dumps(cache, indent=1).encode())
+  return cache[key]
+
+
+def compare(cfg, workdir: Path, report: dict) -> list[dict]:
+  """Test errors of the front members and of their same-budget baselines."""
+  data = data_lib.load(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                       limit=cfg.data_limit)
+  cache_path = workdir / "baselines.json"
+  cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+  rows = []
+  for rec in sorted(report["front"], key=lambda r: r["params"]):
+    net = nasjax.load(rec["network"])
+    epochs = min(rec["depth"] * float(cfg.train["epochs"]), cfg.baseline_max_epochs)
+    blocks, _ = baseline_for(cfg, rec["params"], data.input_shape, data.num_classes)
+    base = train_baseline(cfg, blocks, epochs, data, cache, cache_path)
+    fitness = rec["fitness"]
+    rows.append({"uid": rec["uid"], "params": rec["params"], "depth": rec["depth"],
+                 "ops": rec["ops"], "val_error": fitness["val_error"],
+                 "latency": fitness.get("latency"), "test_error": _test_error(net, data),
+                 "baseline_blocks": blocks, "baseline_params": base["params"],
+                 "baseline_epochs": base["epochs"], "baseline_test_error": base["test_error"]})
+  return rows
+
+
+def format_table(rows: list[dict]) -> str:
+  lines = ["| params | depth | val error % | test error % | baseline (blocks) | baseline "
+           "params | baseline epochs | baseline test error % |",
+           "| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+  for r in rows:
+    blocks = "|".join(",".join(str(c) for c in b) for b in r["baseline_blocks"])
+    lines.append(f"| {r['params']:,} | {r['depth']} | {r['val_error']:.2f} | "
+                 f"{r['test_error']:.2f} | {blocks} | {r['baseline_params']:,} | "
+                 f"{r['baseline_epochs']:g} | {r['baseline_test_error']:.2f} |")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--variant", default="default")
+  parser.add_argument("--workdir", default="runs/lemonade_fmnist")
+  parser.add_argument("--search-seconds", type=float, default=None,
+                      help="override the config's search budget (charged seconds)")
+  parser.add_argument("--plots", help="also copy the front plots into this directory")
+  parser.add_argument("--json", help="write the comparison rows to this file")
+  parser.add_argument("--verbose", action="store_true", help="show the search's progress")
+  parser.add_argument("--no-search", action="store_true",
+                      help="report and compare what the run directory holds, without "
+                      "searching further (e.g. after a search was stopped by a time cap)")
+  args = parser.parse_args(argv)
+  variants = load_variants()
+  if args.variant not in variants:
+    raise ValueError(f"unknown variant {args.variant!r}; choose from {sorted(variants)}")
+  cfg = variants[args.variant]
+  if args.search_seconds is not None:
+    cfg = dataclasses.replace(cfg, search_seconds=args.search_seconds)
+  workdir = Path(args.workdir)
+  start = time.perf_counter()
+  if args.no_search:
+    history = runner.read_history(workdir / "search")
+    print(f"search (as found): {len(history)} evaluations, "
+          f"{history[-1]['elapsed'] if history else 0:.0f} charged seconds", flush=True)
+    evals = len(history)
+  else:
+    result = search(cfg, workdir / "search", quiet=not args.verbose)
+    evals = result.evals
+    print(f"search: {result.evals} evaluations, {result.elapsed:.0f} charged seconds, "
+          f"{time.perf_counter() - start:.0f} s wall this session", flush=True)
+  report = lemonade.report_run(workdir / "search", workdir / "report")
+  if args.plots:
+    Path(args.plots).mkdir(parents=True, exist_ok=True)
+    for p in report["plots"]:
+      shutil.copy(p, Path(args.plots) / f"lemonade_fmnist_{Path(p).name}")
+  rows = compare(cfg, workdir, report)
+  print(format_table(rows), flush=True)
+  wins = sum(r["test_error"] <= r["baseline_test_error"] for r in rows)
+  print(f"front: {len(rows)} networks, {min(r['params'] for r in rows):,} to "
+        f"{max(r['params'] for r in rows):,} parameters; {wins} as accurate as their "
+        f"baseline or better; total {time.perf_counter() - start:.0f} s wall", flush=True)
+  if args.json:
+    Path(args.json).write_text(json.dumps({"variant": args.variant, "rows": rows,
+                                           "evaluations": evals}, indent=1))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,75 @@
+"""Configs of ``experiments/lemonade_fmnist.py``: LEMONADE on Fashion-MNIST, and its
+hand-designed baselines.
+
+``default`` is the measured run (fits a one-hour search on a shared 2-core CPU): 8,000
+training images of the full Fashion-MNIST, 3,000 validation images, each child trained
+for half an epoch from its inherited weights. ``tiny`` runs the same pipeline on the
+synthetic data set in seconds (the test suite runs it end to end).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  """One variant.
+
+  Attributes:
+    dataset, data_limit, val_fraction: the data (:func:`nasjax.data.load`).
+    train: :class:`nasjax.train.TrainConfig` fields of one child's training (and, per
+      epoch of budget, of the baselines').
+    objectives: what the evaluator records (the search's front uses ``front_objectives``).
+    lemonade: LEMONADE options (:data:`nasjax.search.lemonade.DEFAULT_CONFIG` keys).
+    search_seconds: the search's budget of charged (training) seconds.
+    max_evals: optional cap on evaluations.
+    baselines: hand-designed plain CNNs (:func:`nasjax.models.plain_cnn` block lists),
+      the comparison for front members of similar size.
+    baseline_max_epochs: cap on a baseline's training epochs.
+    seed: the search seed (baselines use it too).
+  """
+
+  dataset: str = "fashion_mnist"
+  data_limit: int | None = 8000
+  val_fraction: float = 0.05
+  train: dict[str, Any] = dataclasses.field(default_factory=lambda: {
+      "epochs": 0.5, "batch_size": 128, "optimizer": "sgd", "learning_rate": 0.03,
+      "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"})
+  objectives: tuple[str, ...] = ("val_error", "params", "latency")
+  lemonade: dict[str, Any] = dataclasses.field(default_factory=lambda: {
+      "n_pc": 16, "n_ac": 3, "front_objectives": [0, 1], "cheap_objectives": ["params"],
+      "initial": [[[8], [16]], [[16], [32], [64]], [[32], [64], [128]]],
+      "max_morphisms": 2, "max_params": 2_000_000, "distill_steps": 20,
+      "dataset": "fashion_mnist", "data_limit": 8000})
+  search_seconds: float = 2700.0
+  max_evals: int | None = None
+  baselines: tuple = (
+      ((2,), (4,)),
+      ((4,), (8,)),
+      ((8,), (16,)),
+      ((16,), (32,)),
+      ((16,), (32,), (64,)),
+      ((16, 16), (32, 32), (64, 64)),
+      ((32,), (64,), (128,)),
+      ((32,), (64,), (128, 128)),
+      ((32,), (64,), (128, 256)),
+      ((32, 32), (64, 64), (128, 256)),
+      ((32,), (64,), (128, 256, 256)),
+  )
+  baseline_max_epochs: float = 8.0
+  seed: int = 0
+
+
+VARIANTS = {
+    "default": Config(),
+    "tiny": Config(
+        dataset="synthetic", data_limit=None, val_fraction=0.1,
+        train={"epochs": 1.0, "batch_size": 32, "max_steps": 2, "learning_rate": 0.05},
+        objectives=("val_error", "params"),
+        lemonade={"n_pc": 4, "n_ac": 2, "initial": [[[4]], [[4], [8]]], "distill_steps": 2,
+                  "dataset": "synthetic"},
+        search_seconds=600.0, max_evals=4,
+        baselines=(((4,),), ((4,), (8,)), ((8,), (16,))), baseline_max_epochs=2.0),
+}

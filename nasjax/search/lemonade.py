@@ -1,0 +1,769 @@
+"""LEMONADE: multi-objective Lamarckian evolution (Elsken et al., "Efficient Multi-Objective
+Neural Architecture Search via Lamarckian Evolution", ICLR 2019).
+
+The objectives are ``f(N) = (f_exp(N), f_cheap(N))``: expensive ones that need training
+(validation error) and cheap ones that are known from the architecture alone (parameter
+count, FLOPs, latency measured on the current device). The population is the set of
+networks that no evaluated network dominates in all objectives: the current
+approximation of the Pareto front. Each generation (Algorithm 1 of the paper):
+
+1. a kernel density estimate ``p_KDE`` is fitted to the population's cheap objectives
+   (log-scaled: sizes span orders of magnitude; :mod:`nasjax.search.kde`);
+2. ``n_pc`` parents are drawn with probability proportional to ``1 / p_KDE``, so sparse
+   regions of the front get more offspring;
+3. each parent gets one child by random network morphisms (§3.1: insert a layer, widen,
+   add a skip; the function is kept) or approximate morphisms (§3.2: remove a layer or a
+   skip, prune filters, replace a conv by a separable one; the function is nearly kept
+   and then recovered by distillation from the parent), drawn from
+   :data:`nasjax.ops.MORPHISMS`; only the child's architecture is built at this point and
+   its cheap objectives computed, without training;
+4. ``n_ac`` of the children are accepted, again with probability proportional to
+   ``1 / p_KDE``, here a density over the population and the proposed children together,
+   so that children crowding the same spot compete with each other;
+5. only the accepted children get weights, inherited from their parent through the
+   morphism (Lamarckian inheritance; approximate children distilled from the parent),
+   and only they are trained, briefly, and scored on the expensive objectives;
+6. the population becomes the Pareto front of itself and the new children. Front members
+   keep their trained weights, so their children start from them.
+
+The search starts from trivial networks (small plain CNNs) and needs no good initial
+architecture.
+
+Strategy protocol (:mod:`nasjax.search.base`). ``ask`` returns the accepted children
+as :class:`~nasjax.Network` s carrying their inherited weights; a training evaluator
+trains each further (:class:`nasjax.search.evaluators.TrainingEvaluator`) and the
+runner tells back the trained networks, which become the members' weights. On the
+tabular spaces (NAS-Bench-Macro, NAS-Bench-201) there are no weights: candidates are
+codes, the space's one-position mutation stands in for a morphism, the cheap objectives
+come from the architecture the code builds, and children already evaluated are not
+proposed again (a table gives the same answer twice).
+
+The Pareto front is taken over the told fitness together with the cheap objectives, so
+an evaluator that reports only the validation error still gives a multi-objective
+search; a cheap objective that the evaluator also reports is a repeated column, which
+does not change dominance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nasjax.arch import Arch
+from nasjax.network import Network, count_params, flops, init, key_seed, latency
+from nasjax.search import kde
+from nasjax.search.base import register_strategy
+from nasjax.search.pareto import pareto_mask
+from nasjax.search.spaces import SearchSpace
+
+CHEAP_OBJECTIVES = ("params", "flops", "latency")
+REPRESENTATIONS = ("auto", "networks", "codes")
+# Spaces searched by table lookup, where candidates are codes without weights.
+TABULAR_SPACES = ("macro", "nb201")
+DEFAULT_INITIAL = (((8,),), ((8,), (16,)), ((16,), (32,)))
+
+
+# ------------------------------------------------------------------------ cheap objectives
+@functools.lru_cache(maxsize=2048)
+def arch_latency(arch: Arch) -> float:
+  """Median seconds of one batch-1 inference of ``arch`` on the current device (cached).
+
+  The weights do not change the time, so the network is initialised with a fixed key.
+  """
+  return latency(init(arch, jax.random.key(0)))
+
+
+@functools.lru_cache(maxsize=16384)
+def _cheap(arch: Arch, names: tuple[str, ...]) -> tuple[float, ...]:
+  out = []
+  for name in names:
+    if name == "params":
+      out.append(float(count_params(arch)))
+    elif name == "flops":
+      out.append(float(flops(arch)))
+    else:
+      out.append(arch_latency(arch))
+  return tuple(out)
+
+
+def cheap_objectives(arch: Arch, names: Sequence[str]) -> tuple[float, ...]:
+  """The cheap objectives ``names`` (of :data:`CHEAP_OBJECTIVES`) of ``arch``, untrained.
+
+  Raises:
+    ValueError: for an unknown objective name.
+  """
+  names = tuple(names)
+  for name in names:
+    if name not in CHEAP_OBJECTIVES:
+      raise ValueError(f"unknown cheap objective {name!r}; choose from {list(CHEAP_OBJECTIVES)}")
+  return _cheap(arch, names)
+
+
+@functools.lru_cache(maxsize=16384)
+def _code_arch(space: SearchSpace, code: tuple[int, ...]) -> Arch:
+  return space.build(np.asarray(code, np.int32))
+
+
+@functools.lru_cache(maxsize=16)
+def _batched(space: SearchSpace):
+  """Jitted ``(mutate, sample)`` over batches of keys and codes for ``space``."""
+  return jax.jit(jax.vmap(space.mutate)), jax.jit(jax.vmap(space.sample))
+
+
+# ------------------------------------------------------------------------------ state
+@dataclasses.dataclass(frozen=True)
+class Individual:
+  """A member of the population, or a child waiting for its evaluation.
+
+  Attributes:
+    uid: running number, unique within a search.
+    genome: a :class:`~nasjax.Network` (its weights: inherited while pending, trained once
+      told) or a code tuple (tabular spaces).
+    cheap: the raw cheap objectives (e.g. the parameter count).
+    fitness: the told objectives (empty while pending).
+    parent: uid of the parent (-1 for an initial network).
+    ops: the morphisms (or ``"mutate"``) that made it from its parent.
+    exact: whether all of them preserve the function.
+    generation: the generation that proposed it.
+    depth: evaluations along its lineage, its own included (1 for an initial network):
+      with Lamarckian inheritance its weights were trained ``depth`` times.
+    info: distillation metrics of an approximate child.
+  """
+
+  uid: int
+  genome: Any
+  cheap: tuple[float, ...]
+  fitness: tuple[float, ...] = ()
+  parent: int = -1
+  ops: tuple[str, ...] = ()
+  exact: bool = True
+  generation: int = 0
+  depth: int = 1
+  info: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+  def objectives(self, columns: Sequence[int] = ()) -> tuple[float, ...]:
+    """What the Pareto front is taken over: the told fitness (its ``columns``, or all
+    when empty), then the cheap objectives."""
+    fitness = [self.fitness[i] for i in columns] if columns else list(self.fitness)
+    return tuple(fitness) + tuple(self.cheap)
+
+
+@dataclasses.dataclass(frozen=True)
+class LemonadeState:
+  """Attributes:
+    population: the current Pareto front (evaluated individuals, oldest first).
+    pending: the children of the last ``ask``, in candidate order.
+    seen: hashes of every code asked so far (tabular spaces; empty otherwise).
+    generation: completed ``tell`` calls.
+    next_uid: the uid of the next individual.
+    count: candidates told.
+  """
+
+  population: tuple[Individual, ...] = ()
+  pending: tuple[Individual, ...] = ()
+  seen: frozenset = frozenset()
+  generation: int = 0
+  next_uid: int = 0
+  count: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Proposal:
+  parent: int  # index into the population
+  genome: Any  # child code tuple, or the morphism list [(name, kwargs), ...]
+  arch: Arch
+  cheap: tuple[float, ...]
+  exact: bool
+  ops: tuple[str, ...]
+
+
+# ------------------------------------------------------------------------- the strategy
+@dataclasses.dataclass(frozen=True, eq=False)
+class Lemonade:
+  """LEMONADE (see the module docstring).
+
+  Attributes:
+    space: the search space (codes on tabular spaces; otherwise only named in the run).
+    num_objectives: M, the length of the told fitness vectors.
+    n_pc: children proposed per generation.
+    n_ac: children accepted (trained and evaluated) per generation.
+    cheap_objectives: names of :data:`CHEAP_OBJECTIVES` the densities are estimated on.
+    front_objectives: the columns of the told fitness that the Pareto front uses (empty:
+      all), e.g. ``(0, 1)`` to search error and size while the evaluator also records
+      latency.
+    log_scale: estimate the density on the log of the cheap objectives.
+    min_bandwidth: the smallest kernel width (log units when ``log_scale``).
+    accept_density: ``"joint"`` (density of the population and the proposed children,
+      step 4) or ``"population"`` (the parents' density, as in the paper's Algorithm 1).
+    representation: ``"networks"``, ``"codes"`` or ``"auto"`` (codes on
+      :data:`TABULAR_SPACES`, networks elsewhere).
+    initial: the initial networks as :func:`nasjax.models.plain_cnn` block lists.
+    morphisms: names in :data:`nasjax.ops.MORPHISMS` to draw from (empty: all).
+    max_morphisms: a child applies between 1 and this many morphisms (uniformly).
+    morphism_options: extra keyword arguments per morphism (e.g. Net2Wider's
+      symmetry-breaking ``noise``: copied filters with equal weights would otherwise get
+      equal gradients and never differ).
+    max_params: children above this parameter count are not proposed (None: no limit).
+    distill_steps: distillation steps for approximate children (0: none).
+    distill_temperature, distill_learning_rate, distill_batch_size: distillation settings.
+    dataset, data_limit: the data set (a :func:`nasjax.data.load` name) whose images
+      distillation uses and whose shape and classes size the initial networks; it should
+      be the evaluator's.
+  """
+
+  space: SearchSpace
+  num_objectives: int = 1
+  n_pc: int = 16
+  n_ac: int = 4
+  cheap_objectives: tuple[str, ...] = ("params",)
+  front_objectives: tuple[int, ...] = ()
+  log_scale: bool = True
+  min_bandwidth: float = 0.1
+  accept_density: str = "joint"
+  representation: str = "auto"
+  initial: tuple = DEFAULT_INITIAL
+  morphisms: tuple[str, ...] = ()
+  max_morphisms: int = 1
+  morphism_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(
+      default_factory=lambda: {"net2wider": {"noise": 0.1}})
+  max_params: int | None = None
+  distill_steps: int = 50
+  distill_temperature: float = 4.0
+  distill_learning_rate: float = 1e-3
+  distill_batch_size: int = 64
+  dataset: str = "fashion_mnist_small"
+  data_limit: int | None = None
+  name = "lemonade"
+
+  def __post_init__(self):
+    from nasjax.ops import MORPHISMS
+
+    for what in ("n_pc", "n_ac", "num_objectives", "max_morphisms", "distill_batch_size"):
+      v = getattr(self, what)
+      if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{what} must be a positive int, got {v!r}")
+    if self.n_ac > self.n_pc:
+      raise ValueError(f"n_ac ({self.n_ac}) cannot exceed n_pc ({self.n_pc}): only proposed "
+                       "children can be accepted")
+    if isinstance(self.distill_steps, bool) or not isinstance(self.distill_steps, int) or (
+        self.distill_steps < 0):
+      raise ValueError(f"distill_steps must be an int >= 0, got {self.distill_steps!r}")
+    cheap = tuple(self.cheap_objectives)
+    if not cheap:
+      raise ValueError("cheap_objectives needs at least one of "
+                       f"{list(CHEAP_OBJECTIVES)}")
+    for name in cheap:
+      if name not in CHEAP_OBJECTIVES:
+        raise ValueError(f"unknown cheap objective {name!r}; choose from "
+                         f"{list(CHEAP_OBJECTIVES)}")
+    object.__setattr__(self, "cheap_objectives", cheap)
+    columns = tuple(self.front_objectives or ())
+    for c in columns:
+      if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < self.num_objectives:
+        raise ValueError(f"front_objectives names column {c!r}, but the fitness has "
+                         f"{self.num_objectives} objectives")
+    object.__setattr__(self, "front_objectives", columns)
+    if self.accept_density not in ("joint", "population"):
+      raise ValueError(f"accept_density must be 'joint' or 'population', got "
+                       f"{self.accept_density!r}")
+    if self.representation not in REPRESENTATIONS:
+      raise ValueError(f"representation must be one of {REPRESENTATIONS}, got "
+                       f"{self.representation!r}")
+    if not self.min_bandwidth > 0:
+      raise ValueError(f"min_bandwidth must be positive, got {self.min_bandwidth!r}")
+    morphisms = tuple(self.morphisms) or tuple(MORPHISMS)
+    for name in morphisms:
+      if name not in MORPHISMS:
+        raise ValueError(f"unknown morphism {name!r}; registered: {sorted(MORPHISMS)}")
+    object.__setattr__(self, "morphisms", morphisms)
+    options = {str(k): dict(v) for k, v in dict(self.morphism_options or {}).items()}
+    for name in options:
+      if name not in MORPHISMS:
+        raise ValueError(f"morphism_options names unknown morphism {name!r}")
+    object.__setattr__(self, "morphism_options", options)
+    initial = tuple(tuple(tuple(block) for block in spec) for spec in self.initial)
+    if not initial:
+      raise ValueError("initial needs at least one network")
+    object.__setattr__(self, "initial", initial)
+    if self.max_params is not None and not self.max_params >= 1:
+      raise ValueError(f"max_params must be a positive count or None, got {self.max_params!r}")
+
+  # -- configuration --------------------------------------------------------------
+  @property
+  def uses_codes(self) -> bool:
+    """Whether candidates are codes (tabular spaces) rather than networks."""
+    if self.representation == "auto":
+      return self.space.name in TABULAR_SPACES
+    return self.representation == "codes"
+
+  def config(self) -> dict:
+    return {"n_pc": self.n_pc, "n_ac": self.n_ac,
+            "cheap_objectives": list(self.cheap_objectives),
+            "front_objectives": list(self.front_objectives), "log_scale": self.log_scale,
+            "min_bandwidth": self.min_bandwidth, "accept_density": self.accept_density,
+            "representation": self.representation,
+            "initial": [[list(b) for b in spec] for spec in self.initial],
+            "morphisms": list(self.morphisms), "max_morphisms": self.max_morphisms,
+            "morphism_options": {k: dict(v) for k, v in self.morphism_options.items()},
+            "max_params": self.max_params, "distill_steps": self.distill_steps,
+            "distill_temperature": self.distill_temperature,
+            "distill_learning_rate": self.distill_learning_rate,
+            "distill_batch_size": self.distill_batch_size, "dataset": self.dataset,
+            "data_limit": self.data_limit}
+
+  @property
+  def data(self):
+    """The data set of distillation and of the initial networks' shapes, loaded once."""
+    if "_data" not in self.__dict__:
+      from nasjax import data as data_lib
+
+      object.__setattr__(self, "_data", data_lib.load(self.dataset, limit=self.data_limit))
+    return self.__dict__["_data"]
+
+  # -- densities ----------------------------------------------------------------------
+  def log_density(self, fit: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Log KDE of the cheap objectives ``fit`` ``(n, d)`` at ``query`` ``(q, d)`` (raw)."""
+    X = kde.transform(fit, self.log_scale)
+    Q = kde.transform(query, self.log_scale)
+    return kde.log_density(X, Q, kde.scott_bandwidth(X, self.min_bandwidth))
+
+  def parent_log_density(self, pop_cheap: np.ndarray) -> np.ndarray:
+    """Step 1: ``log p_KDE`` of each member ``(n,)``, fitted on the population ``(n, d)``."""
+    return self.log_density(pop_cheap, pop_cheap)
+
+  def child_log_density(self, pop_cheap: np.ndarray, child_cheap: np.ndarray) -> np.ndarray:
+    """Step 4: ``log p_KDE`` of each proposed child ``(c,)``; the density is fitted on the
+    population ``(n, d)`` and the children ``(c, d)`` (``"joint"``) or the population."""
+    fit = (np.concatenate([pop_cheap, child_cheap]) if self.accept_density == "joint"
+           else pop_cheap)
+    return self.log_density(fit, child_cheap)
+
+  # -- protocol -------------------------------------------------------------------------
+  def init(self, key: jax.Array) -> LemonadeState:
+    del key  # the initial networks are made by the first ask
+    return LemonadeState()
+
+  def ask(self, key: jax.Array, state: LemonadeState) -> tuple[Any, LemonadeState]:
+    """The initial networks, then the accepted children of one generation.
+
+    Returns:
+      ``(candidates, state)``: codes ``(B, L)`` int32 on tabular spaces, otherwise a list
+      of ``B`` :class:`~nasjax.Network` s with inherited weights; ``state.pending``
+      describes them.
+    """
+    if not state.population:
+      return self._initial(key, state)
+    k_parent, k_propose, k_accept, k_make = jax.random.split(key, 4)
+    pop = state.population
+    pop_cheap = np.array([ind.cheap for ind in pop], np.float64)
+    log_pop = self.parent_log_density(pop_cheap)
+    parents = kde.sample_sparse(k_parent, log_pop, self.n_pc, replace=True)
+    proposals = (self._propose_codes(k_propose, state, parents) if self.uses_codes
+                 else self._propose_networks(k_propose, state, parents))
+    if not proposals:
+      if self.uses_codes:
+        return self._random_codes(k_make, state)
+      raise RuntimeError("no morphism applies to any parent; the population cannot grow")
+    child_cheap = np.array([p.cheap for p in proposals], np.float64)
+    log_child = self.child_log_density(pop_cheap, child_cheap)
+    num = min(self.n_ac, len(proposals))
+    accepted = kde.sample_sparse(k_accept, log_child, num, replace=False)
+    chosen = [proposals[int(i)] for i in accepted]
+    if self.uses_codes:
+      return self._emit_codes(state, chosen)
+    return self._emit_networks(k_make, state, chosen)
+
+  def tell(self, key, state: LemonadeState, candidates, fitness) -> LemonadeState:
+    """Score the pending children and keep the Pareto front of population and children.
+
+    Args:
+      key: unused (the update is deterministic).
+      state: the state returned by the last ``ask``.
+      candidates: the candidates of that ``ask``, or (networks) the trained networks in
+        their place, whose weights the members keep.
+      fitness: ``(B,)`` or ``(B, M)``; NaN rows are failed children, dropped.
+
+    Raises:
+      ValueError: if the candidates do not match the pending children.
+    """
+    del key
+    F = np.asarray(fitness, np.float64)  # float64: a table's values are kept exactly
+    F = F[:, None] if F.ndim == 1 else F
+    if F.ndim != 2 or F.shape[1] != self.num_objectives:
+      raise ValueError(f"expected fitness of shape (B,) or (B, {self.num_objectives}), got "
+                       f"{np.shape(fitness)}")
+    pending = state.pending
+    if len(pending) != F.shape[0] or len(candidates) != len(pending):
+      raise ValueError(f"told {len(candidates)} candidates with {F.shape[0]} fitness rows, "
+                       f"but the last ask proposed {len(pending)}")
+    new = []
+    for ind, cand, f in zip(pending, candidates, F):
+      if isinstance(cand, Network):
+        if cand.arch != ind.genome.arch:
+          raise ValueError(f"candidate for individual {ind.uid} has a different "
+                           "architecture than the one asked")
+        genome = cand
+      else:
+        genome = ind.genome
+        if self.uses_codes and tuple(int(v) for v in np.asarray(cand)) != genome:
+          raise ValueError(f"candidate code {np.asarray(cand).tolist()} is not the asked "
+                           f"{list(genome)}")
+      if np.all(np.isfinite(f)):
+        new.append(dataclasses.replace(ind, genome=genome, fitness=tuple(float(v) for v in f)))
+    population = pareto_population(state.population + tuple(new), self.front_objectives)
+    return dataclasses.replace(state, population=population, pending=(),
+                               generation=state.generation + 1,
+                               count=state.count + len(pending))
+
+  # -- codes (tabular spaces) ------------------------------------------------------------
+  def _hash(self, code) -> int:
+    return self.space.hash(np.asarray(code, np.int32))
+
+  def _code_individual(self, uid, code, state, parent=-1, ops=()) -> Individual:
+    code = tuple(int(v) for v in code)
+    return Individual(uid, code, cheap_objectives(_code_arch(self.space, code),
+                                                  self.cheap_objectives),
+                      parent=parent, ops=ops, generation=state.generation)
+
+  def _emit_code_individuals(self, state, inds: list[Individual]):
+    seen = state.seen | {self._hash(ind.genome) for ind in inds}
+    codes = jnp.asarray(np.array([ind.genome for ind in inds], np.int32))
+    return codes, dataclasses.replace(state, pending=tuple(inds), seen=frozenset(seen),
+                                      next_uid=state.next_uid + len(inds))
+
+  def _initial_codes(self, key, state):
+    # The trivial network (every position 0: skipped layers / no ops) and mutations of it.
+    zero = np.asarray(self.space.canonical(jnp.zeros(self.space.length, jnp.int32)))
+    codes, hashes = [], set(state.seen)
+    mutate, _ = _batched(self.space)
+    for code in [zero] + list(np.asarray(mutate(jax.random.split(key, 4 * self.n_ac),
+                                                jnp.tile(zero, (4 * self.n_ac, 1))))):
+      h = self._hash(code)
+      if h not in hashes and len(codes) < self.n_ac:
+        hashes.add(h)
+        codes.append(code)
+    if not codes:
+      return self._random_codes(key, state)
+    inds = [self._code_individual(state.next_uid + i, c, state, ops=("initial",))
+            for i, c in enumerate(codes)]
+    return self._emit_code_individuals(state, inds)
+
+  def _random_codes(self, key, state):
+    """Unseen random codes: a fallback when every proposed child was evaluated before."""
+    _, sample = _batched(self.space)
+    out, hashes = [], set(state.seen)
+    for code in np.asarray(sample(jax.random.split(key, 16 * self.n_ac))):
+      h = self._hash(code)
+      if h not in hashes and len(out) < self.n_ac:
+        hashes.add(h)
+        out.append(code)
+    if not out:
+      out = list(np.asarray(sample(jax.random.split(key, self.n_ac))))
+    inds = [self._code_individual(state.next_uid + i, c, state, ops=("random",))
+            for i, c in enumerate(out)]
+    return self._emit_code_individuals(state, inds)
+
+  def _propose_codes(self, key, state, parents) -> list[_Proposal]:
+    mutate, _ = _batched(self.space)
+    pop = state.population
+    codes = np.array([pop[int(i)].genome for i in parents], np.int32)
+    k_num, k_mut = jax.random.split(key)
+    steps = np.asarray(jax.random.randint(k_num, (len(parents),), 1, self.max_morphisms + 1))
+    for j in range(self.max_morphisms):
+      mutated = np.asarray(mutate(jax.random.split(jax.random.fold_in(k_mut, j), len(codes)),
+                                  jnp.asarray(codes)))
+      codes = np.where((steps > j)[:, None], mutated, codes)
+    out, hashes = [], set(state.seen)
+    for i, code in zip(parents, codes):
+      h = self._hash(code)
+      if h in hashes:
+        continue  # a table answers the same again: spend no evaluation on it
+      arch = _code_arch(self.space, tuple(int(v) for v in code))
+      cheap = cheap_objectives(arch, self.cheap_objectives)
+      if self.max_params is not None and count_params(arch) > self.max_params:
+        continue
+      hashes.add(h)
+      out.append(_Proposal(int(i), tuple(int(v) for v in code), arch, cheap, True, ("mutate",)))
+    return out
+
+  def _emit_codes(self, state, chosen: list[_Proposal]):
+    pop = state.population
+    inds = [Individual(state.next_uid + j, p.genome, p.cheap, parent=pop[p.parent].uid,
+                       ops=p.ops, generation=state.generation, depth=pop[p.parent].depth + 1)
+            for j, p in enumerate(chosen)]
+    return self._emit_code_individuals(state, inds)
+
+  # -- networks ------------------------------------------------------------------------
+  def _initial(self, key, state):
+    if self.uses_codes:
+      return self._initial_codes(key, state)
+    from nasjax.models import plain_cnn
+
+    data = self.data
+    nets, inds = [], []
+    for j, spec in enumerate(self.initial):
+      arch = plain_cnn([list(b) for b in spec], input_shape=data.input_shape,
+                       num_classes=data.num_classes)
+      net = init(arch, jax.random.fold_in(key, j))
+      nets.append(net)
+      inds.append(Individual(state.next_uid + j, net,
+                             cheap_objectives(arch, self.cheap_objectives),
+                             ops=("initial",), generation=state.generation))
+    return nets, dataclasses.replace(state, pending=tuple(inds),
+                                     next_uid=state.next_uid + len(inds))
+
+  def _propose_networks(self, key, state, parents) -> list[_Proposal]:
+    from nasjax.ops import MORPHISMS
+    from nasjax.ops.plan import try_plan
+
+    out = []
+    for c, i in enumerate(parents):
+      parent = state.population[int(i)]
+      rng = np.random.default_rng(key_seed(jax.random.fold_in(key, c)))
+      arch, ops, exact = parent.genome.arch, [], True
+      for _ in range(int(rng.integers(1, self.max_morphisms + 1))):
+        step = None
+        for name in (self.morphisms[k] for k in rng.permutation(len(self.morphisms))):
+          kwargs = MORPHISMS[name].sampler(rng, arch)
+          plan = try_plan(name, arch, **kwargs) if kwargs is not None else None
+          if plan is not None:
+            step = (name, kwargs, plan.arch)
+            break
+        if step is None:
+          break
+        ops.append(step[:2])
+        arch = step[2]
+        exact = exact and MORPHISMS[step[0]].exact
+      if not ops:
+        continue
+      if self.max_params is not None and count_params(arch) > self.max_params:
+        continue
+      out.append(_Proposal(int(i), tuple(ops), arch,
+                           cheap_objectives(arch, self.cheap_objectives), exact,
+                           tuple(name for name, _ in ops)))
+    return out
+
+  def _emit_networks(self, key, state, chosen: list[_Proposal]):
+    from nasjax.ops import MORPHISMS, distill
+
+    nets, inds = [], []
+    for j, p in enumerate(chosen):
+      k_child = jax.random.fold_in(key, j)
+      parent = state.population[p.parent]
+      net = parent.genome
+      for s, (name, kwargs) in enumerate(p.genome):
+        opts = self.morphism_options.get(name, {})
+        net = MORPHISMS[name](net, jax.random.fold_in(k_child, s), **kwargs, **opts)
+      info = {}
+      if not p.exact and self.distill_steps:
+        net, info = distill(net, parent.genome, self.data, steps=self.distill_steps,
+                            key=jax.random.fold_in(k_child, len(p.genome)),
+                            temperature=self.distill_temperature,
+                            learning_rate=self.distill_learning_rate,
+                            batch_size=self.distill_batch_size)
+      nets.append(net)
+      inds.append(Individual(state.next_uid + j, net, p.cheap, parent=parent.uid, ops=p.ops,
+                             exact=p.exact, generation=state.generation,
+                             depth=parent.depth + 1, info=info))
+    return nets, dataclasses.replace(state, pending=tuple(inds),
+                                     next_uid=state.next_uid + len(inds))
+
+
+def pareto_population(individuals: Sequence[Individual],
+                      columns: Sequence[int] = ()) -> tuple[Individual, ...]:
+  """The non-dominated individuals, oldest first.
+
+  Dominance is over :meth:`Individual.objectives` (the fitness ``columns``, all when
+  empty, and the cheap objectives). Of several with equal objective vectors only the
+  oldest is kept, so a front never holds copies.
+  """
+  inds = sorted(individuals, key=lambda ind: ind.uid)
+  if not inds:
+    return ()
+  F = np.array([ind.objectives(columns) for ind in inds], np.float64)
+  keep, seen = [], set()
+  for ind, f, ok in zip(inds, F, pareto_mask(F)):
+    if ok and tuple(f) not in seen:
+      seen.add(tuple(f))
+      keep.append(ind)
+  return tuple(keep)
+
+
+# ------------------------------------------------------------------------------ reports
+def _entry_value(entry: Mapping, name: str) -> float:
+  """Objective ``name`` of a history entry, else its metric of that name, else NaN."""
+  for where in ("objectives", "metrics"):
+    v = (entry.get(where) or {}).get(name)
+    if v is not None:
+      return float(v)
+  return math.nan
+
+
+def fronts_by_generation(history: Sequence[Mapping], x: str, y: str
+                         ) -> list[tuple[int, np.ndarray]]:
+  """The ``(y, x)`` Pareto front of the evaluations up to each generation.
+
+  Args:
+    history: run history entries (``nasjax.search.read_history``).
+    x: the size-like value (``"params"``, ``"latency"``, ...: an objective or a metric).
+    y: the error-like objective.
+
+  Returns:
+    ``[(generation, front (k, 2) sorted by x)]`` for every generation with a successful
+    evaluation; columns are ``(x, y)``.
+  """
+  rows = [(int(e["generation"]), _entry_value(e, x), _entry_value(e, y)) for e in history
+          if e.get("status") == "ok"]
+  rows = [r for r in rows if math.isfinite(r[1]) and math.isfinite(r[2])]
+  out = []
+  for g in sorted({r[0] for r in rows}):
+    P = np.array([(r[1], r[2]) for r in rows if r[0] <= g], np.float64)
+    front = P[pareto_mask(P)]
+    out.append((g, np.unique(front, axis=0)))
+  return out
+
+
+def plot_fronts(fronts: list[tuple[int, np.ndarray]], path, *, xlabel: str, ylabel: str,
+                title: str, log_x: bool = True) -> str:
+  """Draw the fronts of :func:`fronts_by_generation` (later generations darker) as a PNG."""
+  from matplotlib import cm
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  fig = Figure(figsize=(6.4, 4.4), dpi=110)
+  FigureCanvasAgg(fig)
+  ax = fig.add_subplot(1, 1, 1)
+  last = max((g for g, _ in fronts), default=0)
+  for g, front in fronts:
+    color = cm.viridis(1.0 - g / max(last, 1))
+    final = g == last
+    ax.step(front[:, 0], front[:, 1], where="post", color=color, lw=2.0 if final else 0.8,
+            alpha=1.0 if final else 0.6, label=f"generation {g}" if final or g == 0 else None)
+    if final:
+      ax.plot(front[:, 0], front[:, 1], "o", color=color, ms=4)
+  if log_x:
+    ax.set_xscale("log")
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3, which="both")
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(path)
+  return str(path)
+
+
+def export_front(state: LemonadeState, out, names: Sequence[str] = ()) -> list[dict]:
+  """Write the population of ``state``: ``front.json``, and each network with its weights.
+
+  Args:
+    state: a LEMONADE state (e.g. ``load_checkpoint(workdir)["state"]``).
+    out: directory; networks go to ``out/member_<uid>.npz`` (:func:`nasjax.save`, with the
+      member's record as metadata).
+    names: names of the told objectives, for the records.
+
+  Returns:
+    The member records (uid, parent, ops, generation, depth, fitness, cheap and the
+    network file or the code).
+  """
+  import json
+  from pathlib import Path
+
+  from nasjax.network import save
+
+  out = Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  records = []
+  for ind in state.population:
+    fitness = ind.fitness
+    rec = {"uid": ind.uid, "parent": ind.parent, "ops": list(ind.ops),
+           "generation": ind.generation, "depth": ind.depth, "exact": ind.exact,
+           "fitness": (dict(zip(names, fitness)) if len(names) == len(fitness)
+                       else list(fitness)), "cheap": list(ind.cheap)}
+    if isinstance(ind.genome, Network):
+      path = out / f"member_{ind.uid:05d}.npz"
+      save(ind.genome, path, metadata=rec)
+      rec["network"] = str(path)
+      rec["params"] = count_params(ind.genome.arch)
+    else:
+      rec["code"] = list(ind.genome)
+    records.append(rec)
+  (out / "front.json").write_text(json.dumps(records, indent=1))
+  return records
+
+
+def report_run(workdir, out=None) -> dict:
+  """LEMONADE's part of ``nasjax report``: fronts per generation and the final front.
+
+  Writes into ``out`` (default ``workdir``): ``fronts_params.png`` (first objective
+  against parameters, the front after each generation), ``fronts_latency.png`` (against
+  latency, where the history records it) and ``front/`` (:func:`export_front` of the
+  last checkpoint: ``front.json`` and the networks with their weights).
+
+  Returns:
+    ``{"plots": [...], "front": [member records]}``.
+  """
+  from pathlib import Path
+
+  from nasjax.search.runner import load_checkpoint, read_config, read_history
+
+  workdir = Path(workdir)
+  out = Path(out) if out is not None else workdir
+  out.mkdir(parents=True, exist_ok=True)
+  cfg = read_config(workdir)
+  history = read_history(workdir)
+  names = list(cfg["objectives"])
+  plots = []
+  for x, label in (("params", "parameters"), ("latency", "latency (s, batch 1)")):
+    fronts = fronts_by_generation(history, x, names[0])
+    if fronts:
+      plots.append(plot_fronts(fronts, out / f"fronts_{x}.png", xlabel=label,
+                               ylabel=names[0], title=f"LEMONADE: {names[0]} vs {x}, "
+                               "front after each generation"))
+  ckpt = load_checkpoint(workdir)
+  front = []
+  if ckpt is not None and isinstance(ckpt["state"], LemonadeState):
+    front = export_front(ckpt["state"], out / "front", names)
+  return {"plots": plots, "front": front}
+
+
+def _make(space: SearchSpace, config: dict) -> Lemonade:
+  config = dict(config)
+  num_objectives = config.pop("num_objectives")
+  config["cheap_objectives"] = tuple(config["cheap_objectives"])
+  config["front_objectives"] = tuple(config["front_objectives"] or ())
+  config["morphisms"] = tuple(config["morphisms"] or ())
+  config["initial"] = tuple(config["initial"])
+  return Lemonade(space, num_objectives=num_objectives, **config)
+
+
+DEFAULT_CONFIG = {
+    "n_pc": 16, "n_ac": 4, "cheap_objectives": ["params"], "front_objectives": [],
+    "log_scale": True,
+    "min_bandwidth": 0.1, "accept_density": "joint", "representation": "auto",
+    "initial": [[list(b) for b in spec] for spec in DEFAULT_INITIAL], "morphisms": [],
+    "max_morphisms": 1, "morphism_options": {"net2wider": {"noise": 0.1}},
+    "max_params": None, "distill_steps": 50, "distill_temperature": 4.0,
+    "distill_learning_rate": 1e-3, "distill_batch_size": 64,
+    "dataset": "fashion_mnist_small", "data_limit": None,
+}
+
+register_strategy(
+    "lemonade", _make, spaces=("*",), multi_objective=True, jittable=False,
+    default_config=DEFAULT_CONFIG,
+    smoke={"space": "plain_cnn", "max_evals": 4,
+           "config": {"n_pc": 4, "n_ac": 2, "initial": [[[4]], [[4], [8]]],
+                      "distill_steps": 5, "data_limit": 1024},
+           "train": {"epochs": 1.0, "max_steps": 4, "batch_size": 32}},
+    description="LEMONADE, multi-objective Lamarckian evolution by network morphisms "
+                "(Elsken et al. 2019)")
+
+__all__ = ["Lemonade", "LemonadeState", "Individual", "pareto_population",
+           "cheap_objectives", "arch_latency", "fronts_by_generation", "plot_fronts",
+           "export_front", "report_run", "CHEAP_OBJECTIVES", "DEFAULT_CONFIG"]

@@ -1,0 +1,300 @@
+"""LEMONADE and the NSGA-II baseline: densities, sampling, inheritance, fronts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nasjax
+from nasjax import data as data_lib
+from nasjax import train as train_lib
+from nasjax.ops import EXACT
+from nasjax.search import bench, kde, lemonade, nsga2, pareto
+from nasjax.search.base import generation_keys, init_keys, make_strategy
+from nasjax.search.evaluators import MacroEvaluator
+from nasjax.search.spaces import MacroSpace, NB201Space
+
+
+# ------------------------------------------------------------------------------- KDE
+def test_log_density_is_a_normalised_density():
+  pts = np.array([[0.0, 1.0], [0.5, 1.2], [2.0, -1.0]])
+  h = kde.scott_bandwidth(pts, 0.1)
+  g = np.linspace(-6, 8, 281)
+  xx, yy = np.meshgrid(g, g)
+  q = np.stack([xx.ravel(), yy.ravel()], 1)
+  mass = np.exp(kde.log_density(pts, q, h)).sum() * (g[1] - g[0]) ** 2
+  assert mass == pytest.approx(1.0, abs=1e-3)
+  # One point: the estimate is a Gaussian of width min_bandwidth in every dimension.
+  one = kde.log_density(pts[:1], pts[:1], kde.scott_bandwidth(pts[:1], 0.5))
+  assert one[0] == pytest.approx(-np.log(2 * np.pi * 0.25), abs=1e-9)
+
+
+def test_transform_logs_the_chosen_columns():
+  v = np.array([[1e3, 2.0], [1e6, 3.0]])
+  out = kde.transform(v, [True, False])
+  np.testing.assert_allclose(out, [[np.log(1e3), 2.0], [np.log(1e6), 3.0]], rtol=1e-12)
+  with pytest.raises(ValueError, match="shape"):
+    kde.transform(np.ones(3), True)
+
+
+def test_parent_sampling_favours_sparse_regions():
+  # 20 networks of about 10k parameters and one of 1M: on a log scale the big one is alone.
+  rng = np.random.default_rng(0)
+  params = np.concatenate([1e4 * np.exp(0.05 * rng.standard_normal(20)), [1e6]])[:, None]
+  x = kde.transform(params, True)
+  logd = kde.log_density(x, x, kde.scott_bandwidth(x, 0.1))
+  p = kde.inverse_density_probs(logd)
+  # Its density is about 1/20 of a clustered network's, so it is drawn about 20 times as
+  # often as each of them: about half the draws, where uniform sampling gives 1/21.
+  assert p[-1] / p[:20].max() > 15 and p[-1] > 0.4
+  draws = kde.sample_sparse(jax.random.key(0), logd, 4000, replace=True)
+  freq = np.bincount(draws, minlength=21) / 4000
+  # binomial std of a frequency near 0.5 over 4000 draws is 0.008
+  assert freq[-1] == pytest.approx(p[-1], abs=0.03)
+  assert freq[:20].max() < 0.05
+
+
+def test_acceptance_without_replacement_is_successive_sampling():
+  logd = np.log(np.array([0.5, 0.25, 0.125, 0.125]))  # acceptance weights 1:2:4:4
+  p = kde.inverse_density_probs(logd)
+  np.testing.assert_allclose(p, [1 / 11, 2 / 11, 4 / 11, 4 / 11], rtol=1e-12)
+  first, pairs = np.zeros(4), 0
+  n = 3000
+  for i in range(n):
+    idx = kde.sample_sparse(jax.random.key(i), logd, 2, replace=False)
+    assert idx[0] != idx[1]
+    first[idx[0]] += 1
+    pairs += {int(idx[0]), int(idx[1])} == {2, 3}
+  np.testing.assert_allclose(first / n, p, atol=0.03)
+  # P({2, 3} accepted) = 2 * (4/11) * (4/7) under successive sampling.
+  assert pairs / n == pytest.approx(2 * 4 / 11 * 4 / 7, abs=0.03)
+  # The mask removes entries; asking for more than remain is an error.
+  idx = kde.sample_sparse(jax.random.key(0), logd, 2, replace=False, mask=[1, 0, 0, 1])
+  assert sorted(idx.tolist()) == [0, 3]
+  with pytest.raises(ValueError, match="distinct"):
+    kde.sample_sparse(jax.random.key(0), logd, 3, replace=False, mask=[1, 0, 0, 1])
+
+
+def test_acceptance_density_counts_the_proposed_children():
+  # Population at e^0, e^5, e^10 parameters; three children at e^2.5 and one at e^7.5,
+  # points the population's density treats alike (by symmetry).
+  pop = np.exp([[0.0], [5.0], [10.0]])
+  children = np.exp([[2.5], [2.5], [2.5], [7.5]])
+  alone = lemonade.Lemonade(NB201Space(), accept_density="population")
+  p = kde.inverse_density_probs(alone.child_log_density(pop, children))
+  np.testing.assert_allclose(p, 0.25, rtol=1e-9)
+  # Counting the children, the three at e^2.5 crowd each other: the lone one is favoured.
+  joint = lemonade.Lemonade(NB201Space(), accept_density="joint")
+  p = kde.inverse_density_probs(joint.child_log_density(pop, children))
+  assert p[3] > 0.33 and p[3] > 1.5 * p[0]  # 0.37 and 0.21 with these wide kernels
+  np.testing.assert_allclose(p[:3], p[0], rtol=1e-9)
+  # Parents: the middle member, between the other two, is the densest.
+  q = kde.inverse_density_probs(joint.parent_log_density(pop))
+  assert q[1] < q[0] and q[0] == pytest.approx(q[2], rel=1e-9)
+
+
+# ---------------------------------------------------------------------------- NSGA-II
+def test_nsga2_ranks_and_crowding_match_the_host_versions():
+  rng = np.random.default_rng(1)
+  F = rng.integers(0, 8, (40, 2)).astype(np.float64)
+  F[5] = np.nan
+  rank = np.asarray(nsga2.front_ranks(jnp.asarray(F)))
+  ref = pareto.nondominated_sort(F)
+  ok = ref >= 0
+  np.testing.assert_array_equal(rank[ok], ref[ok])
+  assert rank[5] == 40
+  crowd = np.asarray(nsga2.crowding_distances(jnp.asarray(F), jnp.asarray(rank)))
+  for r in range(ref.max() + 1):
+    idx = np.flatnonzero(ref == r)
+    want = pareto.crowding_distance(np.unique(F[idx], axis=0))
+    if len(np.unique(F[idx], axis=0)) == len(idx):  # no duplicate points: orders agree
+      got = crowd[idx][np.lexsort(F[idx].T[::-1])]
+      np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_nsga2_keeps_the_best_fronts_and_never_a_failure():
+  space = MacroSpace()
+  s = nsga2.NSGA2(space, population_size=4, batch_size=4)
+  ask, tell = jax.jit(s.ask), jax.jit(s.tell)
+  state = s.init(jax.random.key(0))
+  codes, state = ask(jax.random.key(1), state)
+  state = tell(None, state, codes, jnp.array([[1., 4.], [2., 3.], [3., 3.], [np.nan, 0.]]))
+  assert int(state.size) == 4
+  codes, state = ask(jax.random.key(2), state)
+  state = tell(None, state, codes, jnp.array([[0.5, 5.], [4., 0.5], [9., 9.], [8., 8.]]))
+  kept = sorted(map(tuple, np.asarray(state.fitness).tolist()))
+  assert kept == [(0.5, 5.0), (1.0, 4.0), (2.0, 3.0), (4.0, 0.5)]
+  np.testing.assert_array_equal(np.asarray(state.rank), 0)
+
+
+# ------------------------------------------------------------------- tabular (macro)
+def test_lemonade_on_macro_gives_a_valid_front():
+  ev = MacroEvaluator()
+  s = make_strategy("lemonade", ev.space, {"n_pc": 8, "n_ac": 4}, num_objectives=2)
+  key, k0 = init_keys(3)
+  state, seen, F = s.init(k0), [], []
+  while len(seen) < 60:
+    key, k_ask, _, k_tell = generation_keys(key)
+    codes, state = s.ask(k_ask, state)
+    recs = ev.evaluate(np.asarray(codes))
+    f = np.array([r.objectives for r in recs])
+    seen += [ev.space.hash(c) for c in np.asarray(codes)]
+    F += list(f)
+    state = s.tell(k_tell, state, codes, f)
+  assert len(set(seen)) == len(seen)  # no code is evaluated twice
+  F = np.array(F)
+  front = np.array([ind.fitness for ind in state.population])
+  # The population is exactly the front of everything evaluated.
+  assert sorted(map(tuple, front)) == sorted(map(tuple, pareto.pareto_front(F)))
+  assert not pareto.dominance_matrix(front).any()
+  # Cheap objective of every member = its parameter count in the table.
+  for ind in state.population:
+    assert ind.cheap[0] == pytest.approx(ind.fitness[1], rel=1e-9)
+  res = bench.bench_macro("lemonade", evals=60, runs=2, config={"n_pc": 8, "n_ac": 4})
+  assert 0.9 < res["hv_fraction_mean"] <= 1.0
+
+
+# ------------------------------------------------------------ networks: inheritance
+@pytest.fixture(scope="module")
+def tiny():
+  data = data_lib.synthetic(num_train=128, num_val=32, num_test=32, input_shape=(8, 8, 3),
+                            num_classes=4)
+  cfg = train_lib.TrainConfig(epochs=1.0, batch_size=32, max_steps=3, learning_rate=0.05)
+  return data, cfg
+
+
+def _strategy(**kw):
+  base = dict(num_objectives=1, n_pc=6, n_ac=3, initial=(((4,),), ((4,), (8,))),
+              distill_steps=3, dataset="synthetic")
+  return lemonade.Lemonade(NB201Space(), representation="networks", **{**base, **kw})
+
+
+def _train(nets, data, cfg, key):
+  out, fit = [], []
+  for j, net in enumerate(nets):
+    trained, hist = train_lib.fit(net, data, cfg, jax.random.fold_in(key, j))
+    out.append(trained)
+    fit.append(100.0 * (1.0 - hist.val_accuracy[-1]))
+  return out, np.array(fit)
+
+
+@pytest.fixture(scope="module")
+def first_generation(tiny):
+  """The state after the initial network (two conv layers) was trained and told."""
+  data, cfg = tiny
+  s = _strategy(initial=(((4,), (8,)),))
+  key, k0 = init_keys(0)
+  key, k_ask, k_eval, k_tell = generation_keys(key)
+  nets, state = s.ask(k_ask, s.init(k0))
+  assert len(nets) == 1 and state.pending[0].ops == ("initial",)
+  trained, fit = _train(nets, data, cfg, k_eval)
+  return key, s.tell(k_tell, state, trained, fit)
+
+
+def test_end_to_end_children_inherit_weights_and_the_front_is_nondominated(tiny,
+                                                                          first_generation):
+  data, cfg = tiny
+  key, state = first_generation
+  s = _strategy(morphisms=EXACT, n_pc=4, n_ac=2)
+  x = data.x_val[:16]
+  for gen in range(2):
+    key, k_ask, k_eval, k_tell = generation_keys(key)
+    nets, state = s.ask(k_ask, state)
+    assert len(nets) == len(state.pending) == 2
+    by_uid = {ind.uid: ind for ind in state.population}
+    for net, ind in zip(nets, state.pending):
+      assert ind.cheap == (float(nasjax.count_params(net.arch)),)
+      # An exact child computes its trained parent's function before its own training.
+      assert ind.exact and ind.ops[0] in EXACT
+      parent = by_uid[ind.parent].genome
+      assert net.arch != parent.arch
+      np.testing.assert_allclose(nasjax.apply(net, x), nasjax.apply(parent, x),
+                                 rtol=1e-4, atol=1e-4)
+    if gen == 1:
+      break
+    trained, fit = _train(nets, data, cfg, k_eval)
+    by_pending = {ind.uid: t for ind, t in zip(state.pending, trained)}
+    state = s.tell(k_tell, state, trained, fit)
+    # Members keep the weights they were trained to.
+    for ind in state.population:
+      if ind.uid in by_pending:
+        assert ind.genome is by_pending[ind.uid]
+    objs = np.array([ind.objectives() for ind in state.population])
+    assert not pareto.dominance_matrix(objs).any()
+    assert state.generation == 2 and state.count == 3
+
+
+def test_tell_keeps_the_trained_networks_and_drops_failures():
+  s = _strategy()
+  nets, state = s.ask(jax.random.key(0), s.init(jax.random.key(1)))
+  trained = [n.replace(params=jax.tree_util.tree_map(lambda a: a + 1.0, n.params))
+             for n in nets]
+  state = s.tell(None, state, trained, np.array([50.0, np.nan]))
+  assert len(state.population) == 1
+  member = state.population[0]
+  assert member.genome is trained[0] and member.fitness == (50.0,)
+  with pytest.raises(ValueError, match="last ask proposed 0"):
+    s.tell(None, state, trained, np.array([1.0, 2.0]))
+
+
+def test_approximate_children_are_distilled_from_their_parent(first_generation):
+  _, state = first_generation
+  s = _strategy(morphisms=("prune_filters",), n_pc=2, n_ac=1)
+  children, state = s.ask(jax.random.key(3), state)
+  parent = state.population[0].genome
+  (child,), (ind,) = children, state.pending
+  assert not ind.exact and ind.ops == ("prune_filters",) and ind.parent == 0
+  assert ind.info["loss_last"] >= 0.0 and set(ind.info) >= {"agreement_after", "kl_after"}
+  assert nasjax.count_params(child.arch) < nasjax.count_params(parent.arch)
+
+
+def test_pareto_population_drops_dominated_and_duplicate_members():
+  ind = lambda uid, f, c: lemonade.Individual(uid, None, (c,), (f,))
+  pop = lemonade.pareto_population([ind(3, 5.0, 100.0), ind(1, 5.0, 100.0),
+                                    ind(2, 6.0, 200.0), ind(4, 4.0, 300.0)])
+  assert [p.uid for p in pop] == [1, 4]
+  # With front_objectives only the chosen fitness columns count: here the error, not the
+  # latency in column 1, so uid 6 (same error and size, lower latency) is a copy of 5.
+  two = lambda uid, f, lat, c: lemonade.Individual(uid, None, (c,), (f, lat))
+  inds = [two(5, 5.0, 0.2, 100.0), two(6, 5.0, 0.1, 100.0), two(7, 6.0, 0.05, 100.0)]
+  assert [p.uid for p in lemonade.pareto_population(inds, (0,))] == [5]
+  assert [p.uid for p in lemonade.pareto_population(inds)] == [6, 7]
+
+
+def test_bad_options_are_rejected():
+  with pytest.raises(ValueError, match="n_ac"):
+    lemonade.Lemonade(NB201Space(), n_pc=2, n_ac=3)
+  with pytest.raises(ValueError, match="cheap objective 'size'"):
+    lemonade.Lemonade(NB201Space(), cheap_objectives=("size",))
+  with pytest.raises(ValueError, match="unknown morphism 'grow'"):
+    lemonade.Lemonade(NB201Space(), morphisms=("grow",))
+  with pytest.raises(ValueError, match="front_objectives names column 2"):
+    lemonade.Lemonade(NB201Space(), num_objectives=2, front_objectives=(0, 2))
+  with pytest.raises(ValueError, match="accept_density"):
+    lemonade.Lemonade(NB201Space(), accept_density="parents")
+
+
+# ------------------------------------------------------------------------- experiment
+def test_fmnist_experiment_tiny_variant_runs_end_to_end(tmp_path):
+  import importlib.util
+  import json
+  import sys
+  from pathlib import Path
+
+  path = Path(__file__).parents[1] / "experiments" / "lemonade_fmnist.py"
+  spec = importlib.util.spec_from_file_location("lemonade_fmnist", path)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module
+  spec.loader.exec_module(module)
+  out = tmp_path / "rows.json"
+  assert module.main(["--variant", "tiny", "--workdir", str(tmp_path / "run"),
+                      "--json", str(out), "--plots", str(tmp_path / "plots")]) == 0
+  rows = json.loads(out.read_text())["rows"]
+  assert rows and all(0.0 <= r["test_error"] <= 100.0 for r in rows)
+  assert all(r["baseline_epochs"] == pytest.approx(min(r["depth"], 2.0), abs=1e-9)
+             for r in rows)
+  assert (tmp_path / "plots" / "lemonade_fmnist_fronts_params.png").stat().st_size > 1000
+  front = json.loads((tmp_path / "run" / "report" / "front" / "front.json").read_text())
+  assert sorted(r["uid"] for r in rows) == sorted(r["uid"] for r in front)
+  net = nasjax.load(front[0]["network"])
+  assert nasjax.count_params(net.arch) == front[0]["params"]
