@@ -1,0 +1,227 @@
+"""NAO: token schemes, the encoder-predictor-decoder, gradient steps and the search."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from nasjax.search import Budget, DartsCellSpace, MacroSpace, NB201Space, make_strategy, run
+from nasjax.search import nao as nao_lib
+from nasjax.search.nao_model import NAOModel, token_scheme
+
+# One tiny model per space, shared by the tests so each program compiles once.
+TINY = dict(embed_dim=8, hidden=16, mlp_layers=1, mlp_hidden=16, batch_size=16,
+            learning_rate=0.01)
+NB201 = NAOModel(NB201Space(), **TINY)
+DARTS = NAOModel(DartsCellSpace(steps=2), **TINY)
+
+
+def _codes(space, n, seed=0):
+  return jax.vmap(space.sample)(jax.random.split(jax.random.key(seed), n))
+
+
+# ------------------------------------------------------------------------------ tokens
+@pytest.mark.parametrize("space", [NB201Space(), DartsCellSpace(), MacroSpace()],
+                         ids=lambda s: s.name)
+def test_tokens_round_trip_and_respect_the_mask(space):
+  scheme = token_scheme(space)
+  codes = _codes(space, 64)
+  tokens = np.asarray(scheme.tokens(codes))
+  assert tokens.shape == (64, scheme.length)
+  np.testing.assert_array_equal(scheme.codes(tokens), codes)
+  assert np.all(scheme.valid[np.arange(scheme.length), tokens])
+  assert not scheme.valid[:, 0].any()  # the start token is never an output
+
+
+def test_nb201_tokens_separate_inputs_from_ops():
+  scheme = token_scheme(NB201Space())
+  # Edges 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2: fixed input tokens 1 + i, then the op.
+  tokens = np.asarray(scheme.tokens(jnp.array([0, 1, 2, 3, 4, 0])))
+  np.testing.assert_array_equal(tokens, [1, 4, 1, 5, 2, 6, 1, 7, 2, 8, 3, 4])
+  inputs, ops = set(tokens[0::2]), set(tokens[1::2])
+  assert inputs.isdisjoint(ops) and scheme.vocab_size == 9
+
+
+def test_darts_swaps_keep_the_architecture():
+  space = DartsCellSpace()
+  scheme = token_scheme(space)
+  codes = _codes(space, 32, seed=3)
+  swapped = scheme.augment(jax.random.key(4), codes)
+  assert int(jnp.sum(jnp.any(swapped != codes, axis=1))) >= 30  # 16 coin flips per code
+  np.testing.assert_array_equal(scheme.canonical(swapped), scheme.canonical(codes))
+  for a, b in zip(np.asarray(codes[:4]), np.asarray(swapped[:4])):
+    g, h = space.decode(a), space.decode(b)
+    for kind in ("normal", "reduce"):
+      pairs_a = [sorted(getattr(g, kind)[2 * i:2 * i + 2]) for i in range(space.steps)]
+      pairs_b = [sorted(getattr(h, kind)[2 * i:2 * i + 2]) for i in range(space.steps)]
+      assert pairs_a == pairs_b
+  # NB201 has no such symmetry: augmentation leaves codes alone.
+  nb = _codes(NB201Space(), 8)
+  np.testing.assert_array_equal(token_scheme(NB201Space()).augment(jax.random.key(0), nb), nb)
+
+
+# ------------------------------------------------------------------------------- model
+@pytest.fixture(scope="module")
+def trained_nb201():
+  """The tiny NB201 model trained on 16 architectures with scores rising with the
+  number of 3x3 convolutions."""
+  space = NB201Space()
+  codes = _codes(space, 16, seed=1)
+  score = jnp.mean(codes == 3, axis=1).astype(jnp.float32)
+  params, opt = NB201.init(jax.random.key(0))
+  params, opt, metrics = NB201.train(params, opt, codes, score, jnp.ones(16),
+                                     jax.random.key(1), epochs=300)
+  return params, codes, score, metrics
+
+
+def test_reconstruction_learns_a_small_set(trained_nb201):
+  params, codes, _, metrics = trained_nb201
+  assert float(metrics["token_accuracy"]) >= 0.95
+  rec = np.asarray(NB201.reconstruct(params, codes))
+  assert np.mean(np.all(rec == np.asarray(codes), axis=1)) >= 0.9
+  assert float(metrics["mse"]) <= 0.02
+
+
+def test_a_gradient_step_raises_the_predicted_score(trained_nb201):
+  params, codes, _, _ = trained_nb201
+  memory = NB201.encode(params, codes)
+  grads = jax.grad(lambda m: jnp.sum(NB201.predict_memory(params, m)))(memory)
+  before = NB201.predict_memory(params, memory)
+  moved = memory + 0.05 * grads
+  moved = moved / jnp.linalg.norm(moved, axis=-1, keepdims=True)
+  after = NB201.predict_memory(params, moved)
+  assert np.all(np.asarray(after - before) > 1e-5)
+  np.testing.assert_allclose(NB201.predict(params, codes), before, atol=1e-6)
+
+
+@pytest.mark.parametrize("model", [NB201, DARTS], ids=["nb201", "darts"])
+def test_decoding_any_representation_gives_valid_codes(model):
+  params, _ = model.init(jax.random.key(5))
+  T, H = model.scheme.length, model.hidden
+  memory = jax.random.normal(jax.random.key(6), (32, T, H))
+  memory = memory / jnp.linalg.norm(memory, axis=-1, keepdims=True)
+  codes = np.asarray(model.decode(params, memory))
+  n = np.asarray(model.space.num_choices)
+  assert codes.shape == (32, model.space.length)
+  assert np.all((codes >= 0) & (codes < n))
+  for c in codes:
+    model.space.check(c)  # raises on an invalid code
+
+
+def test_steps_propose_new_architectures_only(trained_nb201):
+  params, codes, score, _ = trained_nb201
+  seeds = codes[jnp.argsort(-score)[:4]]
+  cands = NB201.step(params, NB201.encode(params, seeds), 8.0, max_steps=8)
+  assert cands.shape == (4, 8, 6)
+  picked, found, step = NB201.pick_new(cands, codes, jnp.ones(16, bool))
+  known = {tuple(c) for c in np.asarray(codes)}
+  picked, found, step, cands = map(np.asarray, (picked, found, step, cands))
+  assert found.sum() >= 3
+  for i in np.flatnonzero(found):
+    assert tuple(picked[i]) not in known and 1 <= step[i] <= 8
+    np.testing.assert_array_equal(picked[i], cands[i, step[i] - 1])
+    # Every smaller step decoded a known architecture or one an earlier seed took.
+    taken = known | {tuple(c) for c in picked[:i][found[:i]]}
+    assert all(tuple(c) in taken for c in cands[i, :step[i] - 1])
+  new = [tuple(c) for c in picked[found]]
+  assert len(new) == len(set(new))
+
+
+def test_pick_new_compares_darts_codes_up_to_swaps():
+  space = DARTS.space
+  code = np.asarray(_codes(space, 1, seed=7))[0]
+  swapped = np.asarray(DARTS.scheme.augment(jax.random.key(8), code[None]))[0]
+  other = np.asarray(_codes(space, 1, seed=9))[0]
+  cands = jnp.asarray(np.stack([swapped, other])[None])  # one seed, two steps
+  picked, found, step = DARTS.pick_new(cands, jnp.asarray(code[None]), jnp.ones(1, bool))
+  assert bool(found[0]) and int(step[0]) == 2
+  np.testing.assert_array_equal(DARTS.scheme.canonical(picked[0]),
+                                DARTS.scheme.canonical(other))
+
+
+# ------------------------------------------------------------------------------ search
+def _nao(**overrides):
+  config = {"seed_size": 6, "top_k": 3, "max_steps": 6, "epochs": 20, "step_size": 0.5,
+            **TINY, **overrides}
+  return make_strategy("nao", NB201Space(), config)
+
+
+def test_normalised_scores():
+  s, w = nao_lib.normalised_scores(np.array([3.0, 1.0, np.nan, 2.0]))
+  np.testing.assert_allclose(s, [0.0, 1.0, 0.0, 0.5], atol=1e-7)
+  np.testing.assert_array_equal(w, [1, 1, 0, 1])
+
+
+def test_nao_searches_the_nb201_table_without_repeats(tmp_path):
+  from nasjax.search.evaluators import NB201Evaluator
+
+  evaluator = NB201Evaluator("cifar10")
+  res = run(_nao(), evaluator, Budget(max_evals=15), tmp_path / "a", seed=0, quiet=True)
+  codes = [tuple(h["code"]) for h in res.history]
+  assert len(codes) == 15 and len(set(codes)) == 15
+  assert [h["generation"] for h in res.history] == [0] * 6 + [1] * 3 + [2] * 3 + [3] * 3
+  vals = np.array([h["metrics"]["val_accuracy"] for h in res.history])
+  # The first six are random; the stepped ones derive from the best of them.
+  assert res.best["metrics"]["val_accuracy"] == pytest.approx(vals.max(), abs=1e-9)
+  again = run(_nao(), evaluator, Budget(max_evals=15), tmp_path / "b", seed=0, quiet=True)
+  assert [tuple(h["code"]) for h in again.history] == codes
+
+
+def test_nao_skips_failed_evaluations():
+  strategy = _nao()
+  state = strategy.init(jax.random.key(0))
+  cands, state = strategy.ask(jax.random.key(1), state)
+  fitness = np.where(np.arange(6) % 2 == 0, np.nan, np.arange(6.0))
+  state = strategy.tell(jax.random.key(2), state, cands, fitness)
+  assert int(state.count) == 6 and np.isfinite(np.asarray(state.metrics)).all()
+  new, _ = strategy.ask(jax.random.key(3), state)
+  assert new.shape == (3, 6)
+  told = {tuple(c) for c in np.asarray(cands)}
+  assert not told & {tuple(c) for c in np.asarray(new)}
+
+
+def test_nao_rejects_bad_options():
+  with pytest.raises(ValueError, match="top_k must be a positive int"):
+    _nao(top_k=0)
+  with pytest.raises(ValueError, match="trade_off must lie in"):
+    _nao(trade_off=1.5)
+  with pytest.raises(ValueError, match="objective 1 is outside"):
+    _nao(objective=1)
+
+
+# ------------------------------------------------------------------------------ NAO-WS
+def test_optimise_scores_distinct_architectures_and_climbs():
+  strategy = _nao(seed_size=6, top_k=3)
+  score = lambda c: np.mean(np.asarray(c) == 3, axis=1)  # more 3x3 convs is better
+  codes, scores, state = nao_lib.optimise(strategy, score, jax.random.key(0), evaluations=14)
+  assert codes.shape == (14, 6) and int(state.count) == 14
+  assert len({tuple(c) for c in codes}) == 14
+  np.testing.assert_allclose(scores, score(codes), atol=0)
+  # The stepped proposals score higher on average than the random seeds.
+  assert scores[6:].mean() > scores[:6].mean() + 0.05
+
+
+def test_nao_ws_ranks_paths_by_supernet_score():
+  from nasjax import data as data_lib
+
+  data = data_lib.synthetic(num_train=64, num_val=64, num_test=8, input_shape=(28, 28, 1),
+                            num_classes=10, seed=3)
+  options = {"epochs": 1.0, "max_steps": 2, "batch_size": 16, "calib_batches": 2,
+             "calib_batch_size": 16, "eval_examples": 64, "nao_evaluations": 9,
+             **{"nao_" + k: v for k, v in dict(seed_size=6, top_k=3, max_steps=6, epochs=20,
+                                                step_size=0.5, **TINY).items()}}
+  ws = nao_lib.NAOWS(NB201Space(C=2, N=1), options, data)
+  state = ws.init(jax.random.key(0))
+  first, state = ws.ask(jax.random.key(1), state)
+  second, state = ws.ask(jax.random.key(2), state)
+  assert int(state.spos.phase) == 1 and int(state.spos.step) == 2
+  assert int(state.controller.count) == 9
+  told = np.asarray(state.controller.codes)
+  scores = ws.spos.score(state.spos, told)
+  np.testing.assert_allclose(-np.asarray(state.controller.fitness), scores, atol=1e-6)
+  order = np.argsort(-scores, kind="stable")
+  np.testing.assert_array_equal(first[0], told[order[0]])
+  np.testing.assert_array_equal(second[0], told[order[1]])
+  assert float(state.spos.log.best_score[0]) == pytest.approx(scores.max(), abs=1e-6)
+  with pytest.raises(ValueError, match="unknown option"):
+    nao_lib.NAOWS(NB201Space(C=2, N=1), {"cycles": 3}, data)
