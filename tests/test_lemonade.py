@@ -10,6 +10,7 @@ from nasjax import data as data_lib
 from nasjax import train as train_lib
 from nasjax.ops import EXACT
 from nasjax.search import bench, kde, lemonade, nsga2, pareto
+from nasjax.search import Budget
 from nasjax.search.base import generation_keys, init_keys, make_strategy
 from nasjax.search.evaluators import MacroEvaluator
 from nasjax.search.spaces import MacroSpace, NB201Space
@@ -298,3 +299,26 @@ def test_fmnist_experiment_tiny_variant_runs_end_to_end(tmp_path):
   assert sorted(r["uid"] for r in rows) == sorted(r["uid"] for r in front)
   net = nasjax.load(front[0]["network"])
   assert nasjax.count_params(net.arch) == front[0]["params"]
+
+
+def test_report_plots_fronts_per_generation_and_exports_the_front(tmp_path):
+  from nasjax.search import report as report_lib
+  from nasjax.search.cli import _smoke_plan
+  from nasjax.search.runner import run
+
+  class Args:
+    devices = None
+
+  evaluator, config, _ = _smoke_plan("lemonade", Args)
+  run("lemonade", evaluator, Budget(max_evals=4), tmp_path / "run", 0, config, quiet=True)
+  summary = report_lib.report(tmp_path / "run")
+  assert (tmp_path / "run" / "fronts_params.png").stat().st_size > 1000
+  assert str(tmp_path / "run" / "fronts_params.png") in summary["plots"]
+  front = summary["strategy"]["front"]
+  assert len(front) >= 1
+  for rec in front:
+    net = nasjax.load(rec["network"])
+    assert nasjax.count_params(net.arch) == rec["params"]
+    x = np.zeros((2, *net.arch.input_shape), np.float32)
+    assert np.all(np.isfinite(np.asarray(nasjax.apply(net, x))))
+  assert (tmp_path / "run" / "front" / "front.json").exists()

@@ -67,6 +67,9 @@ class StrategyEntry:
       ``config`` (strategy options), ``max_evals``, ``train`` (training overrides),
       ``evaluator`` (an evaluator config replacing the training evaluator).
     description: one line for ``--help`` and reports.
+    report: optional ``report(workdir, out) -> dict``: the strategy's own part of
+      ``nasjax report`` (plots and exports beyond the common ones), merged into the
+      summary under ``"strategy"``.
   """
 
   name: str
@@ -77,6 +80,7 @@ class StrategyEntry:
   default_config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   smoke: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   description: str = ""
+  report: Callable[[Any, Any], dict] | None = None
 
   def supports(self, space: str | SearchSpace) -> bool:
     name = space if isinstance(space, str) else space.name
@@ -90,7 +94,8 @@ def register_strategy(name: str, factory: Callable[[SearchSpace, dict], Any], *,
                       spaces: Sequence[str] = ("*",), multi_objective: bool = False,
                       jittable: bool = False, default_config: Mapping[str, Any] | None = None,
                       smoke: Mapping[str, Any] | None = None,
-                      description: str = "") -> StrategyEntry:
+                      description: str = "",
+                      report: Callable[[Any, Any], dict] | None = None) -> StrategyEntry:
   """Add a strategy to :data:`STRATEGIES` (see :class:`StrategyEntry` for the fields).
 
   Raises:
@@ -101,7 +106,7 @@ def register_strategy(name: str, factory: Callable[[SearchSpace, dict], Any], *,
   if name in STRATEGIES:
     raise ValueError(f"strategy {name!r} is already registered")
   entry = StrategyEntry(name, factory, tuple(spaces), bool(multi_objective), bool(jittable),
-                        dict(default_config or {}), dict(smoke or {}), description)
+                        dict(default_config or {}), dict(smoke or {}), description, report)
   STRATEGIES[name] = entry
   return entry
 

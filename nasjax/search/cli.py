@@ -8,6 +8,7 @@ nasjax.search.cli`` runs them on their own. Examples::
     nasjax search --strategy random --dataset fashion_mnist_small --space plain_cnn \\
         --max-evals 20 --workdir runs/random
     nasjax search --strategy rea --preset smoke
+    nasjax search ... --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0
     nasjax resume runs/rea
     nasjax report runs/rea
     nasjax bench nb201 --strategy rea --dataset cifar10 --runs 500 --time-budget 12000 --json
@@ -68,7 +69,8 @@ def _smoke_plan(name: str, args) -> tuple[object, dict, object]:
                                     **smoke.get("space_config", {})})
   evaluator = TrainingEvaluator(space, dataset=SMOKE_DATASET,
                                 train={**SMOKE_TRAIN, **smoke.get("train", {})},
-                                data_limit=SMOKE_LIMIT, devices=args.devices)
+                                data_limit=SMOKE_LIMIT, devices=args.devices,
+                                parallel=getattr(args, "parallel", "auto"))
   return evaluator, dict(smoke.get("config", {})), budget
 
 
@@ -98,7 +100,8 @@ def _plan(args) -> tuple[object, dict, object]:
     evaluator = TrainingEvaluator(space, dataset=args.dataset,
                                   train=_json_arg(args.train, "--train"),
                                   objectives=objectives or ("val_error",),
-                                  devices=args.devices, data_limit=args.limit,
+                                  devices=args.devices, parallel=args.parallel,
+                                  data_limit=args.limit,
                                   data_dir=args.data_dir)
   if args.max_evals is None and args.time_budget is None:
     if args.benchmark == "nb201":
@@ -124,9 +127,27 @@ def _print_result(result, as_json: bool) -> None:
   print(format_summary(out))
 
 
+def _distributed(args) -> None:
+  """``jax.distributed.initialize`` from ``--coordinator/--num-processes/--process-id``.
+
+  Every process runs the same command; each evaluates its share of every batch and
+  process 0 writes the run directory (see :mod:`nasjax.search.runner`).
+  """
+  given = [args.coordinator, args.num_processes, args.process_id]
+  if all(v is None for v in given):
+    return
+  if any(v is None for v in given):
+    raise ValueError("a multi-process run needs all of --coordinator, --num-processes and "
+                     "--process-id")
+  import jax
+
+  jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+
+
 def cmd_search(args) -> int:
   from nasjax.search.runner import run
 
+  _distributed(args)
   if args.preset == "smoke":
     evaluator, config, budget = _smoke_plan(args.strategy, args)
     config.update(_json_arg(args.config, "--config"))
@@ -145,6 +166,7 @@ def cmd_search(args) -> int:
 def cmd_resume(args) -> int:
   from nasjax.search.runner import resume
 
+  _distributed(args)
   _print_result(resume(args.workdir, quiet=args.quiet), args.json)
   return 0
 
@@ -181,6 +203,13 @@ def cmd_bench(args) -> int:
   return 0
 
 
+def _distributed_args(p) -> None:
+  p.add_argument("--coordinator", help="multi-process run: address:port of process 0 "
+                 "(jax.distributed.initialize)")
+  p.add_argument("--num-processes", type=int, help="multi-process run: number of processes")
+  p.add_argument("--process-id", type=int, help="multi-process run: this process's index")
+
+
 def register(subparsers) -> None:
   """Add ``search``, ``resume``, ``report`` and ``bench`` to ``subparsers``."""
   p = subparsers.add_parser("search", help="run an architecture search in a run directory")
@@ -199,7 +228,11 @@ def register(subparsers) -> None:
   p.add_argument("--time-budget", type=float,
                  help="stop after this many charged seconds (simulated for benchmarks)")
   p.add_argument("--devices", type=int, default=None,
-                 help="train candidates on this many local devices at once")
+                 help="spread candidates over this many local devices (default all)")
+  p.add_argument("--parallel", choices=["auto", "devices", "sequential"], default="auto",
+                 help="train a batch's candidates at once, one per device (auto: over "
+                 "--devices, or without it over accelerators, not CPU devices, which "
+                 "share the cores)")
   p.add_argument("--limit", type=int, default=None, help="use at most this many training "
                  "images")
   p.add_argument("--data-dir", default=None, help="benchmark tables or data set directory")
@@ -209,12 +242,14 @@ def register(subparsers) -> None:
                  f"{SMOKE_DATASET}")
   p.add_argument("--quiet", action="store_true", help="no progress bar")
   p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+  _distributed_args(p)
   p.set_defaults(func=cmd_search)
 
   p = subparsers.add_parser("resume", help="continue an interrupted search")
   p.add_argument("workdir")
   p.add_argument("--quiet", action="store_true")
   p.add_argument("--json", action="store_true")
+  _distributed_args(p)
   p.set_defaults(func=cmd_resume)
 
   p = subparsers.add_parser("report", help="summary table and plots of a search")

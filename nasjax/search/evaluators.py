@@ -9,15 +9,17 @@ fitness components), ``cacheable`` (whether a repeated architecture may reuse it
 result) and ``config()`` (a JSON dict from which :func:`make_evaluator` rebuilds it, so
 that a run directory can be resumed). A cacheable evaluator also accepts
 ``evaluate(candidates, key, keys=[...])``, one key per candidate, so that a batch with
-cached members can be evaluated with the keys its members would have had. A failed
-evaluation — divergence, NaN, an
+cached members can be evaluated with the keys its members would have had; the tabular
+evaluators accept (and ignore) ``keys`` too, so that any evaluator can evaluate a share
+of a batch (the runner splits batches between the processes of a multi-host run). A
+failed evaluation — divergence, NaN, an
 exception, running out of memory — is a record with ``status != "ok"`` and NaN
 objectives; it never stops the search.
 
 - :class:`NB201Evaluator`: NAS-Bench-201's protocol (see :mod:`nasjax.search.tabular`).
 - :class:`MacroEvaluator`: NAS-Bench-Macro accuracy, parameters and FLOPs.
 - :class:`TrainingEvaluator`: builds, initialises and trains each candidate with
-  :func:`nasjax.train.fit`, spreading a batch over local devices.
+  :func:`nasjax.train.fit`, several candidates at once on several local devices.
 """
 
 from __future__ import annotations
@@ -105,8 +107,8 @@ class NB201Evaluator:
     """``(fitness (15625, 1) float64, cost (15625,) float64)`` indexed by code rank."""
     return (100.0 - self.table.val(self.dataset))[:, None], self.table.cost
 
-  def evaluate(self, candidates, key=None) -> list[Record]:
-    del key  # a table lookup is deterministic
+  def evaluate(self, candidates, key=None, *, keys=None) -> list[Record]:
+    del key, keys  # a table lookup is deterministic
     codes = _codes(candidates, self.space)
     val, test, cost = self.table.val(self.dataset), self.table.test(self.dataset), self.table.cost
     out = []
@@ -168,8 +170,8 @@ class MacroEvaluator:
     F = np.stack([self.table.objective(n) for n in self.objectives], axis=1)
     return F, np.zeros(len(self.table.keys))
 
-  def evaluate(self, candidates, key=None) -> list[Record]:
-    del key
+  def evaluate(self, candidates, key=None, *, keys=None) -> list[Record]:
+    del key, keys
     codes = _codes(candidates, self.space)
     cols = [self.table.objective(n) for n in self.objectives]
     out = []
@@ -187,9 +189,12 @@ class MacroEvaluator:
 TRAIN_OBJECTIVES = ("val_error", "params", "flops", "latency")
 
 
+PARALLEL_MODES = ("auto", "devices", "sequential")
+
+
 def _device_list(devices) -> list:
   if devices is None:
-    return [jax.local_devices()[0]]
+    return list(jax.local_devices())
   if isinstance(devices, int):
     local = jax.local_devices()
     if not 1 <= devices <= len(local):
@@ -208,22 +213,42 @@ class TrainingEvaluator:
   A candidate is a code of ``space`` (built with ``space.build``), an
   :class:`~nasjax.Arch` (initialised from the candidate's key) or a
   :class:`~nasjax.Network` (trained further from its weights). Candidate ``j`` of a
-  batch uses key ``fold_in(key, j)`` and runs on device ``devices[j % len(devices)]``;
-  each device trains its candidates one after another in its own thread (compiled JAX
-  code releases the GIL), so the results equal a sequential evaluation.
+  batch uses key ``fold_in(key, j)``.
+
+  Population-parallel evaluation: with several devices and several candidates, candidate
+  ``j`` is trained on device ``devices[j % n]`` alone (its :func:`nasjax.train.fit` runs
+  on that one device) and each device trains its candidates one after another in its
+  own thread, so up to ``n`` candidates train at once (compiled JAX code and XLA's
+  compiler release the GIL). A candidate's result does not depend on the device it ran
+  on, so the records equal a sequential evaluation's, in the same order, apart from the
+  ``device`` metric and the measured seconds. Candidates of identical structure are not
+  stacked into one ``jax.vmap``-ed program: on CPU, vmapping a convolution's weights
+  turns it into a grouped convolution, which XLA ran about 7x slower than the separate
+  convolutions. CPU devices (``--xla_force_host_platform_device_count``,
+  ``$NASJAX_CPU_DEVICES``) share the machine's cores, and one of them already keeps the
+  cores busy in a training step: on 2 cores, 8 candidates on 8 CPU devices took 1.5x
+  as long as one after another (1.15x without compilation; ``benchmarks/README.md``),
+  so ``"auto"`` with the default ``devices=None`` evaluates sequentially on the CPU
+  backend.
 
   Objectives, any of: ``val_error`` (100 - validation accuracy %, after training),
   ``params``, ``flops`` (:func:`nasjax.flops`), ``latency`` (median seconds of one
   inference at batch 1, :func:`nasjax.latency`); all but latency are also recorded as
-  metrics, with compile and train seconds.
+  metrics, with ``compile_seconds`` (compilation of the train and eval steps, 0 when
+  they were compiled already), ``train_seconds``, ``steps`` and ``device``.
 
   Attributes:
     space: the search space of code candidates.
     dataset: a :func:`nasjax.data.load` name.
     train: :class:`nasjax.train.TrainConfig` fields.
     objectives: the minimised objectives, in order.
-    devices: device count (the first ``n`` local devices) or a list of devices; default
-      one device.
+    devices: the devices candidates are spread over: a count (the first ``n`` local
+      devices), a list of devices, or None for all local devices.
+    parallel: ``"auto"`` (concurrently over the devices when a batch has several
+      candidates and there are several devices, given explicitly or, with
+      ``devices=None``, local devices other than CPU devices; else one after another),
+      ``"devices"`` (always concurrently over the devices) or ``"sequential"`` (one
+      candidate after another on the first device).
     data_limit, data_seed, data_dir, val_fraction: passed to :func:`nasjax.data.load`.
   """
 
@@ -232,6 +257,7 @@ class TrainingEvaluator:
   train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   objectives: tuple[str, ...] = ("val_error",)
   devices: Any = None
+  parallel: str = "auto"
   data_limit: int | None = None
   data_seed: int = 0
   data_dir: str | None = None
@@ -249,6 +275,9 @@ class TrainingEvaluator:
                          f"{list(TRAIN_OBJECTIVES)}")
     if not objectives:
       raise ValueError("at least one objective is needed")
+    if self.parallel not in PARALLEL_MODES:
+      raise ValueError(f"parallel must be one of {list(PARALLEL_MODES)}, got "
+                       f"{self.parallel!r}")
     object.__setattr__(self, "objectives", objectives)
     fields = {f.name for f in dataclasses.fields(train_lib.TrainConfig)}
     unknown = set(self.train) - fields
@@ -264,8 +293,9 @@ class TrainingEvaluator:
     return {"kind": self.kind, "space": self.space.name, "space_config": self.space.config(),
             "dataset": self.dataset, "train": dict(self.train),
             "objectives": list(self.objectives), "devices": devices,
-            "data_limit": self.data_limit, "data_seed": self.data_seed,
-            "data_dir": self.data_dir, "val_fraction": self.val_fraction}
+            "parallel": self.parallel, "data_limit": self.data_limit,
+            "data_seed": self.data_seed, "data_dir": self.data_dir,
+            "val_fraction": self.val_fraction}
 
   @property
   def data(self):
@@ -334,10 +364,19 @@ class TrainingEvaluator:
     return Record(arch_desc, objectives, status, cost, metrics, code,
                   net if status == "ok" else None)
 
+  def lanes(self, batch_size: int) -> int:
+    """How many candidates of a batch of ``batch_size`` train at once."""
+    if self.parallel == "sequential":
+      return 1
+    if self.parallel == "auto" and (batch_size < 2 or (
+        self.devices is None and self.device_list[0].platform == "cpu")):
+      return 1  # CPU devices share the cores: measured slower than one at a time
+    return max(1, min(len(self.device_list), batch_size))
+
   def evaluate(self, candidates, key, *, keys: Sequence[jax.Array] | None = None
                ) -> list[Record]:
-    """Train a batch; candidate ``j`` uses ``keys[j]`` (default ``fold_in(key, j)``) and
-    device ``devices[j % n]``."""
+    """Train a batch; candidate ``j`` uses ``keys[j]`` (default ``fold_in(key, j)``) and,
+    when the batch is spread over ``n`` devices, device ``devices[j % n]``."""
     if isinstance(candidates, (np.ndarray, jax.Array)):
       cands = list(np.asarray(candidates))
     else:
@@ -347,17 +386,18 @@ class TrainingEvaluator:
     elif len(keys) != len(cands):
       raise ValueError(f"{len(keys)} keys for {len(cands)} candidates")
     devices = self.device_list
-    if len(devices) == 1 or len(cands) <= 1:
+    lanes = self.lanes(len(cands))
+    if lanes == 1 and self.parallel != "devices":
       return [self.evaluate_one(c, k, devices[0]) for c, k in zip(cands, keys)]
     _ = self.data  # load once, before the threads start
     out: list[Record | None] = [None] * len(cands)
 
     def worker(d: int):
-      for j in range(d, len(cands), len(devices)):
+      for j in range(d, len(cands), lanes):
         out[j] = self.evaluate_one(cands[j], keys[j], devices[d])
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=len(devices)) as pool:
-      for f in [pool.submit(worker, d) for d in range(min(len(devices), len(cands)))]:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=lanes) as pool:
+      for f in [pool.submit(worker, d) for d in range(lanes)]:
         f.result()
     return out
 

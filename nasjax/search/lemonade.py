@@ -762,7 +762,8 @@ register_strategy(
                       "distill_steps": 5, "data_limit": 1024},
            "train": {"epochs": 1.0, "max_steps": 4, "batch_size": 32}},
     description="LEMONADE, multi-objective Lamarckian evolution by network morphisms "
-                "(Elsken et al. 2019)")
+                "(Elsken et al. 2019)",
+    report=report_run)
 
 __all__ = ["Lemonade", "LemonadeState", "Individual", "pareto_population",
            "cheap_objectives", "arch_latency", "fronts_by_generation", "plot_fronts",

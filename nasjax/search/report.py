@@ -42,8 +42,34 @@ def best_so_far(values: np.ndarray) -> np.ndarray:
   return out
 
 
+def compile_time(history) -> dict:
+  """How much of a training run's wall time went into compiling.
+
+  ``compile_seconds`` sums the per-candidate ``metrics.compile_seconds`` of the history
+  (cached entries, which were not evaluated again, are left out). Candidates trained at
+  once on several devices (and processes) compile concurrently, so the share divides by
+  the wall time times the number of such lanes (the distinct ``metrics.device`` values):
+  ``compile_share = compile_seconds / (wall_seconds * lanes)``, which is the plain
+  fraction of wall time for a sequential run.
+
+  Returns:
+    ``{}`` if no entry records compile seconds (tabular runs), else ``compile_seconds``,
+    ``compile_share`` (None when no wall time was recorded) and ``lanes``.
+  """
+  fresh = [h.get("metrics") or {} for h in history]
+  fresh = [m for m in fresh if "compile_seconds" in m and not m.get("cached")]
+  if not fresh:
+    return {}
+  seconds = float(sum(m["compile_seconds"] or 0.0 for m in fresh))
+  lanes = max(1, len({m["device"] for m in fresh if "device" in m}))
+  wall = history[-1]["wall"] if history else 0.0
+  share = seconds / (wall * lanes) if wall > 0 else None
+  return {"compile_seconds": seconds, "compile_share": share, "lanes": lanes}
+
+
 def summarize(workdir: str | os.PathLike) -> dict:
-  """Summary numbers of a run directory (what the report table shows)."""
+  """Summary numbers of a run directory (what the report table shows); training runs
+  also show the time spent compiling (see :func:`compile_time`)."""
   workdir = Path(workdir)
   cfg = read_config(workdir)
   history = read_history(workdir)
@@ -59,6 +85,7 @@ def summarize(workdir: str | os.PathLike) -> dict:
       "charged_seconds": history[-1]["elapsed"] if history else 0.0,
       "wall_seconds": history[-1]["wall"] if history else 0.0,
       "finished": bool(best.get("finished", False)),
+      **compile_time(history),
   }
   if ok.any():
     i = int(np.flatnonzero(ok)[np.argmin(F[ok, 0])])
@@ -155,6 +182,14 @@ def report(workdir: str | os.PathLike, out: str | os.PathLike | None = None) -> 
     path = out / "pareto.png"
     fig.savefig(path)
     plots.append(str(path))
+
+  from nasjax.search.base import STRATEGIES, load_strategies
+
+  entry = STRATEGIES.get(cfg["strategy"]) or load_strategies().get(cfg["strategy"])
+  if entry is not None and entry.report is not None:
+    extra = entry.report(workdir, out)
+    plots += [str(p) for p in extra.get("plots", [])]
+    summary["strategy"] = extra
 
   (out / "report.txt").write_text(format_summary(summary) + "\n")
   summary["plots"] = plots

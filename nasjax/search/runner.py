@@ -21,6 +21,15 @@ re-runs the interrupted generation from the same key. A run killed at any moment
 Budgets count evaluations (``max_evals``) and/or charged seconds (``time_budget``:
 simulated for tabular benchmarks, wall time for training). Evaluations are charged in
 order; one that would start with the budget already spent is not recorded.
+
+Multi-host: with ``jax.distributed`` initialised (``jax.process_count() > 1``), every
+process runs the same loop with the same seed; candidate ``j`` of a batch's uncached
+candidates is evaluated by process ``j % process_count``, and the records (trained
+networks included) are exchanged, so every process tells the strategy the same results
+and ends with the same history as a single-process run (apart from the ``wall`` times
+and the ``device`` metric). The evaluator must accept ``keys=`` (one key per
+candidate; nasjax's evaluators do). Only process 0 reads and writes the run directory;
+what a resume needs from it is sent to the others.
 """
 
 from __future__ import annotations
@@ -234,6 +243,37 @@ def read_config(workdir: str | os.PathLike) -> dict:
     return json.load(f)
 
 
+# ------------------------------------------------------------------------- processes
+def _allgather_bytes(data: bytes) -> list[bytes]:
+  """Every process's ``data``, in process order; every process must call it."""
+  from jax.experimental import multihost_utils
+
+  sizes = np.asarray(multihost_utils.process_allgather(
+      np.array([len(data)], np.int32))).reshape(-1)
+  # Padded to a power of two, so that few buffer shapes (each a compiled gather) occur.
+  buf = np.zeros(1 << max(6, int(sizes.max() - 1).bit_length()), np.uint8)
+  buf[:len(data)] = np.frombuffer(data, np.uint8)
+  bufs = np.asarray(multihost_utils.process_allgather(buf))
+  return [bufs[p, :sizes[p]].tobytes() for p in range(len(sizes))]
+
+
+def _from_lead(fn, processes: tuple[int, int]):
+  """``fn()`` run by process 0 only and its result (or error) sent to every process."""
+  count, index = processes
+  if count == 1:
+    return fn()
+  payload = b""
+  if index == 0:
+    try:
+      payload = _dumps(("ok", fn()))
+    except (ValueError, OSError) as e:
+      payload = _dumps(("error", e))
+  status, value = pickle.loads(_allgather_bytes(payload)[0])
+  if status == "error":
+    raise value
+  return value
+
+
 # ------------------------------------------------------------------------- best / front
 class _Best:
   """The best entry on objective 0 and the Pareto front of the entries seen so far."""
@@ -363,22 +403,35 @@ def _describe(space, cand) -> tuple[Any, list[int] | None]:
   return space.describe(cand), [int(v) for v in cand]
 
 
-def _evaluate(evaluator, items: list, key, cache: dict) -> list[Record]:
+def _evaluate(evaluator, items: list, key, cache: dict,
+              processes: tuple[int, int] = (1, 0)) -> list[Record]:
   """Evaluate ``items``, reusing cached results of repeated architectures.
 
   Candidate ``j`` is evaluated with key ``fold_in(key, j)`` whether or not others were
-  cached, so caching never changes a result.
+  cached, so caching never changes a result. With ``processes = (count, index)``,
+  ``count > 1``, this process evaluates every ``count``-th candidate still to evaluate,
+  starting at ``index``, and the records of all processes are gathered.
   """
+  count, index = processes
   batch = np.stack(items) if items and all(isinstance(c, np.ndarray) for c in items) else items
-  if not evaluator.cacheable:
+  if not evaluator.cacheable and count == 1:
     return evaluator.evaluate(batch, key)
-  names = [_cache_key(evaluator.space, c) for c in items]
+  names = [_cache_key(evaluator.space, c) if evaluator.cacheable else "" for c in items]
   todo = [j for j, k in enumerate(names) if not k or k not in cache]
   fresh = {}
-  if todo:
-    sub = batch[todo] if isinstance(batch, np.ndarray) else [items[j] for j in todo]
-    recs = evaluator.evaluate(sub, key, keys=[jax.random.fold_in(key, j) for j in todo])
-    fresh = dict(zip(todo, recs))
+
+  def evaluate(js):
+    if not js:
+      return []
+    sub = batch[js] if isinstance(batch, np.ndarray) else [items[j] for j in js]
+    return evaluator.evaluate(sub, key, keys=[jax.random.fold_in(key, j) for j in js])
+
+  if count == 1:
+    fresh = dict(zip(todo, evaluate(todo)))
+  else:
+    gathered = _allgather_bytes(_dumps(evaluate(todo[index::count])))
+    for p, data in enumerate(gathered):
+      fresh.update(zip(todo[p::count], pickle.loads(data)))
   out = []
   for j, k in enumerate(names):
     if j in fresh:
@@ -429,54 +482,61 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
       "budget": dataclasses.asdict(budget), "seed": int(seed),
       "metadata": dict(metadata or {})})
   config_path = workdir / CONFIG_FILE
-  if resume:
-    if read_config(workdir)["strategy"] != name:
-      raise ValueError(f"{workdir} holds a run of strategy {read_config(workdir)['strategy']!r}, "
-                       f"not {name!r}")
-  else:
-    if config_path.exists():
-      raise ValueError(f"{workdir} already holds a search run; continue it with "
-                       f"`nasjax resume {workdir}` or choose another --workdir")
-    workdir.mkdir(parents=True, exist_ok=True)
-    atomic_write(config_path, json.dumps(run_config, indent=1).encode())
+  history_path = workdir / HISTORY_FILE
+  processes = (jax.process_count(), jax.process_index())
+  lead = processes[1] == 0  # the process that reads and writes the run directory
 
+  def prepare():
+    if resume:
+      if read_config(workdir)["strategy"] != name:
+        raise ValueError(f"{workdir} holds a run of strategy "
+                         f"{read_config(workdir)['strategy']!r}, not {name!r}")
+    else:
+      if config_path.exists():
+        raise ValueError(f"{workdir} already holds a search run; continue it with "
+                         f"`nasjax resume {workdir}` or choose another --workdir")
+      workdir.mkdir(parents=True, exist_ok=True)
+      atomic_write(config_path, json.dumps(run_config, indent=1).encode())
+    ckpt = load_checkpoint(workdir) if resume else None
+    evals = 0 if ckpt is None else ckpt["evals"]
+    _truncate_history(history_path, evals)
+    return ckpt, read_history(workdir, evals)
+
+  ckpt, history = _from_lead(prepare, processes)
   ask = jax.jit(strategy.ask) if jittable else strategy.ask
   tell = jax.jit(strategy.tell) if jittable else strategy.tell
-  history_path = workdir / HISTORY_FILE
-  ckpt = load_checkpoint(workdir) if resume else None
   if ckpt is None:
     key, k_init = init_keys(seed)
     state = strategy.init(k_init)
     counters = {"generation": 0, "evals": 0, "elapsed": 0.0, "wall": 0.0, "finished": False}
     cache: dict = {}
-    _truncate_history(history_path, 0)
   else:
     state, key, cache = ckpt["state"], ckpt["key"], ckpt["cache"]
     counters = {k: ckpt[k] for k in ("generation", "evals", "elapsed", "wall", "finished")}
-    _truncate_history(history_path, counters["evals"])
-  history = read_history(workdir, counters["evals"])
   tracker = _Best(names)
   for e in history:
     tracker.add(e)
 
   def checkpoint():
-    atomic_write(workdir / CHECKPOINT_FILE, _dumps({
-        "format": FORMAT, **counters, "key": key, "state": state,
-        "cache": cache}))
+    if lead:
+      atomic_write(workdir / CHECKPOINT_FILE, _dumps({
+          "format": FORMAT, **counters, "key": key, "state": state,
+          "cache": cache}))
 
   def export(final: bool = False):
     # The evaluator's summary reads the whole history: only at the end of a session.
     summary = (evaluator.summarize(history) if final and hasattr(evaluator, "summarize")
                else {})
-    atomic_write(workdir / BEST_FILE, json.dumps(_json_safe({
-        "objectives": names, "evals": counters["evals"], "elapsed": counters["elapsed"],
-        "finished": counters["finished"], "best": tracker.best, "pareto": tracker.pareto,
-        "summary": summary}), indent=1).encode(), fsync=False)
+    if lead:
+      atomic_write(workdir / BEST_FILE, json.dumps(_json_safe({
+          "objectives": names, "evals": counters["evals"], "elapsed": counters["elapsed"],
+          "finished": counters["finished"], "best": tracker.best, "pareto": tracker.pareto,
+          "summary": summary}), indent=1).encode(), fsync=False)
     return summary
 
   if ckpt is None:
     checkpoint()
-  progress = Progress(budget, quiet)
+  progress = Progress(budget, quiet or not lead)
   session_start = time.perf_counter()
   wall0 = counters["wall"]
 
@@ -497,7 +557,7 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
       raise ValueError(f"strategy {name!r} asked for no candidates")
     if budget.max_evals is not None:
       items = items[:budget.max_evals - counters["evals"]]
-    records = _evaluate(evaluator, items, k_eval, cache)
+    records = _evaluate(evaluator, items, k_eval, cache, processes)
     lines, kept = [], []
     elapsed = counters["elapsed"]
     wall = wall0 + time.perf_counter() - session_start
@@ -510,14 +570,15 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
       kept.append(rec)
       history.append(entry)
       lines.append(json.dumps(entry) + "\n")
-      if tracker.add(entry) and rec.network is not None:
+      if tracker.add(entry) and rec.network is not None and lead:
         import nasjax
 
         nasjax.save(rec.network, workdir / BEST_NET_FILE, metadata=entry)
-    with open(history_path, "a") as f:
-      f.write("".join(lines))
-      f.flush()
-      os.fsync(f.fileno())
+    if lead:
+      with open(history_path, "a") as f:
+        f.write("".join(lines))
+        f.flush()
+        os.fsync(f.fileno())
     counters["evals"] += len(kept)
     counters["elapsed"] = elapsed
     counters["wall"] = wall0 + time.perf_counter() - session_start
@@ -552,10 +613,14 @@ def resume(workdir: str | os.PathLike, *, quiet: bool = False) -> RunResult:
   The evaluator and strategy are rebuilt from ``config.json``; the history is cut back
   to the checkpoint, so the result equals an uninterrupted run with the same seed.
   """
-  cfg = read_config(workdir)
-  if cfg.get("format") != FORMAT:
-    raise ValueError(f"{workdir}/{CONFIG_FILE} has format {cfg.get('format')!r}, expected "
-                     f"{FORMAT!r}")
+  def config():
+    cfg = read_config(workdir)
+    if cfg.get("format") != FORMAT:
+      raise ValueError(f"{workdir}/{CONFIG_FILE} has format {cfg.get('format')!r}, "
+                       f"expected {FORMAT!r}")
+    return cfg
+
+  cfg = _from_lead(config, (jax.process_count(), jax.process_index()))
   evaluator = make_evaluator(cfg["evaluator"])
   return run(cfg["strategy"], evaluator, cfg["budget"], workdir, cfg["seed"],
              cfg["strategy_config"], quiet=quiet, metadata=cfg.get("metadata"), resume=True)
