@@ -6,7 +6,10 @@ Trains the same 8 small plain CNNs (two blocks of conv-BN-ReLU layers with 8 or 
 filters, 1x1 to 5x5 kernels, on 1,024 embedded Fashion-MNIST images) with
 :class:`nasjax.search.TrainingEvaluator` twice over:
 
-- ``sequential``: ``parallel="sequential"``, one candidate after another on one device;
+- ``sequential``: ``parallel="sequential", devices=1``, one candidate after another
+  on one device;
+- ``data_parallel``: ``parallel="sequential"`` (what ``"auto"`` does on CPU), one
+  candidate after another, each batch split over all the devices;
 - ``parallel``: ``parallel="devices"``, candidate ``j`` on device ``j``, all at once.
 
 Each mode runs in its own process with ``--devices`` host devices
@@ -34,7 +37,9 @@ import time
 CANDIDATES = ("8k3|16k3", "8k5|16k3", "16k3|16k3", "8k3,8k3|16k3", "8k1|16k5", "16k5|8k3",
               "8k3|16k3,16k3", "16k3,8k1|16k1")
 SPACE = {"num_blocks": 2, "max_layers": 2, "filters": (8, 16), "kernels": (1, 3, 5)}
-MODES = {"sequential": "sequential", "parallel": "devices"}
+# mode -> (TrainingEvaluator's parallel, devices)
+MODES = {"sequential": ("sequential", 1), "data_parallel": ("sequential", None),
+         "parallel": ("devices", None)}
 
 
 def worker(mode: str, steps: int) -> dict:
@@ -47,7 +52,7 @@ def worker(mode: str, steps: int) -> dict:
   space = PlainCNNSpace(**SPACE)
   codes = np.stack([space.encode(c) for c in CANDIDATES])
   ev = TrainingEvaluator(space, dataset="fashion_mnist_small", data_limit=1024,
-                         parallel=MODES[mode],
+                         parallel=MODES[mode][0], devices=MODES[mode][1],
                          train={"max_steps": steps, "batch_size": 64, "eval_batch_size": 256})
   _ = ev.data
   out = {"mode": mode, "devices": len(jax.local_devices())}
@@ -107,8 +112,10 @@ def main():
       out[f"{phase}_{mode}_devices_used"] = runs[mode][0][phase]["devices_used"]
     out[f"{phase}_speedup"] = (out[f"{phase}_sequential_seconds"] /
                                out[f"{phase}_parallel_seconds"])
+    out[f"{phase}_data_parallel_speedup"] = (out[f"{phase}_sequential_seconds"] /
+                                             out[f"{phase}_data_parallel_seconds"])
   out["max_objective_diff"] = max(
-      abs(a - b) for r in runs["sequential"] + runs["parallel"]
+      abs(a - b) for r in runs["sequential"] + runs["parallel"] + runs["data_parallel"]
       for a, b in zip(r["cold_objectives"] + r["warm_objectives"],
                       runs["sequential"][0]["cold_objectives"] * 2))
   out["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
@@ -125,7 +132,10 @@ def main():
           f"{out[f'{phase}_parallel_seconds']:.2f} s (CPU "
           f"{out[f'{phase}_parallel_cpu_seconds']:.2f} s, compile "
           f"{out[f'{phase}_parallel_compile_seconds']:.2f} s): speedup "
-          f"{out[f'{phase}_speedup']:.2f}x")
+          f"{out[f'{phase}_speedup']:.2f}x; data parallel "
+          f"{out[f'{phase}_data_parallel_seconds']:.2f} s (CPU "
+          f"{out[f'{phase}_data_parallel_cpu_seconds']:.2f} s): speedup "
+          f"{out[f'{phase}_data_parallel_speedup']:.2f}x")
   print(f"max objective difference {out['max_objective_diff']:.3g}; load average "
         f"{out['load_average'][0]} -> {out['load_average'][1]} on {out['cpus']} CPUs")
 

@@ -23,6 +23,7 @@ from nasjax.train import History, TrainConfig, evaluate, fit
 __version__ = "0.1.0"
 
 runtime.enable_compilation_cache()
+runtime.configure_cpu_devices()
 
 __all__ = ["Arch", "Node", "sequential", "OPS", "Network", "apply", "apply_train",
            "count_params", "flops", "forward", "init", "latency", "load",

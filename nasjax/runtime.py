@@ -1,9 +1,19 @@
-"""Process-wide JAX settings nasjax turns on: the persistent compilation cache.
+"""Process-wide JAX settings nasjax turns on when it is imported.
 
-Search compiles a program for every new architecture; a persistent cache lets a
-second process (a resumed search, the next experiment) skip most of that. The cache is
-on by default in ``$NASJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/nasjax/xla``, else
-``~/.cache/nasjax/xla``. Set ``NASJAX_CACHE_DIR=off`` to leave JAX's settings alone.
+- The persistent compilation cache. Search compiles a program for every new
+  architecture; a persistent cache lets a second process (a resumed search, the next
+  experiment) skip most of that. The cache is on by default in ``$NASJAX_CACHE_DIR``,
+  else ``$XDG_CACHE_HOME/nasjax/xla``, else ``~/.cache/nasjax/xla``. Set
+  ``NASJAX_CACHE_DIR=off`` to leave JAX's settings alone.
+- Several devices on the CPU backend (:data:`DEFAULT_CPU_DEVICES`, or
+  ``$NASJAX_CPU_DEVICES``), over which :func:`nasjax.train.fit` splits each batch.
+  XLA's CPU backend computes the weight gradient of a convolution and the gradient of
+  a max pool (``select_and_scatter``) two to three times faster per image on slices of
+  8-16 images than on a whole batch of 128 (their loops over the batch do not stay in
+  the caches), and the devices work on their slices concurrently. A train step of a
+  plain CNN at batch 128 takes about 40% less CPU time on 8 CPU devices than on one
+  (``benchmarks/README.md``), and data-parallel training equals one-device training to
+  1e-5. GPU and TPU devices are not affected.
 """
 
 from __future__ import annotations
@@ -13,13 +23,19 @@ import os
 import jax
 
 _enabled: str | None = None
+_cpu_devices: int | None = None
+
+# CPU devices nasjax asks for: batches of 32-256 images leave 4-32 per device, where
+# XLA's CPU gradients cost least per image (see the module docstring).
+DEFAULT_CPU_DEVICES = 8
+_OFF = ("", "off", "0", "none")
 
 
 def default_cache_dir() -> str | None:
   """Where the compilation cache lives, or None when turned off."""
   env = os.environ.get("NASJAX_CACHE_DIR")
   if env is not None:
-    return None if env.strip().lower() in ("", "off", "0", "none") else env
+    return None if env.strip().lower() in _OFF else env
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
   return os.path.join(base, "nasjax", "xla")
 
@@ -53,3 +69,56 @@ def enable_compilation_cache(path: str | None = None,
 def cache_dir() -> str | None:
   """The compilation cache directory in use, or None."""
   return _enabled
+
+
+def default_cpu_devices() -> int | None:
+  """How many CPU devices nasjax asks JAX for, or None to leave JAX's setting alone.
+
+  None when ``XLA_FLAGS`` sets ``--xla_force_host_platform_device_count`` (a count
+  chosen through JAX's own settings always wins; :func:`configure_cpu_devices` also
+  keeps a configured ``jax_num_cpu_devices``). Otherwise ``$NASJAX_CPU_DEVICES`` when
+  set: a positive count, or ``off`` (also ``0``, ``none`` or empty) for JAX's default
+  of one device. Otherwise :data:`DEFAULT_CPU_DEVICES`.
+
+  Raises:
+    ValueError: ``$NASJAX_CPU_DEVICES`` is neither a positive integer nor ``off``.
+  """
+  if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    return None
+  env = os.environ.get("NASJAX_CPU_DEVICES")
+  if env is not None:
+    if env.strip().lower() in _OFF:
+      return None
+    try:
+      n = int(env)
+    except ValueError:
+      n = 0
+    if n < 1:
+      raise ValueError(f"NASJAX_CPU_DEVICES must be a positive integer or 'off', got {env!r}")
+    return n
+  return DEFAULT_CPU_DEVICES
+
+
+def configure_cpu_devices(n: int | None = None) -> int | None:
+  """Ask JAX for ``n`` CPU devices (default: :func:`default_cpu_devices`).
+
+  This works only before JAX creates its backends (its first array or device query);
+  after that, or when ``jax_num_cpu_devices`` was configured already (for instance
+  through ``$JAX_NUM_CPU_DEVICES``), JAX's setting is kept. Returns the count set, or
+  None when nothing was changed.
+  """
+  global _cpu_devices
+  n = default_cpu_devices() if n is None else n
+  if n is None or jax.config.jax_num_cpu_devices >= 0:
+    return None
+  try:
+    jax.config.update("jax_num_cpu_devices", n)
+  except RuntimeError:  # JAX was used before nasjax was imported
+    return None
+  _cpu_devices = n
+  return n
+
+
+def cpu_devices() -> int | None:
+  """The CPU device count nasjax configured, or None where it left JAX's setting."""
+  return _cpu_devices

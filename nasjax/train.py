@@ -287,6 +287,19 @@ def _check(net: Network, data: data_lib.Dataset, config: TrainConfig, n_dev: int
                      "devices")
 
 
+def data_parallel_devices(batch_size: int, devices: Sequence[Any] | None = None) -> list:
+  """The devices :func:`fit` splits a batch of ``batch_size`` over by default.
+
+  The longest prefix of ``devices`` (default: all local devices) whose length divides
+  ``batch_size``, so that any batch size trains (on fewer devices where it must).
+  """
+  devices = list(jax.local_devices() if devices is None else devices)
+  n = len(devices)
+  while n > 1 and batch_size % n:
+    n -= 1
+  return devices[:max(n, 1)]
+
+
 def fit(net: Network, data: data_lib.Dataset, config: TrainConfig, key, *,
         devices: Sequence[Any] | None = None) -> tuple[Network, History]:
   """Train ``net`` on ``data.x_train`` and validate after each epoch.
@@ -297,7 +310,9 @@ def fit(net: Network, data: data_lib.Dataset, config: TrainConfig, key, *,
     config: hyperparameters.
     key: ``jax.random`` key for the batch order and augmentation
       (``fold_in(key, epoch)`` per epoch).
-    devices: devices to train on, data parallel; default all local devices.
+    devices: devices to train on, data parallel (``config.batch_size`` must divide
+      among them); default :func:`data_parallel_devices`: as many local devices as
+      divide the batch.
 
   Returns:
     ``(trained network, History)``. With several devices the network is returned on
@@ -305,7 +320,8 @@ def fit(net: Network, data: data_lib.Dataset, config: TrainConfig, key, *,
     parameters were finite.
   """
   start = time.perf_counter()
-  devices = list(jax.local_devices() if devices is None else devices)
+  devices = (data_parallel_devices(config.batch_size) if devices is None
+             else list(devices))
   if not devices:
     raise ValueError("devices is empty")
   n_dev = len(devices)

@@ -202,3 +202,12 @@ def test_every_family_learns_fashion_mnist(family, fashion_small):
   assert hist.status == "ok" and hist.steps == 40
   # First-epoch mean (~ln 10) against the last epoch's; measured ratios are 0.36-0.6.
   assert hist.train_loss[-1] < 0.8 * hist.train_loss[0], hist.train_loss
+
+
+def test_default_devices_are_the_longest_prefix_dividing_the_batch():
+  devs = list(range(8))
+  assert train.data_parallel_devices(128, devs) == devs
+  assert train.data_parallel_devices(100, devs) == devs[:5]
+  assert train.data_parallel_devices(97, devs) == devs[:1]
+  assert train.data_parallel_devices(12, devs[:1]) == devs[:1]
+  assert len(train.data_parallel_devices(64)) == len(jax.local_devices())

@@ -1,0 +1,73 @@
+"""Tests of nasjax.runtime: the CPU device count nasjax sets up when it is imported."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nasjax import runtime
+
+# Prints the device count and what nasjax configured, after importing nasjax.
+REPORT = ("import json, jax, nasjax; print(json.dumps([jax.local_device_count(), "
+          "nasjax.runtime.cpu_devices()]))")
+
+
+def _run(code_or_script, **env):
+  """Run Python in a fresh process with only the given device settings."""
+  base = {k: v for k, v in os.environ.items()
+          if k not in ("XLA_FLAGS", "NASJAX_CPU_DEVICES", "JAX_NUM_CPU_DEVICES")}
+  base.update(JAX_PLATFORMS="cpu", NASJAX_CACHE_DIR="off", **env)
+  args = [code_or_script] if code_or_script.endswith(".py") else ["-c", code_or_script]
+  proc = subprocess.run([sys.executable, *args], env=base, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({}, (runtime.DEFAULT_CPU_DEVICES, runtime.DEFAULT_CPU_DEVICES)),
+    ({"NASJAX_CPU_DEVICES": "3"}, (3, 3)),
+    ({"NASJAX_CPU_DEVICES": "off"}, (1, None)),
+    ({"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, (2, None)),
+    ({"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "NASJAX_CPU_DEVICES": "3"},
+     (2, None)),
+    ({"JAX_NUM_CPU_DEVICES": "5"}, (5, None)),
+])
+def test_cpu_device_count_on_import(env, expected):
+  assert tuple(_run(REPORT, **env)) == expected
+
+
+def test_jax_used_before_nasjax_keeps_its_devices():
+  code = "import jax; jax.numpy.zeros(1).block_until_ready(); " + REPORT
+  assert _run(code) == [1, None]
+
+
+def test_default_cpu_devices_reads_the_environment(monkeypatch):
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  monkeypatch.delenv("NASJAX_CPU_DEVICES", raising=False)
+  assert runtime.default_cpu_devices() == runtime.DEFAULT_CPU_DEVICES == 8
+  for off in ("off", "OFF", "0", "none", ""):
+    monkeypatch.setenv("NASJAX_CPU_DEVICES", off)
+    assert runtime.default_cpu_devices() is None
+  monkeypatch.setenv("NASJAX_CPU_DEVICES", " 4 ")
+  assert runtime.default_cpu_devices() == 4
+  for bad in ("-2", "two", "1.5"):
+    monkeypatch.setenv("NASJAX_CPU_DEVICES", bad)
+    with pytest.raises(ValueError, match="NASJAX_CPU_DEVICES"):
+      runtime.default_cpu_devices()
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=3")
+  assert runtime.default_cpu_devices() is None  # JAX's own setting wins
+
+
+def test_default_devices_train_like_one_device():
+  # fit on the devices nasjax sets up by default equals fit on one device.
+  result = _run(str(Path(__file__).with_name("multidevice_check.py")))
+  assert result["devices"] == runtime.DEFAULT_CPU_DEVICES
+  assert result["status"] == ["ok", "ok"] and result["steps"] == [4, 4]
+  assert result["max_update"] > 1e-3
+  assert result["max_rel_diff"] < 1e-5, result
+  np.testing.assert_allclose(result["loss_many"], result["loss_one"], rtol=1e-5)
