@@ -3,16 +3,17 @@
 Every strategy runs ``--runs`` independent searches (seeds ``seed .. seed + runs - 1``)
 with the 12,000 s simulated budget; the table shows the mean and std of the 200-epoch
 test accuracy of the best-by-validation architecture. Random search and REA run
-vectorised (:func:`nasjax.search.bench.bench_nb201`); NAO runs the same ask / evaluate /
-tell loop with the same keys as :func:`nasjax.search.bench.query_sequences`, keeping
-each run's final state, from which it also reports the NAO model's quality on
-architectures the run never evaluated:
+vectorised (:func:`nasjax.search.bench.bench_nb201`); so does NAO
+(:func:`nasjax.search.bench.query_sequences`, all seeds in one program, or one seed after
+another with ``--loop``), keeping each run's final state, from which it also reports the
+NAO model's quality on architectures the run never evaluated:
 
 - ``tau``: Kendall's tau between the predictor's scores and the 12-epoch validation
   accuracy of ``--held-out`` random architectures;
 - ``reconstruction``: the fraction of those architectures the decoder reproduces exactly
   from their own encoding, and the same fraction on the run's evaluated architectures;
-- how many NAO proposals gradient steps found and how many were random fallbacks.
+- how many NAO proposals gradient steps found and how many were random fallbacks;
+- Welch's t of NAO's mean test accuracy against each baseline's.
 
     python benchmarks/nb201_nao.py --runs 100
     python benchmarks/nb201_nao.py --runs 4 --nao-config '{"epochs": 50}' --json
@@ -37,57 +38,57 @@ def _kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
   return float(np.sum(da * db) / denom) if denom > 0 else float("nan")
 
 
-def nao_runs(config: dict, seeds, time_budget: float, held_out: int) -> dict:
+def _welch_t(a: dict, b: dict) -> float:
+  """Welch's t of the mean test accuracy of result ``a`` against ``b`` (their ``std`` is
+  the population std over ``runs``)."""
+  var = lambda r: r["std"] ** 2 / (r["runs"] - 1) if r["runs"] > 1 else float("nan")
+  return (a["mean"] - b["mean"]) / np.sqrt(var(a) + var(b))
+
+
+def nao_runs(config: dict, seeds, time_budget: float, held_out: int,
+             vectorize: bool = True) -> dict:
   """NAO's query sequences and per-run model diagnostics."""
+  import jax
+
   from nasjax.search import bench
-  from nasjax.search.base import generation_keys, init_keys, make_strategy
+  from nasjax.search.base import make_strategy
   from nasjax.search.evaluators import NB201Evaluator
 
   evaluator = NB201Evaluator("cifar10")
   space = evaluator.space
   strategy = make_strategy("nao", space, config)
-  F, cost = evaluator.arrays()
   val = evaluator.table.val("cifar10")
-  rows, diag = [], []
   start = time.perf_counter()
-  for seed in seeds:
-    key, k_init = init_keys(int(seed))
-    state = strategy.init(k_init)
-    seq, elapsed = [], 0.0
-    while elapsed < time_budget:
-      key, k_ask, _, k_tell = generation_keys(key)
-      cands, state = strategy.ask(k_ask, state)
-      idx = [space.hash(c) for c in np.asarray(cands)]
-      seq += idx
-      elapsed += float(np.sum(cost[idx]))
-      state = strategy.tell(k_tell, state, cands, F[idx, 0])
-    rows.append(seq)
-    # Held-out architectures: uniform over the cells this run never queried.
-    rng = np.random.default_rng(int(seed) + 10_000)
-    pool = np.setdiff1d(np.arange(space.size), seq)
-    held = rng.choice(pool, held_out, replace=False)
-    codes = np.stack([space.from_index(int(i)) for i in held])
-    model, params = strategy.model, state.params
-    pred = np.asarray(model.predict(params, codes))
-    rec = np.asarray(model.reconstruct(params, codes))
-    told = np.asarray(state.codes)
-    rec_told = np.asarray(model.reconstruct(params, told))
-    diag.append({"tau": _kendall_tau(pred, val[held]),
-                 "reconstruction_held_out": float(np.mean(np.all(rec == codes, axis=1))),
-                 "reconstruction_evaluated": float(np.mean(np.all(rec_told == told, axis=1))),
-                 "stepped": int(state.stepped), "fallback": int(state.fallback)})
+  seqs, states = bench.query_sequences(strategy, evaluator, seeds, time_budget=time_budget,
+                                       vectorize=vectorize, final_states=True)
   wall = time.perf_counter() - start
-  width = max(len(r) for r in rows)
-  seqs = np.array([r + [-1] * (width - len(r)) for r in rows], np.int64)
+  # Held-out architectures: uniform over the cells each run never queried.
+  held = np.stack([np.random.default_rng(int(seed) + 10_000).choice(
+      np.setdiff1d(np.arange(space.size), row[row >= 0]), held_out, replace=False)
+      for seed, row in zip(seeds, seqs)])
+  held_codes = np.stack([space.from_index(int(i)) for i in held.ravel()]).reshape(
+      held.shape + (space.length,))
+  model = strategy.model
+  over_runs = lambda f, *a: np.asarray(jax.jit(jax.vmap(f))(*a))
+  pred = over_runs(model.predict, states.params, held_codes)
+  rec = over_runs(model.reconstruct, states.params, held_codes)
+  told = np.asarray(states.codes)
+  rec_told = over_runs(model.reconstruct, states.params, told)
+  kept = np.arange(told.shape[1])[None, :] < np.asarray(states.count)[:, None]
+  hit_told = np.all(rec_told == told, axis=2)
+  diag = {"tau": np.array([_kendall_tau(p, val[h]) for p, h in zip(pred, held)]),
+          "reconstruction_held_out": np.mean(np.all(rec == held_codes, axis=2), axis=1),
+          "reconstruction_evaluated": np.sum(hit_told & kept, axis=1) / kept.sum(axis=1),
+          "stepped": np.asarray(states.stepped), "fallback": np.asarray(states.fallback)}
   res = bench.nb201_results(seqs, evaluator, time_budget)
-  mean = lambda k: float(np.mean([d[k] for d in diag]))
+  mean = lambda k: float(np.mean(diag[k]))
   return {"benchmark": "nb201", "strategy": "nao", "dataset": "cifar10", "runs": len(seeds),
           "time_budget": time_budget, "seed": int(seeds[0]),
           "mean": float(np.mean(res["test"])), "std": float(np.std(res["test"])),
           "min": float(np.min(res["test"])), "max": float(np.max(res["test"])),
           "mean_queries": float(np.mean(res["queries"])), "wall_seconds": wall,
-          "config": strategy.config(), "tau_mean": mean("tau"),
-          "tau_std": float(np.std([d["tau"] for d in diag])),
+          "max_told": int(np.max(states.count)), "config": strategy.config(),
+          "tau_mean": mean("tau"), "tau_std": float(np.std(diag["tau"])),
           "reconstruction_held_out": mean("reconstruction_held_out"),
           "reconstruction_evaluated": mean("reconstruction_evaluated"),
           "stepped_mean": mean("stepped"), "fallback_mean": mean("fallback")}
@@ -103,6 +104,8 @@ def main(argv=None) -> int:
   parser.add_argument("--nao-config", default="{}", help="JSON options for NAO")
   parser.add_argument("--held-out", type=int, default=500,
                       help="architectures per run for the predictor's tau and reconstruction")
+  parser.add_argument("--loop", action="store_true",
+                      help="run NAO's seeds one after another instead of vectorised")
   parser.add_argument("--json", action="store_true", help="one JSON object per line")
   args = parser.parse_args(argv)
   if args.runs < 1:
@@ -119,7 +122,8 @@ def main(argv=None) -> int:
     if args.json:
       print(json.dumps(rows[-1]), flush=True)
   seeds = np.arange(args.seed, args.seed + args.runs)
-  rows.append(nao_runs(json.loads(args.nao_config), seeds, args.time_budget, args.held_out))
+  rows.append(nao_runs(json.loads(args.nao_config), seeds, args.time_budget, args.held_out,
+                       vectorize=not args.loop))
   if args.json:
     print(json.dumps(rows[-1]), flush=True)
   else:
@@ -137,7 +141,10 @@ def main(argv=None) -> int:
           f"{nao['reconstruction_evaluated']:.3f} (evaluated); proposals per run by "
           f"gradient steps {nao['stepped_mean']:.1f}, random fallbacks "
           f"{nao['fallback_mean']:.1f}")
-    print(f"NAO config: {json.dumps(nao['config'])}")
+    print(f"NAO config: {json.dumps(nao['config'])}; most candidates told in a run "
+          f"{nao['max_told']} (capacity {nao['config']['capacity']})")
+    for r in rows[:-1]:
+      print(f"NAO vs {r['strategy']}: Welch t = {_welch_t(nao, r):.2f}")
     print(f"\ntotal {time.perf_counter() - start:.1f} s")
   return 0
 

@@ -150,6 +150,30 @@ def test_normalised_scores():
   s, w = nao_lib.normalised_scores(np.array([3.0, 1.0, np.nan, 2.0]))
   np.testing.assert_allclose(s, [0.0, 1.0, 0.0, 0.5], atol=1e-7)
   np.testing.assert_array_equal(w, [1, 1, 0, 1])
+  # A mask drops rows (the padding of the evaluated set) as a NaN does.
+  f = np.array([3.0, 1.0, 0.0, 2.0, 2.0])
+  s, w = nao_lib.normalised_scores(f, "minmax", np.arange(5) != 2)
+  np.testing.assert_allclose(s, [0.0, 1.0, 0.0, 0.5, 0.5], atol=1e-7)
+  s, w = nao_lib.normalised_scores(f, "rank", np.arange(5) != 2)
+  np.testing.assert_allclose(s, [0.0, 1.0, 0.0, 0.5, 0.5], atol=1e-6)
+  np.testing.assert_array_equal(w, [1, 1, 0, 1, 1])
+  s, _ = nao_lib.normalised_scores(f, "rank")
+  np.testing.assert_allclose(s, [0.0, 0.75, 1.0, 0.375, 0.375], atol=1e-6)
+
+
+def test_vmapped_nao_over_seeds_equals_the_per_seed_loop():
+  from nasjax.search import bench
+  from nasjax.search.evaluators import NB201Evaluator
+
+  evaluator = NB201Evaluator("cifar10")
+  strategy = _nao(epochs=3, capacity=16)
+  vec, states = bench.query_sequences(strategy, evaluator, [0, 1], max_evals=12,
+                                      final_states=True)
+  loop = bench.query_sequences(strategy, evaluator, [0, 1], max_evals=12, vectorize=False)
+  np.testing.assert_array_equal(vec, loop)
+  assert all(len(set(r)) == 12 for r in vec)
+  np.testing.assert_array_equal(states.count, [12, 12])
+  np.testing.assert_array_equal(states.stepped + states.fallback, [6, 6])
 
 
 def test_nao_searches_the_nb201_table_without_repeats(tmp_path):
@@ -159,9 +183,9 @@ def test_nao_searches_the_nb201_table_without_repeats(tmp_path):
   res = run(_nao(), evaluator, Budget(max_evals=15), tmp_path / "a", seed=0, quiet=True)
   codes = [tuple(h["code"]) for h in res.history]
   assert len(codes) == 15 and len(set(codes)) == 15
-  assert [h["generation"] for h in res.history] == [0] * 6 + [1] * 3 + [2] * 3 + [3] * 3
+  assert [h["generation"] for h in res.history] == [g for g in range(5) for _ in range(3)]
   vals = np.array([h["metrics"]["val_accuracy"] for h in res.history])
-  # The first six are random; the stepped ones derive from the best of them.
+  # The first six (two asks) are random; the stepped ones derive from the best of them.
   assert res.best["metrics"]["val_accuracy"] == pytest.approx(vals.max(), abs=1e-9)
   again = run(_nao(), evaluator, Budget(max_evals=15), tmp_path / "b", seed=0, quiet=True)
   assert [tuple(h["code"]) for h in again.history] == codes
@@ -169,15 +193,22 @@ def test_nao_searches_the_nb201_table_without_repeats(tmp_path):
 
 def test_nao_skips_failed_evaluations():
   strategy = _nao()
+  ask, tell = jax.jit(strategy.ask), jax.jit(strategy.tell)
   state = strategy.init(jax.random.key(0))
-  cands, state = strategy.ask(jax.random.key(1), state)
-  fitness = np.where(np.arange(6) % 2 == 0, np.nan, np.arange(6.0))
-  state = strategy.tell(jax.random.key(2), state, cands, fitness)
-  assert int(state.count) == 6 and np.isfinite(np.asarray(state.metrics)).all()
-  new, _ = strategy.ask(jax.random.key(3), state)
-  assert new.shape == (3, 6)
-  told = {tuple(c) for c in np.asarray(cands)}
-  assert not told & {tuple(c) for c in np.asarray(new)}
+  cands = []
+  for i, fitness in enumerate(([np.nan, 1.0, np.nan], [3.0, np.nan, 5.0])):
+    c, state = ask(jax.random.key(1 + i), state)
+    state = tell(jax.random.key(3 + i), state, c, jnp.asarray(fitness, jnp.float32))
+    # Nothing is trained on during the seed phase.
+    assert np.isfinite(np.asarray(state.metrics)).all() == (i == 1)
+    cands.append(np.asarray(c))
+  assert int(state.count) == 6 and int(state.stepped) == 0 and int(state.fallback) == 0
+  np.testing.assert_array_equal(state.codes[:6], np.concatenate(cands))
+  assert np.isnan(np.asarray(state.fitness[6:])).all()
+  new, state = ask(jax.random.key(5), state)
+  assert new.shape == (3, 6) and int(state.stepped) + int(state.fallback) == 3
+  told = {tuple(c) for c in np.concatenate(cands)}
+  assert len(told) == 6 and not told & {tuple(c) for c in np.asarray(new)}
 
 
 def test_nao_rejects_bad_options():
@@ -187,6 +218,21 @@ def test_nao_rejects_bad_options():
     _nao(trade_off=1.5)
   with pytest.raises(ValueError, match="objective 1 is outside"):
     _nao(objective=1)
+  with pytest.raises(ValueError, match="capacity 4 is below seed_size 6"):
+    _nao(capacity=4)
+
+
+def test_random_fill_avoids_known_and_taken_codes():
+  strategy = _nao(top_k=3, capacity=16)
+  space = strategy.space
+  known = _codes(space, 16, seed=11)
+  picked = jnp.asarray(known[:1]).repeat(3, axis=0).at[0].set(_codes(space, 1, seed=12)[0])
+  out = np.asarray(strategy._random_new(jax.random.key(0), picked,
+                                        jnp.array([True, False, False]), known,
+                                        jnp.ones(16, bool)))
+  np.testing.assert_array_equal(out[0], picked[0])
+  rows = {tuple(c) for c in out}
+  assert len(rows) == 3 and not rows & {tuple(c) for c in np.asarray(known)}
 
 
 # ------------------------------------------------------------------------------ NAO-WS
@@ -216,9 +262,9 @@ def test_nao_ws_ranks_paths_by_supernet_score():
   second, state = ws.ask(jax.random.key(2), state)
   assert int(state.spos.phase) == 1 and int(state.spos.step) == 2
   assert int(state.controller.count) == 9
-  told = np.asarray(state.controller.codes)
+  told = np.asarray(state.controller.codes)[:9]
   scores = ws.spos.score(state.spos, told)
-  np.testing.assert_allclose(-np.asarray(state.controller.fitness), scores, atol=1e-6)
+  np.testing.assert_allclose(-np.asarray(state.controller.fitness[:9]), scores, atol=1e-6)
   order = np.argsort(-scores, kind="stable")
   np.testing.assert_array_equal(first[0], told[order[0]])
   np.testing.assert_array_equal(second[0], told[order[1]])

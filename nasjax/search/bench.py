@@ -45,7 +45,7 @@ def _batch_size(strategy, space) -> int:
 
 def query_sequences(strategy, evaluator, seeds, *, time_budget: float | None = None,
                     max_evals: int | None = None, jittable: bool = True,
-                    vectorize: bool = True) -> np.ndarray:
+                    vectorize: bool = True, final_states: bool = False):
   """The code ranks each run queries, in order.
 
   Args:
@@ -57,11 +57,13 @@ def query_sequences(strategy, evaluator, seeds, *, time_budget: float | None = N
     jittable: whether the strategy's ask and tell can be jit-compiled.
     vectorize: for a jittable strategy, run all seeds in one compiled program (else a
       Python loop over seeds and generations, as for strategies that are not jittable).
+    final_states: also return each run's strategy state after its last ``tell``.
 
   Returns:
     ``(R, N)`` int64 code ranks, ``-1`` after a run stopped. Under a time budget each
     row extends at least to the query that exhausts the budget; with ``max_evals`` each
-    row holds exactly the first ``max_evals`` queries.
+    row holds exactly the first ``max_evals`` queries. With ``final_states``, the pair
+    ``(ranks, states)``, ``states`` the runs' states stacked along a leading axis R.
   """
   if (time_budget is None) == (max_evals is None):
     raise ValueError("give exactly one of time_budget and max_evals")
@@ -69,7 +71,10 @@ def query_sequences(strategy, evaluator, seeds, *, time_budget: float | None = N
   space = evaluator.space
   seeds = np.asarray(seeds, np.int64).ravel()
   if not (jittable and vectorize):
-    return _python_sequences(strategy, space, F, cost, seeds, time_budget, max_evals, jittable)
+    seqs, states = _python_sequences(strategy, space, F, cost, seeds, time_budget, max_evals,
+                                     jittable)
+    return (seqs, jax.tree_util.tree_map(lambda *a: np.stack(a), *states)
+            ) if final_states else seqs
   B = _batch_size(strategy, space)
   if time_budget is not None:
     if not np.any(cost > 0):
@@ -104,19 +109,21 @@ def query_sequences(strategy, evaluator, seeds, *, time_budget: float | None = N
 
     init = (jnp.int32(0), key, state, jnp.float32(0), jnp.int32(0),
             jnp.full((capacity,), -1, jnp.int32))
-    return jax.lax.while_loop(cond, body, init)[-1]
+    out = jax.lax.while_loop(cond, body, init)
+    return out[-1], out[2]
 
-  seqs = np.asarray(jax.jit(jax.vmap(one))(jnp.asarray(seeds, jnp.int32))).astype(np.int64)
+  seqs, states = jax.jit(jax.vmap(one))(jnp.asarray(seeds, jnp.int32))
+  seqs = np.asarray(seqs).astype(np.int64)
   if max_evals is not None:
     seqs = seqs[:, :max_evals]
-  return seqs
+  return (seqs, states) if final_states else seqs
 
 
 def _python_sequences(strategy, space, F, cost, seeds, time_budget, max_evals,
-                      jit: bool) -> np.ndarray:
+                      jit: bool) -> tuple[np.ndarray, list]:
   ask = jax.jit(strategy.ask) if jit else strategy.ask
   tell = jax.jit(strategy.tell) if jit else strategy.tell
-  rows = []
+  rows, states = [], []
   for seed in seeds:
     key, k_init = init_keys(int(seed))
     state = strategy.init(k_init)
@@ -136,8 +143,9 @@ def _python_sequences(strategy, space, F, cost, seeds, time_budget, max_evals,
       fit = F[idx]
       state = tell(k_tell, state, cands, fit[:, 0] if F.shape[1] == 1 else fit)
     rows.append(seq[:max_evals] if max_evals is not None else seq)
+    states.append(state)
   width = max(len(r) for r in rows)
-  return np.array([r + [-1] * (width - len(r)) for r in rows], np.int64)
+  return np.array([r + [-1] * (width - len(r)) for r in rows], np.int64), states
 
 
 def charged_prefix(seqs: np.ndarray, cost: np.ndarray, time_budget: float) -> np.ndarray:

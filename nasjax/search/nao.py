@@ -3,11 +3,13 @@ NeurIPS 2018): search by gradient ascent in a learned continuous embedding.
 
 Algorithm 1 of the paper, as an ask/tell strategy over search-space codes:
 
-1. ``ask`` first proposes ``seed_size`` distinct random architectures.
-2. ``tell`` adds the evaluated architectures to the set ``X`` and trains the encoder,
-   predictor and decoder (:class:`~nasjax.search.nao_model.NAOModel`) jointly on all of
-   ``X`` for ``epochs`` epochs, continuing from the previous parameters. Scores are the
-   negated fitness, min-max normalised over ``X`` as NAO normalises accuracies.
+1. ``ask`` first proposes ``seed_size`` distinct random architectures (``top_k`` per
+   ``ask``).
+2. ``tell`` adds the evaluated architectures to the set ``X`` and, once the seeds are
+   told, trains the encoder, predictor and decoder
+   (:class:`~nasjax.search.nao_model.NAOModel`) jointly on all of ``X`` for ``epochs``
+   epochs, continuing from the previous parameters. Scores are the negated fitness,
+   min-max normalised over ``X`` as NAO normalises accuracies.
 3. Every later ``ask`` takes the ``top_k`` best architectures of ``X``, moves the
    representation of each along the predictor's gradient with step ``eta``, ``2 eta``,
    ... ``max_steps * eta``, and proposes, per seed, the first decoded architecture that
@@ -15,10 +17,11 @@ Algorithm 1 of the paper, as an ask/tell strategy over search-space codes:
    space's symmetries, :meth:`~nasjax.search.nao_model.TokenScheme.canonical`). A seed
    whose steps find nothing new is replaced by a new random architecture.
 
-Training, the gradient steps and the decoding are jitted; the evaluated set lives in the
-state as arrays padded to a power-of-two multiple of the batch size, so a search
-compiles a handful of programs. The state is a pytree (parameters, Adam state and the
-evaluated codes and fitness), but its arrays grow, so the strategy is not ``jittable``.
+The state is a pytree of fixed shapes: ``X`` lives in a buffer of ``capacity`` rows with
+a count, every growing quantity is a mask over it (training runs only the batches that
+hold evaluated rows), the steps of all seeds are decoded at once and the first new one
+picked by a scan, and the random fallback is drawn in the program. So ``ask`` and
+``tell`` are jittable, and ``nasjax bench`` runs many seeds as one vectorised program.
 
 NAO-WS (:class:`NAOWS`, strategy ``nao_ws``) is the weight-sharing variant of the
 paper's §3.5: the architectures NAO evaluates are scored by a weight-shared supernet
@@ -28,7 +31,6 @@ paper's §3.5: the architectures NAO evaluates are scored by a weight-shared sup
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable
 
 import flax.struct
@@ -51,9 +53,10 @@ class NAOState:
   """Attributes:
     params: the model's parameters (flax variables).
     opt_state: Adam's state.
-    codes: ``(N, L)`` int32 codes of every told candidate, in order.
-    fitness: ``(N,)`` float32 their fitness (minimised; NaN for failures).
-    count: ``()`` int32, candidates told (N).
+    codes: ``(C, L)`` int32 codes of the told candidates, in order, in a buffer of the
+      strategy's capacity C (rows from ``count`` on are padding).
+    fitness: ``(C,)`` float32 their fitness (minimised; NaN for failures and padding).
+    count: ``()`` int32, candidates told (only the first C are kept).
     metrics: ``(4,)`` float32 last training epoch's loss, mse, nll, token accuracy.
     stepped: ``()`` int32, proposals found by gradient steps.
     fallback: ``()`` int32, proposals drawn at random because no step found a new one.
@@ -68,54 +71,54 @@ class NAOState:
   stepped: jax.Array
   fallback: jax.Array
 
-
-@functools.partial(jax.jit, static_argnums=(0,))
-def _draw(space: SearchSpace, key: jax.Array) -> jax.Array:
-  """``(64, L)`` uniform random codes (a fixed count, so one program serves every call)."""
-  return jax.vmap(space.sample)(jax.random.split(key, 64))
-
-
-def _bucket(n: int, base: int) -> int:
-  """The smallest ``base * 2**k >= n`` (padded sizes, so programs are reused)."""
-  size = base
-  while size < n:
-    size *= 2
-  return size
+  @property
+  def told(self) -> jax.Array:
+    """``(C,)`` bool, the rows of ``codes`` that hold told candidates."""
+    return jnp.arange(self.fitness.shape[0]) < self.count
 
 
-def normalised_scores(fitness: np.ndarray, method: str = "minmax"
-                      ) -> tuple[np.ndarray, np.ndarray]:
+def normalised_scores(fitness: jax.Array, method: str = "minmax",
+                      mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """``(scores, weights)`` of a fitness vector ``(N,)``: scores in [0, 1], 1 the best.
 
   ``"minmax"`` (NAO): ``(max - f) / (max - min)`` over the finite values (0.5 everywhere
   when they are all equal). ``"rank"``: the rank among the finite values divided by
   their count minus one (ties share their mean rank), which spreads the scores evenly
-  however skewed the fitness is. Weight 0 (and score 0) where the fitness is not finite.
+  however skewed the fitness is. Weight 0 (and score 0) where the fitness is not finite
+  or ``mask`` (``(N,)`` bool, default all true) is false. Traceable.
   """
   if method not in TARGETS:
     raise ValueError(f"target must be one of {TARGETS}, got {method!r}")
-  f = np.asarray(fitness, np.float64)
-  ok = np.isfinite(f)
-  s = np.zeros(f.shape, np.float64)
-  if ok.any():
-    g = f[ok]
-    if method == "minmax":
-      lo, hi = g.min(), g.max()
-      s[ok] = (hi - g) / (hi - lo) if hi > lo else 0.5
-    else:
-      less = np.sum(g[None, :] > g[:, None], axis=1)  # worse values than each
-      ties = np.sum(g[None, :] == g[:, None], axis=1)
-      s[ok] = (less + (ties - 1) / 2) / max(len(g) - 1, 1) if len(g) > 1 else 0.5
-  return s.astype(np.float32), ok.astype(np.float32)
+  f = jnp.asarray(fitness, jnp.float32)
+  ok = jnp.isfinite(f) if mask is None else jnp.isfinite(f) & jnp.asarray(mask, bool)
+  g = jnp.where(ok, f, 0.0)
+  if method == "minmax":
+    lo, hi = jnp.min(jnp.where(ok, f, jnp.inf)), jnp.max(jnp.where(ok, f, -jnp.inf))
+    s = jnp.where(hi > lo, (hi - g) / jnp.where(hi > lo, hi - lo, 1.0), 0.5)
+  else:
+    pair = ok[None, :] & ok[:, None]
+    worse = jnp.sum(pair & (g[None, :] > g[:, None]), axis=1)
+    ties = jnp.sum(pair & (g[None, :] == g[:, None]), axis=1)
+    m = jnp.sum(ok)
+    s = jnp.where(m > 1, (worse + (ties - 1) / 2) / jnp.maximum(m - 1, 1), 0.5)
+  return jnp.where(ok, s, 0.0).astype(jnp.float32), ok.astype(jnp.float32)
+
+
+DRAWS = 64  # random codes drawn per round of the random fill
+ROUNDS = 16  # rounds before the fill accepts repeats (a nearly exhausted space)
 
 
 @dataclasses.dataclass(frozen=True)
 class NAO:
   """Neural Architecture Optimization over the codes of ``model.space``.
 
+  Every ``ask`` proposes ``top_k`` architectures, so ``ask`` and ``tell`` are array
+  programs of fixed shapes (``jittable``: many seeds run vectorised).
+
   Attributes:
     model: the encoder-predictor-decoder and its training settings.
-    seed_size: random architectures evaluated before the first model.
+    seed_size: random architectures evaluated before the first model (rounded up to a
+      multiple of ``top_k``: the seed phase is ``ceil(seed_size / top_k)`` asks).
     top_k: seeds per ``ask`` (the candidates proposed per generation).
     step_size: eta.
     max_steps: most step multiples tried per seed.
@@ -129,6 +132,9 @@ class NAO:
     select: which new candidate of a seed's steps to propose: ``"first"`` (the smallest
       step, NAO) or ``"predicted"`` (the one whose own encoding the predictor scores
       highest).
+    capacity: C, the most evaluated architectures kept (the state's buffer size). A
+      search should tell at most C candidates; later ones are neither trained on nor
+      known as evaluated.
   """
 
   model: NAOModel
@@ -141,10 +147,11 @@ class NAO:
   unlabeled: int = 0
   select: str = "first"
   target: str = "minmax"
+  capacity: int = 256
   name = "nao"
 
   def __post_init__(self):
-    for what in ("seed_size", "top_k", "max_steps", "epochs"):
+    for what in ("seed_size", "top_k", "max_steps", "epochs", "capacity"):
       v = getattr(self, what)
       if not isinstance(v, int) or v < 1:
         raise ValueError(f"{what} must be a positive int, got {v!r}")
@@ -156,6 +163,8 @@ class NAO:
       raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
     if self.select not in SELECT:
       raise ValueError(f"select must be one of {SELECT}, got {self.select!r}")
+    if self.capacity < self.seed_size:
+      raise ValueError(f"capacity {self.capacity} is below seed_size {self.seed_size}")
 
   @property
   def space(self) -> SearchSpace:
@@ -165,105 +174,112 @@ class NAO:
     return {"seed_size": self.seed_size, "top_k": self.top_k, "step_size": self.step_size,
             "max_steps": self.max_steps, "epochs": self.epochs, "objective": self.objective,
             "unlabeled": self.unlabeled, "select": self.select, "target": self.target,
-            **{k: getattr(self.model, k) for k in MODEL_OPTIONS}}
+            "capacity": self.capacity, **{k: getattr(self.model, k) for k in MODEL_OPTIONS}}
 
   def init(self, key: jax.Array) -> NAOState:
     params, opt_state = self.model.init(key)
-    L = self.space.length
     zero = jnp.zeros((), jnp.int32)
-    return NAOState(params, opt_state, jnp.zeros((0, L), jnp.int32),
-                    jnp.zeros((0,), jnp.float32), zero, jnp.full((4,), jnp.nan, jnp.float32),
-                    zero, zero)
+    return NAOState(params, opt_state, jnp.zeros((self.capacity, self.space.length), jnp.int32),
+                    jnp.full((self.capacity,), jnp.nan, jnp.float32), zero,
+                    jnp.full((4,), jnp.nan, jnp.float32), zero, zero)
 
   # -- helpers ------------------------------------------------------------------------
-  def _canonical_hashes(self, codes) -> list[int]:
-    """Hashes of ``codes (N, L)`` after ordering their symmetric parts."""
-    canon = np.asarray(self.model.scheme.canonical(jnp.asarray(codes, jnp.int32)))
-    return [self.space.hash(c) for c in canon]
+  def _random_new(self, key: jax.Array, picked: jax.Array, found: jax.Array,
+                  known: jax.Array, known_mask: jax.Array) -> jax.Array:
+    """``picked (K, L)`` with each row where ``found`` is false replaced by a random code
+    that is neither known nor equal to another row (up to the scheme's swaps).
 
-  def _random_new(self, key: jax.Array, count: int, known: set[int]) -> np.ndarray:
-    """``count`` random codes whose canonical hashes are not in ``known`` and differ
-    from each other (repeats are allowed only once the space is exhausted)."""
-    out, known = [], set(known)
-    while len(out) < count:
+    Rounds of :data:`DRAWS` uniform codes are scanned in order; after :data:`ROUNDS`
+    rounds that leave a row unfilled (a nearly exhausted space) the last draws fill it
+    even if they repeat.
+    """
+    canonical = self.model.scheme.canonical
+    ref = canonical(known)
+
+    def round_(c):
+      out, filled, key, r = c
       key, sub = jax.random.split(key)
-      draws = np.asarray(_draw(self.space, sub))
-      for code, h in zip(draws, self._canonical_hashes(draws)):
-        if h not in known or len(known) >= self.space.size:
-          known.add(h)
-          out.append(code)
-          if len(out) == count:
-            break
-    return np.stack(out).astype(np.int32)
+      draws = jax.vmap(self.space.sample)(jax.random.split(sub, DRAWS))
+      last = r + 1 >= ROUNDS
 
-  def _padded(self, state: NAOState) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """Evaluated codes, scores, weights and a real-row mask, padded to a bucket size."""
-    n = int(state.count)
-    size = _bucket(max(n, 1), self.model.batch_size)
-    scores, weights = normalised_scores(np.asarray(state.fitness), self.target)
-    pad = size - n
-    codes = np.concatenate([np.asarray(state.codes), np.zeros((pad, self.space.length),
-                                                              np.int32)])
-    return (jnp.asarray(codes), jnp.asarray(np.concatenate([scores, np.zeros(pad, np.float32)])),
-            jnp.asarray(np.concatenate([weights, np.zeros(pad, np.float32)])),
-            jnp.asarray(np.arange(size) < n))
+      def take(c, d):
+        out, filled = c
+        can = canonical(d)
+        seen = jnp.any(jnp.all(ref == can, axis=-1) & known_mask)
+        dup = jnp.any(jnp.all(canonical(out) == can, axis=-1) & filled)
+        slot = jnp.argmin(filled)  # the first unfilled row
+        ok = (last | (~seen & ~dup)) & ~filled[slot]
+        return (jnp.where(ok, out.at[slot].set(d), out), filled.at[slot].set(filled[slot] | ok)
+                ), None
+
+      (out, filled), _ = jax.lax.scan(take, (out, filled), draws)
+      return out, filled, key, r + 1
+
+    out, *_ = jax.lax.while_loop(lambda c: ~jnp.all(c[1]), round_,
+                                 (picked, found, key, jnp.int32(0)))
+    return out
 
   # -- protocol ------------------------------------------------------------------------
-  def ask(self, key: jax.Array, state: NAOState) -> tuple[np.ndarray, NAOState]:
+  def ask(self, key: jax.Array, state: NAOState) -> tuple[jax.Array, NAOState]:
     """Random seeds first, then one gradient-stepped architecture per top-K seed.
 
+    While fewer than ``seed_size`` candidates are told (or none succeeded), all ``top_k``
+    proposals are new random architectures; afterwards each is the first new decoded
+    architecture along a seed's steps, or a new random one where the steps find none.
+
     Returns:
-      ``(codes (B, L) int32, state)`` with ``B = seed_size`` on the first call (nothing
-      told yet or nothing evaluated successfully) and ``top_k`` afterwards.
+      ``(codes (top_k, L) int32, state)``.
     """
-    k_seed, k_fill = jax.random.split(key)
-    f = np.asarray(state.fitness, np.float64)
-    ok = np.flatnonzero(np.isfinite(f))
-    known = set(self._canonical_hashes(state.codes)) if int(state.count) else set()
-    if len(ok) == 0:
-      return self._random_new(k_seed, self.seed_size, known), state
-    best = ok[np.argsort(f[ok], kind="stable")]
-    seeds = np.asarray(state.codes)[np.resize(best[:self.top_k], self.top_k)]
-    codes, _, _, mask = self._padded(state)
-    memory = self.model.encode(state.params, jnp.asarray(seeds))
+    told = state.told
+    ok = told & jnp.isfinite(state.fitness)
+    ready = (state.count >= self.seed_size) & jnp.any(ok)
+    order = jnp.argsort(jnp.where(ok, state.fitness, jnp.inf), stable=True)
+    best = order[jnp.arange(self.top_k) % jnp.maximum(jnp.sum(ok), 1)]  # cycle if < K
+    memory = self.model.encode(state.params, state.codes[best])
     cands = self.model.step(state.params, memory, self.step_size, max_steps=self.max_steps)
     priority = None
     if self.select == "predicted":
       k, j, L = cands.shape
       priority = self.model.predict(state.params, cands.reshape(k * j, L)).reshape(k, j)
-    picked, found, _ = self.model.pick_new(cands, codes, mask, priority)
-    picked, found = np.array(picked), np.asarray(found)
-    misses = int((~found).sum())
-    if misses:
-      known |= set(self._canonical_hashes(picked[found])) if found.any() else set()
-      picked[~found] = self._random_new(k_fill, misses, known)
-    return picked.astype(np.int32), state.replace(stepped=state.stepped + len(found) - misses,
-                                                  fallback=state.fallback + misses)
+    picked, found, _ = self.model.pick_new(cands, state.codes, told, priority)
+    found = found & ready
+    codes = self._random_new(key, picked, found, state.codes, told)
+    hits = jnp.sum(found, dtype=jnp.int32)
+    return codes, state.replace(stepped=state.stepped + hits,
+                                fallback=state.fallback + jnp.where(ready, self.top_k - hits, 0))
 
   def tell(self, key: jax.Array, state: NAOState, candidates, fitness) -> NAOState:
-    """Add the candidates to the evaluated set and train the model on all of it."""
-    codes = jnp.asarray(np.asarray(candidates), jnp.int32)
-    f = select_objective(jnp.asarray(np.asarray(fitness, np.float32)), self.objective)
-    state = state.replace(codes=jnp.concatenate([state.codes, codes]),
-                          fitness=jnp.concatenate([state.fitness, f]),
+    """Add the candidates to the evaluated set and, once the seed phase is told, train
+    the model on all of it."""
+    codes = jnp.asarray(candidates, jnp.int32)
+    f = select_objective(fitness, self.objective)
+    rows = state.count + jnp.arange(codes.shape[0])
+    state = state.replace(codes=state.codes.at[rows].set(codes, mode="drop"),
+                          fitness=state.fitness.at[rows].set(f, mode="drop"),
                           count=state.count + codes.shape[0])
-    padded, scores, weights, real = self._padded(state)
-    rec_weight = real.astype(jnp.float32)  # failed evaluations are still architectures
+    ready = state.count >= self.seed_size
+    real = state.told & ready  # nothing is trained on during the seed phase
+    scores, weights = normalised_scores(state.fitness, self.target, real)
+    train_codes, rec_weight = state.codes, real.astype(jnp.float32)  # failures too
     k_draw, key = jax.random.split(key)
+    b = self.model.batch_size
+    rows = self.capacity + self.unlabeled
+    pad = -rows % b if rows > b else 0
+    extra = jnp.zeros((self.unlabeled + pad, self.space.length), jnp.int32)
     if self.unlabeled:
-      n = int(state.count)
-      extra = jax.vmap(self.space.sample)(jax.random.split(k_draw, self.unlabeled))
-      size = _bucket(n + self.unlabeled, self.model.batch_size)
-      padded = jnp.concatenate([padded[:n], extra,
-                                jnp.zeros((size - n - self.unlabeled, self.space.length),
-                                          jnp.int32)])
-      grow = lambda a, fill: jnp.concatenate([a[:n], jnp.full(size - n, fill, a.dtype)])
-      rec_weight = grow(rec_weight, 0.0).at[n:n + self.unlabeled].set(1.0)
-      scores, weights = grow(scores, 0.0), grow(weights, 0.0)
-    params, opt_state, m = self.model.train(state.params, state.opt_state, padded, scores,
-                                            weights, key, rec_weight, epochs=self.epochs)
+      extra = extra.at[:self.unlabeled].set(
+          jax.vmap(self.space.sample)(jax.random.split(k_draw, self.unlabeled)))
+    if self.unlabeled or pad:
+      more = (jnp.arange(self.unlabeled + pad) < self.unlabeled) & ready
+      train_codes = jnp.concatenate([train_codes, extra])
+      rec_weight = jnp.concatenate([rec_weight, more.astype(jnp.float32)])
+      scores, weights = (jnp.pad(a, (0, self.unlabeled + pad)) for a in (scores, weights))
+    params, opt_state, m = self.model.train(state.params, state.opt_state, train_codes,
+                                            scores, weights, key, rec_weight,
+                                            epochs=self.epochs)
     metrics = jnp.stack([m["loss"], m["mse"], m["nll"], m["token_accuracy"]])
-    return state.replace(params=params, opt_state=opt_state, metrics=metrics)
+    return state.replace(params=params, opt_state=opt_state,
+                         metrics=jnp.where(ready, metrics, state.metrics))
 
 
 def _make(space: SearchSpace, config: dict) -> NAO:
@@ -275,18 +291,19 @@ def _make(space: SearchSpace, config: dict) -> NAO:
   return NAO(model, seed_size=config["seed_size"], top_k=config["top_k"],
              step_size=float(config["step_size"]), max_steps=config["max_steps"],
              unlabeled=config["unlabeled"], select=config["select"], target=config["target"],
-             epochs=config["epochs"], objective=objective)
+             epochs=config["epochs"], objective=objective, capacity=config["capacity"])
 
 
 DEFAULTS = {"seed_size": 20, "top_k": 10, "step_size": 1.0, "max_steps": 20, "epochs": 100,
-            "objective": 0, "unlabeled": 0, "select": "first", "target": "minmax", "embed_dim": 32, "hidden": 64, "mlp_layers": 1, "mlp_hidden": 64,
-            "trade_off": 0.8, "learning_rate": 0.005, "weight_decay": 1e-4, "grad_clip": 5.0,
-            "batch_size": 32}
+            "objective": 0, "unlabeled": 0, "select": "first", "target": "minmax",
+            "capacity": 256, "embed_dim": 32, "hidden": 64, "mlp_layers": 1,
+            "mlp_hidden": 64, "trade_off": 0.8, "learning_rate": 0.005, "weight_decay": 1e-4,
+            "grad_clip": 5.0, "batch_size": 32}
 SMOKE_CONFIG = {"seed_size": 4, "top_k": 2, "max_steps": 4, "epochs": 5, "embed_dim": 8,
-                "hidden": 16, "mlp_hidden": 16, "batch_size": 8}
+                "hidden": 16, "mlp_hidden": 16, "batch_size": 8, "capacity": 16}
 
 register_strategy(
-    "nao", _make, spaces=("*",), multi_objective=False, jittable=False,
+    "nao", _make, spaces=("*",), multi_objective=False, jittable=True,
     default_config=DEFAULTS,
     smoke={"evaluator": {"kind": "nb201", "dataset": "cifar10"}, "config": SMOKE_CONFIG,
            "max_evals": 8},
@@ -295,6 +312,11 @@ register_strategy(
 
 
 # ----------------------------------------------------------------------------- NAO-WS
+_ask = jax.jit(lambda nao, key, state: nao.ask(key, state), static_argnums=0)
+_tell = jax.jit(lambda nao, key, state, cands, fitness: nao.tell(key, state, cands, fitness),
+                static_argnums=0)
+
+
 def optimise(nao: NAO, score: Callable[[np.ndarray], np.ndarray], key: jax.Array, *,
              evaluations: int) -> tuple[np.ndarray, np.ndarray, NAOState]:
   """Run NAO against a scoring function until ``evaluations`` architectures are scored.
@@ -314,11 +336,11 @@ def optimise(nao: NAO, score: Callable[[np.ndarray], np.ndarray], key: jax.Array
   codes, scores = [], []
   while sum(len(c) for c in codes) < evaluations:
     key, k_ask, k_tell = jax.random.split(key, 3)
-    cand, state = nao.ask(k_ask, state)
-    cand = cand[:evaluations - sum(len(c) for c in codes)]
-    s = np.asarray(score(np.asarray(cand)), np.float64)
-    state = nao.tell(k_tell, state, cand, -s)
-    codes.append(np.asarray(cand))
+    cand, state = _ask(nao, k_ask, state)
+    cand = np.asarray(cand)[:evaluations - sum(len(c) for c in codes)]
+    s = np.asarray(score(cand), np.float64)
+    state = _tell(nao, k_tell, state, cand, jnp.asarray(-s, jnp.float32))
+    codes.append(cand)
     scores.append(s)
   return np.concatenate(codes), np.concatenate(scores), state
 
@@ -376,6 +398,9 @@ class NAOWS:
     if not isinstance(evaluations, int) or evaluations < 1:
       raise ValueError(f"nao_evaluations must be a positive int, got {evaluations!r}")
     self.nao = _make(self.space, {**DEFAULTS, **nao_opts, "num_objectives": 1})
+    if evaluations > self.nao.capacity:
+      raise ValueError(f"nao_evaluations {evaluations} exceeds nao_capacity "
+                       f"{self.nao.capacity}")
     spos_opts = {k: v for k, v in self.options.items() if not k.startswith(NAO_WS_PREFIX)}
     self.spos = spos.Spos(self.space, spos_opts, self.data)
     self.data = self.spos.data

@@ -364,11 +364,11 @@ class NAOModel:
             epochs: int):
     """Train jointly for ``epochs`` passes over the weighted architectures.
 
-    Each epoch shuffles the rows of nonzero weight to the front and scans over batches
-    of ``batch_size``; a batch of padding rows only is skipped, so ``codes`` may be
-    padded to a fixed size (to reuse the compiled program). Swaps are re-drawn per batch.
-    The loss of a batch is ``lam * MSE + (1 - lam) * NLL``, each a weighted mean over
-    the batch's rows.
+    Each epoch shuffles the rows of nonzero weight to the front and runs over their
+    batches of ``batch_size``; the batches of padding rows only are not run (their
+    number is computed in the program, so ``codes`` may be padded to a fixed size and
+    one program serves a growing set). Swaps are re-drawn per batch. The loss of a batch
+    is ``lam * MSE + (1 - lam) * NLL``, each a weighted mean over the batch's rows.
 
     Args:
       params, opt_state: the model's parameters and Adam state.
@@ -383,7 +383,8 @@ class NAOModel:
 
     Returns:
       ``(params, opt_state, metrics)``: the last epoch's weighted means of ``loss``,
-      ``mse``, ``nll`` and the teacher-forced ``token_accuracy``.
+      ``mse``, ``nll`` and the teacher-forced ``token_accuracy`` (zeros, and the
+      parameters unchanged, when every weight is 0).
     """
     n = codes.shape[0]
     b = min(self.batch_size, n)
@@ -394,29 +395,28 @@ class NAOModel:
     weight = jnp.asarray(weight, jnp.float32)
     rec_weight = weight if rec_weight is None else jnp.asarray(rec_weight, jnp.float32)
     mass_of = weight + rec_weight
+    live = (jnp.sum(mass_of > 0) + b - 1) // b  # batches holding a real row
     grad = jax.value_and_grad(self._loss, has_aux=True)
-
-    def batch_step(carry, xs):
-      params, opt_state = carry
-      idx, k = xs
-      (loss, aux), g = grad(params, self.scheme.augment(k, codes[idx]), target[idx],
-                            weight[idx], rec_weight[idx])
-      updates, new_opt = self.optimizer.update(g, opt_state, params)
-      new_params = optax.apply_updates(params, updates)
-      w = mass_of[idx]
-      live = jnp.sum(w) > 0
-      keep = lambda new, old: jax.tree_util.tree_map(
-          lambda a, c: jnp.where(live, a, c), new, old)
-      return (keep(new_params, params), keep(new_opt, opt_state)), (
-          jnp.stack([loss, *aux]), jnp.sum(w))
 
     def epoch(carry, k):
       k_perm, k_aug = jax.random.split(k)
       order = jnp.argsort(jnp.where(mass_of > 0, jax.random.uniform(k_perm, (n,)), 2.0))
       batches = order.reshape(n // b, b)
-      carry, (stats, mass) = jax.lax.scan(batch_step, carry,
-                                          (batches, jax.random.split(k_aug, n // b)))
-      return carry, jnp.sum(stats * mass[:, None], axis=0) / jnp.maximum(jnp.sum(mass), 1e-12)
+      keys = jax.random.split(k_aug, n // b)
+
+      def batch_step(i, c):
+        params, opt_state, total, mass = c
+        idx = batches[i]
+        (loss, aux), g = grad(params, self.scheme.augment(keys[i], codes[idx]),
+                              target[idx], weight[idx], rec_weight[idx])
+        updates, opt_state = self.optimizer.update(g, opt_state, params)
+        w = jnp.sum(mass_of[idx])
+        return (optax.apply_updates(params, updates), opt_state,
+                total + w * jnp.stack([loss, *aux]), mass + w)
+
+      params, opt_state, total, mass = jax.lax.fori_loop(
+          0, live, batch_step, (*carry, jnp.zeros(4, jnp.float32), jnp.float32(0)))
+      return (params, opt_state), total / jnp.maximum(mass, 1e-12)
 
     (params, opt_state), stats = jax.lax.scan(epoch, (params, opt_state),
                                               jax.random.split(key, epochs))
