@@ -255,14 +255,7 @@ class Darts:
   name = "darts"
 
   def __post_init__(self):
-    unknown = set(self.options) - set(DEFAULT_CONFIG) - {"num_objectives"}
-    if unknown:
-      raise ValueError(f"unknown option(s) {sorted(unknown)} for {self.name!r}; it takes "
-                       f"{sorted(DEFAULT_CONFIG)}")
-    self.options = {**DEFAULT_CONFIG, **{k: v for k, v in self.options.items()
-                                         if k != "num_objectives"}}
-    cfg = self.options
-    oneshot.check_common(cfg)
+    self.options = cfg = oneshot.merge_options(self.name, self.options, DEFAULT_CONFIG)
     if cfg["order"] not in ORDERS:
       raise ValueError(f"order must be one of {ORDERS}, got {cfg['order']!r}")
     if cfg["hessian"] not in HESSIANS:

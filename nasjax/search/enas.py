@@ -206,22 +206,13 @@ class Enas:
   name = "enas"
 
   def __post_init__(self):
-    unknown = set(self.options) - set(DEFAULT_CONFIG) - {"num_objectives"}
-    if unknown:
-      raise ValueError(f"unknown option(s) {sorted(unknown)} for {self.name!r}; it takes "
-                       f"{sorted(DEFAULT_CONFIG)}")
-    self.options = {**DEFAULT_CONFIG, **{k: v for k, v in self.options.items()
-                                         if k != "num_objectives"}}
-    cfg = self.options
-    oneshot.check_common(cfg)
+    self.options = cfg = oneshot.merge_options(
+        self.name, self.options, DEFAULT_CONFIG,
+        ("controller_steps", "controller_batch", "hidden", "derive_samples", "proposals"))
     if cfg["impl"] not in sn_lib.IMPLS:
       raise ValueError(f"impl must be one of {sn_lib.IMPLS}, got {cfg['impl']!r}")
     if cfg["derive_bn"] not in sn_lib.BN_MODES:
       raise ValueError(f"derive_bn must be one of {sn_lib.BN_MODES}, got {cfg['derive_bn']!r}")
-    for what in ("controller_steps", "controller_batch", "hidden", "derive_samples",
-                 "proposals"):
-      if not isinstance(cfg[what], int) or cfg[what] < 1:
-        raise ValueError(f"{what} must be a positive int, got {cfg[what]!r}")
     if not 0 <= cfg["baseline_decay"] < 1:
       raise ValueError(f"baseline_decay must lie in [0, 1), got {cfg['baseline_decay']!r}")
     if self.data is None:

@@ -353,6 +353,26 @@ class Proposals:
     return np.asarray(self.ranked[i]), self.replace(next=self.next + 1)
 
 
+def merge_options(name: str, options: Mapping[str, Any], defaults: Mapping[str, Any],
+                  positive_ints: tuple[str, ...] = ()) -> dict:
+  """A one-shot strategy's options: ``defaults`` updated with ``options`` and checked.
+
+  Raises:
+    ValueError: naming an unknown option, a bad common option (:func:`check_common`) or
+      one of ``positive_ints`` that is not a positive int.
+  """
+  unknown = set(options) - set(defaults) - {"num_objectives"}
+  if unknown:
+    raise ValueError(f"unknown option(s) {sorted(unknown)} for {name!r}; it takes "
+                     f"{sorted(defaults)}")
+  cfg = {**defaults, **{k: v for k, v in options.items() if k != "num_objectives"}}
+  check_common(cfg)
+  for what in positive_ints:
+    if not isinstance(cfg[what], int) or cfg[what] < 1:
+      raise ValueError(f"{what} must be a positive int, got {cfg[what]!r}")
+  return cfg
+
+
 def check_common(config: Mapping[str, Any]) -> None:
   """``ValueError`` naming the first bad common option."""
   if not config["epochs"] > 0:

@@ -259,14 +259,10 @@ class Smash:
     if not isinstance(self.space, smash_lib.MemoryBankSpace):
       raise ValueError(f"smash searches the memory-bank space 'smash', got space "
                        f"{getattr(self.space, 'name', self.space)!r}")
-    self.options = {**DEFAULT_CONFIG, **{k: v for k, v in self.options.items()
-                                         if k != "num_objectives"}}
-    cfg = self.options
-    oneshot.check_common(cfg)
-    for what in ("num_samples", "eval_examples", "eval_batch_size", "proposals",
-                 "hyper_hidden", "hyper_layers", "hyper_kernel"):
-      if not isinstance(cfg[what], int) or cfg[what] < 1:
-        raise ValueError(f"{what} must be a positive int, got {cfg[what]!r}")
+    self.options = cfg = oneshot.merge_options(
+        self.name, self.options, DEFAULT_CONFIG,
+        ("num_samples", "eval_examples", "eval_batch_size", "proposals", "hyper_hidden",
+         "hyper_layers", "hyper_kernel"))
     self.opt = Optimizer(cfg["optimizer"], float(cfg["momentum"]), float(cfg["weight_decay"]),
                          None if cfg["grad_clip"] is None else float(cfg["grad_clip"]))
     if self.data is None:

@@ -129,22 +129,14 @@ class Spos:
   name = "spos"
 
   def __post_init__(self):
-    unknown = set(self.options) - set(DEFAULT_CONFIG) - {"num_objectives"}
-    if unknown:
-      raise ValueError(f"unknown option(s) {sorted(unknown)} for {self.name!r}; it takes "
-                       f"{sorted(DEFAULT_CONFIG)}")
-    self.options = {**DEFAULT_CONFIG, **{k: v for k, v in self.options.items()
-                                         if k != "num_objectives"}}
-    cfg = self.options
-    oneshot.check_common(cfg)
+    self.options = cfg = oneshot.merge_options(
+        self.name, self.options, DEFAULT_CONFIG,
+        ("cycles", "population_size", "sample_size", "calib_batches", "calib_batch_size",
+         "proposals"))
     if cfg["impl"] not in sn_lib.IMPLS:
       raise ValueError(f"impl must be one of {sn_lib.IMPLS}, got {cfg['impl']!r}")
     if cfg["bn"] not in sn_lib.BN_MODES:
       raise ValueError(f"bn must be one of {sn_lib.BN_MODES}, got {cfg['bn']!r}")
-    for what in ("cycles", "population_size", "sample_size", "calib_batches",
-                 "calib_batch_size", "proposals"):
-      if not isinstance(cfg[what], int) or cfg[what] < 1:
-        raise ValueError(f"{what} must be a positive int, got {cfg[what]!r}")
     if self.data is None:
       self.data = oneshot.load_data(cfg)
     self.spec = sn_lib.supernet_for_space(self.space, self.data.input_shape,
