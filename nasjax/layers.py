@@ -377,9 +377,20 @@ def _avg_pool(a, xs, p, st, ctx):
   total = jax.lax.reduce_window(x, 0.0, jax.lax.add, win, strides, a["padding"])
   if a["padding"] == "VALID":
     return total / (a["window"][0] * a["window"][1]), None
-  ones = jnp.ones((1,) + x.shape[1:3] + (1,), x.dtype)
-  count = jax.lax.reduce_window(ones, 0.0, jax.lax.add, win, strides, "SAME")
-  return total / count, None
+  # The divisor depends on shapes only: computed here on the host, so that XLA does not
+  # constant-fold a reduce-window broadcast to the whole batch (tens of seconds of
+  # compilation at batch 512).
+  count = np.outer(_same_counts(x.shape[1], win[1], strides[1]),
+                   _same_counts(x.shape[2], win[2], strides[2]))
+  return total / jnp.asarray(count[None, :, :, None], x.dtype), None
+
+
+def _same_counts(size: int, window: int, stride: int) -> np.ndarray:
+  """How many of a window's taps fall inside the input, per output of "SAME" pooling."""
+  out = -(-size // stride)
+  pad_lo = max((out - 1) * stride + window - size, 0) // 2
+  start = np.arange(out) * stride - pad_lo
+  return (np.minimum(start + window, size) - np.maximum(start, 0)).astype(np.float32)
 
 
 for _name, _fn in (("max_pool", _max_pool), ("avg_pool", _avg_pool)):
