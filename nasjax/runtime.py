@@ -122,3 +122,37 @@ def configure_cpu_devices(n: int | None = None) -> int | None:
 def cpu_devices() -> int | None:
   """The CPU device count nasjax configured, or None where it left JAX's setting."""
   return _cpu_devices
+
+
+def memory_maps() -> tuple[int, int] | None:
+  """``(memory mappings of this process, the kernel's limit vm.max_map_count)``, or None
+  where the system does not say (not Linux)."""
+  try:
+    with open("/proc/self/maps", "rb") as f:
+      used = sum(1 for _ in f)
+    with open("/proc/sys/vm/max_map_count") as f:
+      limit = int(f.read())
+  except (OSError, ValueError):
+    return None
+  return used, limit
+
+
+def release_compiled_code(fraction: float = 0.5) -> bool:
+  """Drop JAX's in-memory compiled programs when they crowd the process's address space.
+
+  Each compiled XLA CPU program holds memory mappings for its code (about 280 for a
+  small CNN's train and eval steps), and a search compiles new programs for every new
+  architecture; past ``vm.max_map_count`` (65,530 by default) LLVM fails with "Cannot
+  allocate memory" and the process dies, after about 200 new architectures. When the
+  mappings exceed ``fraction`` of the limit this calls :func:`jax.clear_caches`
+  (programs needed again are recompiled, or read from the persistent compilation cache)
+  and returns True. The search runner calls it after every generation.
+  """
+  counts = memory_maps()
+  if counts is None or counts[0] <= fraction * counts[1]:
+    return False
+  import gc
+
+  jax.clear_caches()
+  gc.collect()
+  return True

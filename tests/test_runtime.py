@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -71,3 +72,19 @@ def test_default_devices_train_like_one_device():
   assert result["max_update"] > 1e-3
   assert result["max_rel_diff"] < 1e-5, result
   np.testing.assert_allclose(result["loss_many"], result["loss_one"], rtol=1e-5)
+
+
+def test_compiled_code_is_released_when_memory_maps_run_short(monkeypatch):
+  counts = runtime.memory_maps()
+  if counts is not None:  # Linux
+    assert 0 < counts[0] < counts[1]
+  f = jax.jit(lambda x: 2.0 * x + 1.0)
+  assert float(f(1.0)) == 3.0
+  assert f._cache_size() == 1
+  monkeypatch.setattr(runtime, "memory_maps", lambda: (40, 100))
+  assert not runtime.release_compiled_code(0.5)
+  assert f._cache_size() == 1
+  monkeypatch.setattr(runtime, "memory_maps", lambda: (60, 100))
+  assert runtime.release_compiled_code(0.5)
+  assert f._cache_size() == 0
+  assert float(f(2.0)) == 5.0  # compiled again

@@ -48,6 +48,7 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
+from nasjax import runtime
 from nasjax.search.base import (STRATEGIES, generation_keys, init_keys, make_strategy,
                                 strategy_entry)
 from nasjax.search.evaluators import Record, make_evaluator
@@ -597,6 +598,7 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
       counters["finished"] = True  # the budget ran out within this generation
     key = key_next
     counters["generation"] += 1
+    runtime.release_compiled_code()
     checkpoint()
     export()
     progress.update(counters["evals"], counters["elapsed"], best_value())
