@@ -104,6 +104,8 @@ def format_summary(summary: dict) -> str:
   for k, v in summary.items():
     if isinstance(v, dict):
       for k2, v2 in v.items():
+        if isinstance(v2, list) and v2 and isinstance(v2[0], dict):
+          v2 = f"{len(v2)} records"  # e.g. a strategy's exported front
         rows.append((f"{k}.{k2}", v2))
     else:
       rows.append((k, v))
