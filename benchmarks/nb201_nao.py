@@ -28,16 +28,6 @@ import time
 import numpy as np
 
 
-def _kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
-  """Kendall's tau-b of two score vectors."""
-  da = np.sign(a[:, None] - a[None, :])
-  db = np.sign(b[:, None] - b[None, :])
-  iu = np.triu_indices(len(a), 1)
-  da, db = da[iu], db[iu]
-  denom = np.sqrt(np.sum(da != 0) * np.sum(db != 0))
-  return float(np.sum(da * db) / denom) if denom > 0 else float("nan")
-
-
 def _welch_t(a: dict, b: dict) -> float:
   """Welch's t of the mean test accuracy of result ``a`` against ``b`` (their ``std`` is
   the population std over ``runs``)."""
@@ -53,6 +43,7 @@ def nao_runs(config: dict, seeds, time_budget: float, held_out: int,
   from nasjax.search import bench
   from nasjax.search.base import make_strategy
   from nasjax.search.evaluators import NB201Evaluator
+  from nasjax.stats import kendall_tau
 
   evaluator = NB201Evaluator("cifar10")
   space = evaluator.space
@@ -76,7 +67,7 @@ def nao_runs(config: dict, seeds, time_budget: float, held_out: int,
   rec_told = over_runs(model.reconstruct, states.params, told)
   kept = np.arange(told.shape[1])[None, :] < np.asarray(states.count)[:, None]
   hit_told = np.all(rec_told == told, axis=2)
-  diag = {"tau": np.array([_kendall_tau(p, val[h]) for p, h in zip(pred, held)]),
+  diag = {"tau": np.array([kendall_tau(p, val[h]) for p, h in zip(pred, held)]),
           "reconstruction_held_out": np.mean(np.all(rec == held_codes, axis=2), axis=1),
           "reconstruction_evaluated": np.sum(hit_told & kept, axis=1) / kept.sum(axis=1),
           "stepped": np.asarray(states.stepped), "fallback": np.asarray(states.fallback)}

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from nasjax.models import NB201_EDGES, NB201_OPS
 from nasjax.models import supernet as sn_lib
 from nasjax.search import darts, enas, oneshot, spos
 from nasjax.search.spaces import NB201Space
+from nasjax.stats import kendall_tau
 
 STRATEGIES = {"spos": spos.Spos, "darts": darts.Darts, "enas": enas.Enas}
 
@@ -55,16 +55,6 @@ def load_variants(name: str = "oneshot_fmnist_config") -> dict:
   sys.modules[spec.name] = module  # dataclasses resolve annotations through it
   spec.loader.exec_module(module)
   return module.VARIANTS
-
-
-def kendall_tau(a, b) -> float:
-  """Kendall's tau-b: concordant minus discordant pairs over the geometric mean of the
-  pairs untied in each sequence."""
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  i, j = np.triu_indices(len(a), 1)
-  sa, sb = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
-  den = math.sqrt(np.count_nonzero(sa) * np.count_nonzero(sb))
-  return float(np.sum(sa * sb) / den) if den else float("nan")
 
 
 def connected(code) -> bool:

@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import importlib.util
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -38,6 +37,7 @@ import nasjax
 from nasjax import data as data_lib
 from nasjax import train as train_lib
 from nasjax.search import smash as smash_search
+from nasjax.stats import kendall_tau, pearson
 
 
 def load_variants() -> dict:
@@ -48,23 +48,6 @@ def load_variants() -> dict:
   sys.modules[spec.name] = module  # dataclasses resolve annotations through it
   spec.loader.exec_module(module)
   return module.VARIANTS
-
-
-def kendall_tau(a, b) -> float:
-  """Kendall's tau-b of two equally long sequences (ties counted as neither)."""
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  da = np.sign(a[:, None] - a[None, :])
-  db = np.sign(b[:, None] - b[None, :])
-  iu = np.triu_indices(len(a), 1)
-  s, ta, tb = np.sum(da[iu] * db[iu]), np.sum(da[iu] != 0), np.sum(db[iu] != 0)
-  return float(s / math.sqrt(ta * tb)) if ta and tb else float("nan")
-
-
-def pearson(a, b) -> float:
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  a, b = a - a.mean(), b - b.mean()
-  den = math.sqrt(np.sum(a * a) * np.sum(b * b))
-  return float(np.sum(a * b) / den) if den else float("nan")
 
 
 def _save(path: Path, results: dict) -> None:

@@ -42,6 +42,7 @@ node with the op inserted::
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import functools
 import re
@@ -180,7 +181,7 @@ def _check_size(value, what):
 
 
 # ------------------------------------------------------------------------------ specs
-class SupernetSpec:
+class SupernetSpec(abc.ABC):
   """What every supernet description provides (see :class:`NB201Supernet`)."""
 
   ops: tuple[str, ...]
@@ -228,14 +229,18 @@ class SupernetSpec:
         state[node.name] = {k: _init_array(node.op, k, v, rng) for k, v in s.items()}
     return Supernet(self, jax.device_put(params), jax.device_put(state))
 
+  @abc.abstractmethod
   def path_weights(self, path) -> jax.Array:
-    raise NotImplementedError
+    """The mixing weights ``(T, E, K)`` that select ``path``."""
 
+  @abc.abstractmethod
   def derive(self, alphas) -> np.ndarray:
-    raise NotImplementedError
+    """The discrete architecture (a space code) that ``alphas`` select."""
 
+  @abc.abstractmethod
   def stand_alone_name(self, name: str, path) -> str | None:
-    raise NotImplementedError
+    """The stand-alone network's name for the supernet array ``name`` on ``path`` (None:
+    not part of that network)."""
 
 
 def _init_array(op: str, name: str, shape, rng: np.random.Generator) -> np.ndarray:

@@ -340,8 +340,8 @@ class Darts:
     return jnp.asarray(code, jnp.int32)[None], state.replace(proposals=proposals)
 
   def tell(self, key, state: DartsState, candidates, fitness) -> DartsState:
-    del key, fitness  # the measured accuracy does not steer a one-shot search
-    return state.replace(count=state.count + np.shape(candidates)[0])
+    del key, fitness
+    return oneshot.count_told(state, candidates)
 
   def derived(self, state: DartsState) -> np.ndarray:
     """The cell ``alpha`` currently derives (a code of the space)."""

@@ -337,14 +337,11 @@ class Enas:
       codes, scores = self.derive(state)
       state = state.replace(phase=state.phase + 1, proposals=oneshot.Proposals.from_scores(
           codes, scores, self.options["proposals"]))
-    code, proposals = state.proposals.pop()
-    if int(state.phase) < self.options["phases"]:
-      proposals = proposals.replace(next=state.proposals.next)
-    return jnp.asarray(code, jnp.int32)[None], state.replace(proposals=proposals)
+    return oneshot.propose(state, self.options["phases"])
 
   def tell(self, key, state: EnasState, candidates, fitness) -> EnasState:
-    del key, fitness  # the measured accuracy does not steer a one-shot search
-    return state.replace(count=state.count + np.shape(candidates)[0])
+    del key, fitness
+    return oneshot.count_told(state, candidates)
 
 
 def _make(space: SearchSpace, config: dict) -> Enas:

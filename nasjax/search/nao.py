@@ -443,16 +443,14 @@ class NAOWS:
       sp = sp.replace(phase=sp.phase + 1, log=log,
                       proposals=oneshot.Proposals.from_scores(
                           codes, np.nan_to_num(scores, nan=-np.inf), self.options["proposals"]))
-    code, proposals = sp.proposals.pop()
-    if int(sp.phase) < phases:
-      proposals = proposals.replace(next=sp.proposals.next)  # re-ranked next phase
-    return (jnp.asarray(code, jnp.int32)[None],
-            NAOWSState(sp.replace(proposals=proposals), controller))
+    codes, sp = oneshot.propose(sp, phases)
+    return codes, NAOWSState(sp, controller)
 
   def tell(self, key, state: NAOWSState, candidates, fitness) -> NAOWSState:
-    del key, fitness  # the measured accuracy does not steer a one-shot search
-    return state.replace(spos=state.spos.replace(
-        count=state.spos.count + np.shape(candidates)[0]))
+    from nasjax.search import oneshot
+
+    del key, fitness
+    return state.replace(spos=oneshot.count_told(state.spos, candidates))
 
 
 def _nao_ws_config() -> dict:

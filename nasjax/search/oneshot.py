@@ -353,6 +353,22 @@ class Proposals:
     return np.asarray(self.ranked[i]), self.replace(next=self.next + 1)
 
 
+def propose(state, phases: int):
+  """The next proposal of a one-shot strategy's ``state`` (which has ``phase`` and
+  ``proposals``): ``(codes (1, L) int32, state)``. While phases remain, the pointer into
+  the ranking starts where the previous phase's ranking had got to."""
+  code, proposals = state.proposals.pop()
+  if int(state.phase) < phases:
+    proposals = proposals.replace(next=state.proposals.next)  # re-ranked next phase
+  return jnp.asarray(code, jnp.int32)[None], state.replace(proposals=proposals)
+
+
+def count_told(state, candidates):
+  """A one-shot ``tell``: the measured accuracy does not steer the search, so ``state``
+  only counts the candidates told."""
+  return state.replace(count=state.count + np.shape(candidates)[0])
+
+
 def merge_options(name: str, options: Mapping[str, Any], defaults: Mapping[str, Any],
                   positive_ints: tuple[str, ...] = ()) -> dict:
   """A one-shot strategy's options: ``defaults`` updated with ``options`` and checked.

@@ -355,14 +355,11 @@ class Smash:
       state = state.replace(phase=state.phase + 1, log=log,
                             proposals=oneshot.Proposals.from_scores(
                                 codes, scores, self.options["proposals"]))
-    code, proposals = state.proposals.pop()
-    if int(state.phase) < self.options["phases"]:
-      proposals = proposals.replace(next=state.proposals.next)  # re-ranked next phase
-    return jnp.asarray(code, jnp.int32)[None], state.replace(proposals=proposals)
+    return oneshot.propose(state, self.options["phases"])
 
   def tell(self, key, state: SmashState, candidates, fitness) -> SmashState:
-    del key, fitness  # the measured accuracy does not steer a one-shot search
-    return state.replace(count=state.count + np.shape(candidates)[0])
+    del key, fitness
+    return oneshot.count_told(state, candidates)
 
 
 def _make(space: SearchSpace, config: dict) -> Smash:

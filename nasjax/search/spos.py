@@ -227,14 +227,11 @@ class Spos:
                             proposals=oneshot.Proposals.from_scores(
                                 codes, np.nan_to_num(scores, nan=-np.inf),
                                 self.options["proposals"]))
-    code, proposals = state.proposals.pop()
-    if int(state.phase) < self.options["phases"]:
-      proposals = proposals.replace(next=state.proposals.next)  # re-ranked next phase
-    return jnp.asarray(code, jnp.int32)[None], state.replace(proposals=proposals)
+    return oneshot.propose(state, self.options["phases"])
 
   def tell(self, key, state: SposState, candidates, fitness) -> SposState:
-    del key, fitness  # the measured accuracy does not steer a one-shot search
-    return state.replace(count=state.count + np.shape(candidates)[0])
+    del key, fitness
+    return oneshot.count_told(state, candidates)
 
 
 def _make(space: SearchSpace, config: dict) -> Spos:
