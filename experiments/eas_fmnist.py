@@ -32,7 +32,6 @@ Every network is scored on the test split. Prints a table (and writes ``--json``
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -42,6 +41,7 @@ import jax
 import numpy as np
 
 import nasjax
+from nasjax import configs
 from nasjax import data as data_lib
 from nasjax import train as train_lib
 from nasjax.search import eas, runner
@@ -54,11 +54,7 @@ POLICIES = {"eas": "controller", "random": "random"}
 
 def load_variants(path: str | Path = DEFAULT_CONFIG) -> dict:
   """The ``VARIANTS`` dict of a config file."""
-  path = Path(path)
-  spec = importlib.util.spec_from_file_location(f"eas_config_{path.stem}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.VARIANTS
+  return configs.load_variants(path)
 
 
 def _devices(value):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import math
 import shutil
@@ -36,6 +35,7 @@ from pathlib import Path
 import jax
 
 import nasjax
+from nasjax import configs
 from nasjax import data as data_lib
 from nasjax import models
 from nasjax import train as train_lib
@@ -46,12 +46,7 @@ from nasjax.search.spaces import PlainCNNSpace
 
 def load_variants() -> dict:
   """The ``VARIANTS`` of ``lemonade_fmnist_config.py`` next to this file."""
-  path = Path(__file__).with_name("lemonade_fmnist_config.py")
-  spec = importlib.util.spec_from_file_location("lemonade_fmnist_config", path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses resolve annotations through it
-  spec.loader.exec_module(module)
-  return module.VARIANTS
+  return configs.load_variants(Path(__file__).with_name("lemonade_fmnist_config.py"))
 
 
 def search(cfg, workdir: Path, quiet: bool = True) -> runner.RunResult:

@@ -20,15 +20,14 @@ skipped) and are printed as a Markdown table. ``--data-dir`` locates the table
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from nasjax import configs
 from nasjax import data as data_lib
 from nasjax.search import darts, enas, spos, tabular
 from nasjax.search.spaces import NB201Space
@@ -39,12 +38,7 @@ STRATEGIES = {"spos": spos.Spos, "darts": darts.Darts, "darts2": darts.Darts,
 
 def load_variants(name: str = "oneshot_cifar10_nb201_config") -> dict:
   """The ``VARIANTS`` of a config file next to this one."""
-  path = Path(__file__).with_name(f"{name}.py")
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses resolve annotations through it
-  spec.loader.exec_module(module)
-  return module.VARIANTS
+  return configs.load_variants(Path(__file__).with_name(f"{name}.py"))
 
 
 def lookup(arch_str: str, dataset: str = "cifar10", data_dir=None) -> dict:

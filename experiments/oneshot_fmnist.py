@@ -25,9 +25,7 @@ skips what is done) and are printed as Markdown tables.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -36,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import nasjax
+from nasjax import configs
 from nasjax import data as data_lib
 from nasjax import train as train_lib
 from nasjax.models import NB201_EDGES, NB201_OPS
@@ -49,12 +48,7 @@ STRATEGIES = {"spos": spos.Spos, "darts": darts.Darts, "enas": enas.Enas}
 
 def load_variants(name: str = "oneshot_fmnist_config") -> dict:
   """The ``VARIANTS`` of a config file next to this one."""
-  path = Path(__file__).with_name(f"{name}.py")
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses resolve annotations through it
-  spec.loader.exec_module(module)
-  return module.VARIANTS
+  return configs.load_variants(Path(__file__).with_name(f"{name}.py"))
 
 
 def connected(code) -> bool:

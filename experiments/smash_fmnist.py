@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import sys
 import time
@@ -34,6 +33,7 @@ import jax
 import numpy as np
 
 import nasjax
+from nasjax import configs
 from nasjax import data as data_lib
 from nasjax import train as train_lib
 from nasjax.search import smash as smash_search
@@ -42,12 +42,7 @@ from nasjax.stats import kendall_tau, pearson
 
 def load_variants() -> dict:
   """The ``VARIANTS`` of ``smash_fmnist_config.py`` next to this file."""
-  path = Path(__file__).with_name("smash_fmnist_config.py")
-  spec = importlib.util.spec_from_file_location("smash_fmnist_config", path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses resolve annotations through it
-  spec.loader.exec_module(module)
-  return module.VARIANTS
+  return configs.load_variants(Path(__file__).with_name("smash_fmnist_config.py"))
 
 
 def _save(path: Path, results: dict) -> None:

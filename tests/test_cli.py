@@ -39,3 +39,17 @@ def test_train_family_then_arch_file(tmp_path, capsys):
 def test_train_bad_family_names_it(capsys):
   with pytest.raises(SystemExit, match="unknown --family 'nope'"):
     cli.main(["train", "--family", "nope", "--limit", "64"])
+
+
+def test_config_files_load_their_variants_and_bad_paths_are_named(tmp_path):
+  from nasjax import configs
+
+  path = tmp_path / "cfg.py"
+  path.write_text("import dataclasses\n@dataclasses.dataclass\nclass C:\n  x: int = 3\n"
+                  "VARIANTS = {'default': C()}\n")
+  assert configs.load_variants(path)["default"].x == 3
+  with pytest.raises(ValueError, match="no config file at .*missing.py"):
+    configs.load_variants(tmp_path / "missing.py")
+  (tmp_path / "empty.py").write_text("X = 1\n")
+  with pytest.raises(ValueError, match="defines no VARIANTS"):
+    configs.load_variants(tmp_path / "empty.py")
