@@ -470,3 +470,19 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, key, *, augment: bool
     if augment:
       xb = random_crop_flip(xb, rng)
     yield xb, y[idx]
+
+
+def padded_batches(x: np.ndarray, y: np.ndarray, batch_size: int, stop: int | None = None
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+  """``(x, y, mask)`` batches of exactly ``batch_size`` over the first ``stop`` examples
+  (default all), in order, for evaluation: the last batch is zero-padded and ``mask``
+  marks its real examples, so one compiled program serves every batch."""
+  stop = len(x) if stop is None else stop
+  for start in range(0, stop, batch_size):
+    xb, yb = x[start:min(start + batch_size, stop)], y[start:min(start + batch_size, stop)]
+    m = len(xb)
+    mask = np.arange(batch_size) < m
+    if m < batch_size:
+      xb = np.concatenate([xb, np.zeros((batch_size - m,) + xb.shape[1:], xb.dtype)])
+      yb = np.concatenate([yb, np.zeros(batch_size - m, yb.dtype)])
+    yield xb, yb, mask

@@ -258,13 +258,7 @@ def evaluate(net: Network, x, y, batch_size: int = 512, *, dtype: str = "float32
     return {"accuracy": float("nan"), "loss": float("nan")}
   bs = _eval_batch_size(n, batch_size)
   sums = []  # fetched after the loop, so the device runs ahead of the host
-  for start in range(0, n, bs):
-    xb, yb = x[start:start + bs], y[start:start + bs]
-    m = len(xb)
-    mask = np.arange(bs) < m
-    if m < bs:
-      xb = np.concatenate([xb, np.zeros((bs - m,) + xb.shape[1:], xb.dtype)])
-      yb = np.concatenate([yb, np.zeros(bs - m, yb.dtype)])
+  for xb, yb, mask in data_lib.padded_batches(x, y, bs):
     sums.append(_eval_step(net, xb, yb, mask, dtype))
   correct = sum(int(c) for c, _ in sums)
   loss = sum(float(s) for _, s in sums)

@@ -54,6 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nasjax import data as data_lib
 from nasjax import layers
 from nasjax.arch import Node
 from nasjax.models.darts_cell import DARTS_OPS, Genotype, cell, darts_cell
@@ -850,13 +851,7 @@ def accuracy(sn: Supernet, path, x, y, *, batch_size: int = 256, batch_stats: bo
     raise ValueError(f"no full batch of {bs} in {n} examples")
   path = jnp.asarray(path, jnp.int32)
   counts = []
-  for start in range(0, stop, bs):
-    xb, yb = x[start:start + bs], y[start:start + bs]
-    m = len(xb)
-    mask = np.arange(bs) < m
-    if m < bs:
-      xb = np.concatenate([xb, np.zeros((bs - m,) + xb.shape[1:], xb.dtype)])
-      yb = np.concatenate([yb, np.zeros(bs - m, yb.dtype)])
+  for xb, yb, mask in data_lib.padded_batches(x, y, bs, stop):
     counts.append(correct_count(sn, path, xb, yb, mask, impl, batch_stats, dtype))
   return float(sum(int(c) for c in counts)) / stop
 
