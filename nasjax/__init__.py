@@ -24,6 +24,7 @@ __version__ = "0.1.0"
 
 runtime.enable_compilation_cache()
 runtime.configure_cpu_devices()
+runtime.start_compile_clock()
 
 __all__ = ["Arch", "Node", "sequential", "OPS", "Network", "apply", "apply_train",
            "count_params", "flops", "forward", "init", "latency", "load",

@@ -14,11 +14,18 @@
   plain CNN at batch 128 takes about 40% less CPU time on 8 CPU devices than on one
   (``benchmarks/README.md``), and data-parallel training equals one-device training to
   1e-5. GPU and TPU devices are not affected.
+- A compile clock (:func:`compile_seconds`): the seconds this process has spent turning
+  programs into executables (tracing, lowering and XLA compilation, or reading them from
+  the persistent cache), summed from JAX's own monitoring events. The search runner
+  records it with every evaluation, so ``nasjax report`` shows the share of a run's wall
+  time that went into compiling: all of it, the strategy's morphisms and distillation
+  included, not only the candidates' train steps.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 
 import jax
 
@@ -122,6 +129,41 @@ def configure_cpu_devices(n: int | None = None) -> int | None:
 def cpu_devices() -> int | None:
   """The CPU device count nasjax configured, or None where it left JAX's setting."""
   return _cpu_devices
+
+
+# JAX's monitoring events whose durations make up compile time (jax._src.dispatch).
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                  "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                  "/jax/core/compile/backend_compile_duration")
+_compile_lock = threading.Lock()
+_compile_total = [0.0]
+_compile_listening = [False]
+
+
+def _on_event_duration(event: str, duration: float, **_) -> None:
+  if event in COMPILE_EVENTS:
+    with _compile_lock:
+      _compile_total[0] += float(duration)
+
+
+def start_compile_clock() -> None:
+  """Start summing this process's compile time (idempotent; nasjax's import calls it)."""
+  with _compile_lock:
+    if _compile_listening[0]:
+      return
+    _compile_listening[0] = True
+  jax.monitoring.register_event_duration_secs_listener(_on_event_duration)
+
+
+def compile_seconds() -> float:
+  """Seconds this process has spent compiling since :func:`start_compile_clock`.
+
+  The sum of JAX's tracing, MLIR lowering and backend compilation events (a persistent
+  cache hit counts its retrieval time). Programs compiled on several threads at once
+  each count in full, so the sum can outrun the wall clock.
+  """
+  with _compile_lock:
+    return _compile_total[0]
 
 
 def memory_maps() -> tuple[int, int] | None:

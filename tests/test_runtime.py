@@ -88,3 +88,21 @@ def test_compiled_code_is_released_when_memory_maps_run_short(monkeypatch):
   assert runtime.release_compiled_code(0.5)
   assert f._cache_size() == 0
   assert float(f(2.0)) == 5.0  # compiled again
+
+
+def test_compile_clock_counts_new_programs_only():
+  import nasjax  # noqa: F401  (its import starts the clock)
+
+  width = 37  # a shape no other test compiles
+
+  @jax.jit
+  def f(x):
+    return jax.numpy.tanh(x) * 3.0 + x @ x.T
+
+  before = runtime.compile_seconds()
+  jax.block_until_ready(f(np.ones((width, width), np.float32)))
+  first = runtime.compile_seconds() - before
+  assert first > 1e-4  # tracing, lowering and compiling a new program take time
+  before = runtime.compile_seconds()
+  jax.block_until_ready(f(np.ones((width, width), np.float32)))  # cached: no compile
+  assert runtime.compile_seconds() - before == pytest.approx(0.0, abs=1e-9)

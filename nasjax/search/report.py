@@ -45,26 +45,39 @@ def best_so_far(values: np.ndarray) -> np.ndarray:
 def compile_time(history) -> dict:
   """How much of a training run's wall time went into compiling.
 
-  ``compile_seconds`` sums the per-candidate ``metrics.compile_seconds`` of the history
-  (cached entries, which were not evaluated again, are left out). Candidates trained at
-  once on several devices (and processes) compile concurrently, so the share divides by
-  the wall time times the number of such lanes (the distinct ``metrics.device`` values):
-  ``compile_share = compile_seconds / (wall_seconds * lanes)``, which is the plain
-  fraction of wall time for a sequential run.
+  Two figures:
+
+  - ``compile_seconds``: all compiling the run's process did (the ``compile`` clock of
+    the last history entry, :func:`nasjax.runtime.compile_seconds`): the candidates'
+    train and eval steps, and the strategy's own programs (morphisms, distillation,
+    controllers, latency probes). Histories written before that clock existed fall back
+    to the candidates' figure.
+  - ``candidate_compile_seconds``: the sum of the per-candidate
+    ``metrics.compile_seconds`` (the train and eval steps; cached entries, which were
+    not evaluated again, are left out).
+
+  Candidates trained at once on several devices (and processes) compile concurrently,
+  so the share divides by the wall time times the number of such lanes (the distinct
+  ``metrics.device`` values): ``compile_share = compile_seconds / (wall_seconds *
+  lanes)``, which is the plain fraction of wall time for a sequential run.
 
   Returns:
     ``{}`` if no entry records compile seconds (tabular runs), else ``compile_seconds``,
-    ``compile_share`` (None when no wall time was recorded) and ``lanes``.
+    ``candidate_compile_seconds``, ``compile_share`` (None when no wall time was
+    recorded) and ``lanes``.
   """
   fresh = [h.get("metrics") or {} for h in history]
   fresh = [m for m in fresh if "compile_seconds" in m and not m.get("cached")]
   if not fresh:
     return {}
-  seconds = float(sum(m["compile_seconds"] or 0.0 for m in fresh))
+  candidates = float(sum(m["compile_seconds"] or 0.0 for m in fresh))
+  last = history[-1]
+  seconds = float(last["compile"]) if last.get("compile") is not None else candidates
   lanes = max(1, len({m["device"] for m in fresh if "device" in m}))
-  wall = history[-1]["wall"] if history else 0.0
+  wall = last["wall"]
   share = seconds / (wall * lanes) if wall > 0 else None
-  return {"compile_seconds": seconds, "compile_share": share, "lanes": lanes}
+  return {"compile_seconds": seconds, "candidate_compile_seconds": candidates,
+          "compile_share": share, "lanes": lanes}
 
 
 def summarize(workdir: str | os.PathLike) -> dict:

@@ -16,7 +16,8 @@ the strategy state, the PRNG key, the counters, the evaluation cache and the num
 history lines it covers; :func:`resume` truncates the history to that number and
 re-runs the interrupted generation from the same key. A run killed at any moment
 (``kill -9``) therefore resumes to exactly the history an uninterrupted run writes
-(apart from wall-clock times).
+(apart from the ``wall`` and ``compile`` clocks: seconds of wall time and of this
+process's compiling, :func:`nasjax.runtime.compile_seconds`, both summed over sessions).
 
 Budgets count evaluations (``max_evals``) and/or charged seconds (``time_budget``:
 simulated for tabular benchmarks, wall time for training). Evaluations are charged in
@@ -26,8 +27,8 @@ Multi-host: with ``jax.distributed`` initialised (``jax.process_count() > 1``), 
 process runs the same loop with the same seed; candidate ``j`` of a batch's uncached
 candidates is evaluated by process ``j % process_count``, and the records (trained
 networks included) are exchanged, so every process tells the strategy the same results
-and ends with the same history as a single-process run (apart from the ``wall`` times
-and the ``device`` metric). The evaluator must accept ``keys=`` (one key per
+and ends with the same history as a single-process run (apart from the ``wall`` and
+``compile`` clocks and the ``device`` metric). The evaluator must accept ``keys=`` (one key per
 candidate; nasjax's evaluators do). Only process 0 reads and writes the run directory;
 what a resume needs from it is sent to the others.
 """
@@ -375,11 +376,12 @@ def _strategy_name_config(strategy) -> tuple[str, dict]:
 
 
 def _entry(rec: Record, index: int, generation: int, elapsed: float, wall: float,
-           names) -> dict:
+           names, compiled: float) -> dict:
   return _json_safe({
       "eval": index, "generation": generation, "arch": rec.arch, "code": rec.code,
       "objectives": dict(zip(names, rec.objectives)), "status": rec.status,
-      "cost": rec.cost, "elapsed": elapsed, "wall": wall, "metrics": rec.metrics})
+      "cost": rec.cost, "elapsed": elapsed, "wall": wall, "compile": compiled,
+      "metrics": rec.metrics})
 
 
 def _cache_key(space, cand) -> str:
@@ -509,11 +511,13 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
   if ckpt is None:
     key, k_init = init_keys(seed)
     state = strategy.init(k_init)
-    counters = {"generation": 0, "evals": 0, "elapsed": 0.0, "wall": 0.0, "finished": False}
+    counters = {"generation": 0, "evals": 0, "elapsed": 0.0, "wall": 0.0, "compile": 0.0,
+                "finished": False}
     cache: dict = {}
   else:
     state, key, cache = ckpt["state"], ckpt["key"], ckpt["cache"]
     counters = {k: ckpt[k] for k in ("generation", "evals", "elapsed", "wall", "finished")}
+    counters["compile"] = ckpt.get("compile", 0.0)
   tracker = _Best(names)
   for e in history:
     tracker.add(e)
@@ -540,6 +544,10 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
   progress = Progress(budget, quiet or not lead)
   session_start = time.perf_counter()
   wall0 = counters["wall"]
+  compile_start, compile0 = runtime.compile_seconds(), counters["compile"]
+
+  def compiled() -> float:  # this run's compile seconds, over all its sessions
+    return compile0 + runtime.compile_seconds() - compile_start
 
   def best_value():
     return _objective_values(tracker.best, names)[0] if tracker.best else None
@@ -567,7 +575,7 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
         break
       elapsed += rec.cost
       entry = _entry(rec, counters["evals"] + len(kept), counters["generation"], elapsed,
-                     wall, names)
+                     wall, names, compiled())
       kept.append(rec)
       history.append(entry)
       lines.append(json.dumps(entry) + "\n")
@@ -583,6 +591,7 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
     counters["evals"] += len(kept)
     counters["elapsed"] = elapsed
     counters["wall"] = wall0 + time.perf_counter() - session_start
+    counters["compile"] = compiled()
     if len(kept) == n:
       fitness = np.array([r.objectives for r in kept], np.float64)
       fitness = fitness[:, 0] if len(names) == 1 else fitness
