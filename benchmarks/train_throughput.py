@@ -93,12 +93,12 @@ def jax_step_runner(net, ds, config, devices):
                           replicated)]
   carry.append(jax.device_put(train.optimizer(config).init(net.params), replicated))
   x = jax.device_put(ds.x_train[:config.batch_size], sharding)
-  y = jax.device_put(ds.y_train[:config.batch_size], sharding)
-  lr = np.float32(config.learning_rate)
+  y = jax.device_put(train.one_hot(ds.y_train[:config.batch_size], ds.num_classes), sharding)
+  lr, temperature = np.float32(config.learning_rate), np.float32(1.0)
 
   def run(steps):
     for _ in range(steps):
-      carry[0], carry[1], loss, _ = step(carry[0], carry[1], x, y, lr)
+      carry[0], carry[1], loss, _ = step(carry[0], carry[1], x, y, lr, temperature)
       loss.block_until_ready()  # as fit does: collectives must not overlap steps
 
   run(1)  # compile and warm up

@@ -43,6 +43,10 @@ class Config:
       "n_pc": 16, "n_ac": 3, "front_objectives": [0, 1], "cheap_objectives": ["params"],
       "initial": [[[8], [16]], [[16], [32], [64]], [[32], [64], [128]]],
       "max_morphisms": 2, "max_params": 2_000_000, "distill_steps": 20,
+      # Distillation with the evaluator's optimiser and batch: one compiled program per
+      # child for both.
+      "distill_train": {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4,
+                        "batch_size": 128}, "distill_learning_rate": 0.02,
       "dataset": "fashion_mnist", "data_limit": 30000})
   search_seconds: float = 2100.0
   max_evals: int | None = None

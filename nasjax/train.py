@@ -165,18 +165,29 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
 
 
+def soft_cross_entropy(logits: jax.Array, targets: jax.Array,
+                       temperature: jax.Array | float = 1.0) -> jax.Array:
+  """``(N,)`` cross-entropy of ``softmax(logits / T)`` against ``(N, K)`` target
+  probabilities, times ``T^2`` (so that gradients keep their size across temperatures;
+  Hinton et al., 2015). One-hot targets at ``T = 1`` give :func:`cross_entropy`."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature)
+  return -jnp.sum(targets * logp, axis=-1) * temperature ** 2
+
+
 def _all_finite(tree) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def _step_body(net: Network, opt_state, x, y, lr, *, tx, dtype, axis_name):
-  """One update; under shard_map ``x``/``y`` are this device's slice of the batch."""
+def _step_body(net: Network, opt_state, x, y, lr, temperature, *, tx, dtype, axis_name):
+  """One update on target probabilities ``y`` ``(B, K)`` at ``temperature``: one-hot
+  labels at 1 (training), a teacher's softened outputs (distillation). Under shard_map
+  ``x``/``y`` are this device's slice of the batch."""
 
   def loss_fn(params):
     logits, new_state = forward(net.replace(params=params), x, train=True,
                                 axis_name=axis_name, dtype=dtype)
-    loss = jnp.mean(cross_entropy(logits, y))
+    loss = jnp.mean(soft_cross_entropy(logits, y, temperature))
     if axis_name is not None:
       # Differentiating the device mean gives the gradient of the global batch mean:
       # replicated parameters already sum their cotangents over devices.
@@ -203,9 +214,48 @@ def _train_step_fn(config: TrainConfig, mesh: jax.sharding.Mesh | None):
   body = functools.partial(_step_body, tx=optimizer(config), dtype=config.dtype,
                            axis_name=None if mesh is None else _AXIS)
   if mesh is not None:
-    body = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(), P(_AXIS), P(_AXIS), P()),
+    body = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(), P(_AXIS), P(_AXIS), P(), P()),
                          out_specs=(P(), P(), P(), P()))
   return jax.jit(body, donate_argnums=(0, 1))
+
+
+def _placement(devices: Sequence[Any]):
+  """``(mesh or None, replicated sharding, batch sharding)`` of training on ``devices``."""
+  if len(devices) == 1:
+    return None, devices[0], devices[0]
+  mesh = jax.sharding.Mesh(np.asarray(devices), (_AXIS,),
+                           axis_types=(jax.sharding.AxisType.Auto,))
+  return mesh, NamedSharding(mesh, P()), NamedSharding(mesh, P(_AXIS))
+
+
+def _prepare(net: Network, config: TrainConfig, replicated):
+  """A private copy of ``net`` and a fresh optimiser state, placed for training. (A copy,
+  because the step donates (deletes) its input buffers; device_put's may_alias=False
+  does not stop a replicated sharding from reusing the source buffer on its own device,
+  hence the explicit copy.)"""
+  net = jax.device_put(jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), net),
+                       replicated)
+  return net, jax.device_put(optimizer(config).init(net.params), replicated)
+
+
+def _compiled_step(config: TrainConfig, mesh, net, opt_state, input_shape, num_classes,
+                   batch_sharding):
+  """The train step compiled for these shapes and placement (JAX keeps compiled programs
+  in memory, so a second call with the same architecture, optimiser and placement, from
+  :func:`fit` or :func:`distill`, costs no compilation)."""
+  step_fn = _train_step_fn(_step_key(config), mesh)
+  sharding = batch_sharding if mesh else None
+  x_spec = jax.ShapeDtypeStruct((config.batch_size,) + tuple(input_shape), jnp.float32,
+                                sharding=sharding)
+  y_spec = jax.ShapeDtypeStruct((config.batch_size, num_classes), jnp.float32,
+                                sharding=sharding)
+  scalar = jax.ShapeDtypeStruct((), jnp.float32)
+  return step_fn.lower(net, opt_state, x_spec, y_spec, scalar, scalar).compile()
+
+
+def one_hot(labels, num_classes: int) -> np.ndarray:
+  """``(N, K)`` float32 one-hot targets of int ``labels`` (on the host)."""
+  return np.eye(num_classes, dtype=np.float32)[np.asarray(labels)]
 
 
 def _step_key(config: TrainConfig) -> TrainConfig:
@@ -326,32 +376,13 @@ def fit(net: Network, data: data_lib.Dataset, config: TrainConfig, key, *,
     total = min(total, config.max_steps)
   hist = History()
 
-  if n_dev == 1:
-    mesh = None
-    replicated = batch_sharding = devices[0]
-  else:
-    mesh = jax.sharding.Mesh(np.asarray(devices), (_AXIS,),
-                             axis_types=(jax.sharding.AxisType.Auto,))
-    replicated = NamedSharding(mesh, P())
-    batch_sharding = NamedSharding(mesh, P(_AXIS))
-  # A copy, because the step donates (deletes) its input buffers. (device_put's
-  # may_alias=False does not stop a replicated sharding from reusing the source buffer
-  # on its own device, hence the explicit copy.)
-  net = jax.device_put(jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), net),
-                       replicated)
-  tx = optimizer(config)
-  opt_state = jax.device_put(tx.init(net.params), replicated)
+  mesh, replicated, batch_sharding = _placement(devices)
+  net, opt_state = _prepare(net, config, replicated)
   eval_device = devices[0]
-
-  step_fn = _train_step_fn(_step_key(config), mesh)
-  x_spec = jax.ShapeDtypeStruct((config.batch_size,) + data.input_shape, jnp.float32,
-                                sharding=batch_sharding if mesh else None)
-  y_spec = jax.ShapeDtypeStruct((config.batch_size,), jnp.int32,
-                                sharding=batch_sharding if mesh else None)
-  lr_spec = jax.ShapeDtypeStruct((), jnp.float32)
   if total > 0:
     t = time.perf_counter()
-    step = step_fn.lower(net, opt_state, x_spec, y_spec, lr_spec).compile()
+    step = _compiled_step(config, mesh, net, opt_state, data.input_shape, data.num_classes,
+                          batch_sharding)
     hist.compile_seconds += time.perf_counter() - t
 
   def validate(net_now):
@@ -380,9 +411,9 @@ def fit(net: Network, data: data_lib.Dataset, config: TrainConfig, key, *,
     losses = []
     nxt = next(it, None)
     while nxt is not None and hist.steps < total:
-      xb, yb = jax.device_put(nxt, batch_sharding)
+      xb, yb = jax.device_put((nxt[0], one_hot(nxt[1], data.num_classes)), batch_sharding)
       lr = np.float32(learning_rate(config, hist.steps, total))
-      net, opt_state, loss, ok = step(net, opt_state, xb, yb, lr)
+      net, opt_state, loss, ok = step(net, opt_state, xb, yb, lr, np.float32(1.0))
       # Prepare the next batch while the device works, then wait for this step: the
       # divergence check needs its result, and collectives on host devices must not
       # overlap steps.
@@ -402,3 +433,91 @@ def fit(net: Network, data: data_lib.Dataset, config: TrainConfig, key, *,
   jax.block_until_ready(net)
   hist.seconds = time.perf_counter() - start
   return net, hist
+
+
+# ------------------------------------------------------------------------ distillation
+@functools.lru_cache(maxsize=16)
+def _soft_targets_fn(mesh: jax.sharding.Mesh | None, dtype: str):
+  """``(teacher, x, T) -> softmax(teacher(x) / T)`` on one device or per batch slice."""
+
+  def body(teacher, x, temperature):
+    logits = forward(teacher, x, dtype=dtype).astype(jnp.float32)
+    return jax.nn.softmax(logits / temperature, axis=-1)
+
+  if mesh is not None:
+    body = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(_AXIS), P()), out_specs=P(_AXIS))
+  return jax.jit(body)
+
+
+def distill(student: Network, teacher: Network, data: data_lib.Dataset, config: TrainConfig,
+            *, steps: int, key, temperature: float = 4.0, learning_rate: float | None = None,
+            devices: Sequence[Any] | None = None) -> tuple[Network, History, list[float]]:
+  """Train ``student`` for ``steps`` steps to match ``teacher``'s softened outputs.
+
+  Knowledge distillation (Hinton et al., 2015) with :func:`fit`'s own compiled train
+  step: the targets are ``softmax(teacher(x) / T)`` on batches of ``data.x_train`` (no
+  labels), the loss is :func:`soft_cross_entropy` at temperature ``T``, and the optimiser,
+  batch size and devices are ``config``'s. A later :func:`fit` of the student with the
+  same ``config`` and devices therefore compiles nothing: both run one program.
+
+  Args:
+    student: the network to train (not modified).
+    teacher: the network to imitate, in inference mode; same input and output shapes.
+    data: images to distil on (``x_train``; the labels are not used).
+    config: optimiser, batch size and dtype (``epochs``, ``schedule`` and ``max_steps``
+      do not apply).
+    steps: optimisation steps, each on a fresh random batch.
+    key: PRNG key of the batches.
+    temperature: softmax temperature ``T``.
+    learning_rate: constant step size (default ``config.learning_rate``).
+    devices: as in :func:`fit`.
+
+  Returns:
+    ``(student, history, losses)``: the trained student, a :class:`History` (its
+    ``status`` is ``"diverged"`` if a step was not finite; the student is then the last
+    finite one) and the loss of every step taken.
+  """
+  start = time.perf_counter()
+  if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+    raise ValueError(f"distill: steps must be a positive int, got {steps!r}")
+  if not temperature > 0:
+    raise ValueError(f"distill: temperature must be > 0, got {temperature!r}")
+  if (student.arch.input_shape != teacher.arch.input_shape
+      or student.arch.output_shape != teacher.arch.output_shape):
+    raise ValueError("distill: student and teacher differ in shape: "
+                     f"{student.arch.input_shape}->{student.arch.output_shape} vs "
+                     f"{teacher.arch.input_shape}->{teacher.arch.output_shape}")
+  devices = (data_parallel_devices(config.batch_size) if devices is None
+             else list(devices))
+  if not devices:
+    raise ValueError("devices is empty")
+  _check(student, data, config, len(devices))
+  lr = np.float32(config.learning_rate if learning_rate is None else learning_rate)
+  mesh, replicated, batch_sharding = _placement(devices)
+  net, opt_state = _prepare(student, config, replicated)
+  teacher = jax.device_put(teacher, replicated)
+  hist = History()
+  t = time.perf_counter()
+  step = _compiled_step(config, mesh, net, opt_state, data.input_shape, data.num_classes,
+                        batch_sharding)
+  hist.compile_seconds = time.perf_counter() - t
+  targets_fn = _soft_targets_fn(mesh, config.dtype)
+  x_train = np.asarray(data.x_train, np.float32)
+  idx = np.asarray(jax.random.randint(key, (steps, config.batch_size), 0, len(x_train)))
+  temp = np.float32(temperature)
+  losses = []
+  for s in range(steps):
+    xb = jax.device_put(x_train[idx[s]], batch_sharding)
+    probs = targets_fn(teacher, xb, temp)
+    net, opt_state, loss, ok = step(net, opt_state, xb, probs, lr, temp)
+    if not bool(ok):  # also keeps collectives on host devices from overlapping steps
+      hist.status = "diverged"
+      break
+    losses.append(float(loss))
+    hist.steps += 1
+  hist.train_loss = [float(np.mean(losses))] if losses else []
+  if mesh is not None:
+    net = jax.device_put(net, devices[0])
+  jax.block_until_ready(net)
+  hist.seconds = time.perf_counter() - start
+  return net, hist, losses

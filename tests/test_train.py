@@ -211,3 +211,54 @@ def test_default_devices_are_the_longest_prefix_dividing_the_batch():
   assert train.data_parallel_devices(97, devs) == devs[:1]
   assert train.data_parallel_devices(12, devs[:1]) == devs[:1]
   assert len(train.data_parallel_devices(64)) == len(jax.local_devices())
+
+
+# ------------------------------------------------------------------------ distillation
+def test_soft_cross_entropy_with_one_hot_targets_is_cross_entropy():
+  logits = jax.random.normal(jax.random.key(0), (6, 5)) * 3.0
+  labels = jnp.array([0, 4, 2, 2, 1, 3])
+  np.testing.assert_allclose(train.soft_cross_entropy(logits, train.one_hot(labels, 5)),
+                             train.cross_entropy(logits, labels), rtol=1e-6, atol=1e-6)
+  # At temperature T the loss is T^2 times the cross-entropy of logits / T.
+  np.testing.assert_allclose(train.soft_cross_entropy(logits, train.one_hot(labels, 5), 4.0),
+                             16.0 * train.cross_entropy(logits / 4.0, labels), rtol=1e-6)
+
+
+def test_distill_follows_the_teacher_and_shares_fits_compiled_step():
+  from nasjax.ops.distill import agreement
+
+  teacher, _ = train.fit(nasjax.init(tiny_cnn(), jax.random.key(0)), SYNTH,
+                         train.TrainConfig(epochs=3, batch_size=32), jax.random.key(1))
+  student = nasjax.init(tiny_cnn(width=4), jax.random.key(2))
+  config = train.TrainConfig(batch_size=32, learning_rate=0.05)
+  x = jnp.asarray(SYNTH.x_val)
+
+  out, hist, losses = train.distill(student, teacher, SYNTH, config, steps=40,
+                                    key=jax.random.key(3), temperature=2.0)
+  assert hist.status == "ok" and hist.steps == len(losses) == 40
+  # The loss is the KL divergence plus the teacher's (constant) entropy: it falls by
+  # the KL's drop.
+  assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.02, losses
+  before, after = agreement(student, teacher, x), agreement(out, teacher, x)
+  assert after["kl"] < 0.5 * before["kl"], (before, after)
+  assert after["agreement"] > before["agreement"] + 0.2, (before, after)
+  assert leaves(student)[0].shape == leaves(out)[0].shape
+  # fit of the distilled student with the same config compiles no new train step.
+  events = []
+
+  def listener(event, duration, **_):
+    if event.endswith("backend_compile_duration"):
+      events.append(duration)
+
+  devices = train.data_parallel_devices(config.batch_size)
+  mesh, replicated, batch = train._placement(devices)
+  net, opt_state = train._prepare(out, config, replicated)
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    train._compiled_step(config, mesh, net, opt_state, SYNTH.input_shape, SYNTH.num_classes,
+                         batch)
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert events == []
+  with pytest.raises(ValueError, match="steps"):
+    train.distill(student, teacher, SYNTH, config, steps=0, key=jax.random.key(3))

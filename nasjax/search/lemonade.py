@@ -211,7 +211,12 @@ class Lemonade:
       equal gradients and never differ).
     max_params: children above this parameter count are not proposed (None: no limit).
     distill_steps: distillation steps for approximate children (0: none).
-    distill_temperature, distill_learning_rate, distill_batch_size: distillation settings.
+    distill_temperature, distill_learning_rate, distill_batch_size: distillation settings
+      (SGD with a constant step size, :func:`nasjax.ops.distill`).
+    distill_train: :class:`nasjax.train.TrainConfig` fields of distillation's optimiser
+      (they override ``distill_batch_size``). Give the evaluator's train settings
+      (optimizer, momentum, weight_decay, batch_size, dtype) and a child's distillation
+      and training run one compiled program instead of two.
     dataset, data_limit: the data set (a :func:`nasjax.data.load` name) whose images
       distillation uses and whose shape and classes size the initial networks; it should
       be the evaluator's.
@@ -235,8 +240,9 @@ class Lemonade:
   max_params: int | None = None
   distill_steps: int = 50
   distill_temperature: float = 4.0
-  distill_learning_rate: float = 1e-3
+  distill_learning_rate: float = 0.02
   distill_batch_size: int = 64
+  distill_train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   dataset: str = "fashion_mnist_small"
   data_limit: int | None = None
   name = "lemonade"
@@ -291,10 +297,24 @@ class Lemonade:
     if not initial:
       raise ValueError("initial needs at least one network")
     object.__setattr__(self, "initial", initial)
+    from nasjax.train import TrainConfig
+
+    distill_train = dict(self.distill_train or {})
+    unknown = sorted(set(distill_train) - {f.name for f in dataclasses.fields(TrainConfig)})
+    if unknown:
+      raise ValueError(f"distill_train has unknown TrainConfig fields {unknown}")
+    object.__setattr__(self, "distill_train", distill_train)
     if self.max_params is not None and not self.max_params >= 1:
       raise ValueError(f"max_params must be a positive count or None, got {self.max_params!r}")
 
   # -- configuration --------------------------------------------------------------
+  @functools.cached_property
+  def distill_config(self):
+    """The :class:`nasjax.train.TrainConfig` of distillation's steps."""
+    from nasjax.train import TrainConfig
+
+    return TrainConfig(**{"batch_size": self.distill_batch_size, **self.distill_train})
+
   @property
   def uses_codes(self) -> bool:
     """Whether candidates are codes (tabular spaces) rather than networks."""
@@ -314,7 +334,8 @@ class Lemonade:
             "max_params": self.max_params, "distill_steps": self.distill_steps,
             "distill_temperature": self.distill_temperature,
             "distill_learning_rate": self.distill_learning_rate,
-            "distill_batch_size": self.distill_batch_size, "dataset": self.dataset,
+            "distill_batch_size": self.distill_batch_size,
+            "distill_train": dict(self.distill_train), "dataset": self.dataset,
             "data_limit": self.data_limit}
 
   @property
@@ -566,7 +587,7 @@ class Lemonade:
                             key=jax.random.fold_in(k_child, len(p.genome)),
                             temperature=self.distill_temperature,
                             learning_rate=self.distill_learning_rate,
-                            batch_size=self.distill_batch_size)
+                            config=self.distill_config)
       nets.append(net)
       inds.append(Individual(state.next_uid + j, net, p.cheap, parent=parent.uid, ops=p.ops,
                              exact=p.exact, generation=state.generation,
@@ -750,7 +771,7 @@ DEFAULT_CONFIG = {
     "initial": [[list(b) for b in spec] for spec in DEFAULT_INITIAL], "morphisms": [],
     "max_morphisms": 1, "morphism_options": {"net2wider": {"noise": 0.1}},
     "max_params": None, "distill_steps": 50, "distill_temperature": 4.0,
-    "distill_learning_rate": 1e-3, "distill_batch_size": 64,
+    "distill_learning_rate": 0.02, "distill_batch_size": 64, "distill_train": {},
     "dataset": "fashion_mnist_small", "data_limit": None,
 }
 
