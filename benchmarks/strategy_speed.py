@@ -1,6 +1,6 @@
 """Candidates evaluated per hour by every registered strategy, on one Fashion-MNIST budget.
 
-    python benchmarks/strategy_speed.py [--json PATH] [--evals 12] [--limit 6000]
+    python benchmarks/strategy_speed.py [--json PATH] [--evals 8] [--limit 4000]
         [--epochs 1.0] [--strategies a,b,...]
 
 Every strategy in the registry (all modules of :mod:`nasjax.search` imported, so a new
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import subprocess
@@ -103,6 +104,8 @@ def registered() -> list[str]:
 def worker(name: str, args) -> dict:
   """Run strategy ``name``'s search in this process (in ``args.space`` if given, else
   its plan's space) and time it."""
+  import numpy as np
+
   from nasjax import runtime
   from nasjax.search import runner
   from nasjax.search.evaluators import TrainingEvaluator
@@ -131,7 +134,13 @@ def worker(name: str, args) -> dict:
           "candidates_per_hour": 3600.0 * len(history) / wall,
           "train_share": result.elapsed / wall,
           "compile_share": (runtime.compile_seconds() - compile0) / wall,
-          "best_val_error": min((h["objectives"]["val_error"] for h in ok), default=None)}
+          "best_val_error": min((h["objectives"]["val_error"] for h in ok), default=None),
+          # What the candidates cost: their size and training time, and repeats the
+          # runner answered from its cache without training.
+          "cached": sum(bool(h["metrics"].get("cached")) for h in history),
+          "mean_params": float(np.mean([h["metrics"]["params"] for h in ok
+                                        if "params" in h["metrics"]] or [np.nan])),
+          "train_seconds_per_candidate": result.elapsed / max(1, len(history))}
 
 
 def run_one(name: str, args, space: str | None = None) -> dict:
@@ -145,15 +154,18 @@ def run_one(name: str, args, space: str | None = None) -> dict:
     if space:
       cmd += ["--space", space]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-  if proc.returncode:
-    raise SystemExit(f"strategy {name!r} failed:\n{proc.stderr[-3000:]}")
+  if proc.returncode:  # reported in the table; the other strategies still run
+    print(proc.stderr[-3000:], file=sys.stderr)
+    space = space or plans(args.limit, args.evals)[name][0]
+    return {"strategy": name, "space": space, "error": proc.stderr.strip().splitlines()[-1]
+            if proc.stderr.strip() else f"exit status {proc.returncode}"}
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--evals", type=int, default=12, help="evaluations per strategy")
-  parser.add_argument("--limit", type=int, default=6000, help="Fashion-MNIST images used")
+  parser.add_argument("--evals", type=int, default=8, help="evaluations per strategy")
+  parser.add_argument("--limit", type=int, default=4000, help="Fashion-MNIST images used")
   parser.add_argument("--epochs", type=float, default=1.0, help="training per candidate")
   parser.add_argument("--strategies", help="comma-separated subset (default: all)")
   parser.add_argument("--json", help="also write the rows to this file")
@@ -180,8 +192,10 @@ def main(argv=None):
   rows = []
   for name in names:
     rows.append(run_one(name, args))
-    print(f"{name}: {rows[-1]['candidates_per_hour']:.0f} candidates/h", file=sys.stderr,
-          flush=True)
+    print(f"{name}: {rows[-1].get('candidates_per_hour', 0):.0f} candidates/h",
+          file=sys.stderr, flush=True)
+  failed = [r for r in rows if "error" in r]
+  rows = [r for r in rows if "error" not in r]
   base = {}
   for space in sorted({r["space"] for r in rows}):
     if "random" in names and not any(r["strategy"] == "random" and r["space"] == space
@@ -191,26 +205,29 @@ def main(argv=None):
     ref = next((x for x in rows if x["strategy"] == "random" and x["space"] == r["space"]),
                base.get(r["space"]))
     r["ratio_vs_random"] = (r["candidates_per_hour"] / ref["candidates_per_hour"]
-                            if ref else None)
+                            if ref and "error" not in ref else None)
   out = {"benchmark": "strategy_speed", "evals": args.evals, "limit": args.limit,
-         "epochs": args.epochs, "rows": rows, "random_baselines": base,
+         "epochs": args.epochs, "rows": rows, "failed": failed, "random_baselines": base,
          "load_average": [round(load, 2), round(os.getloadavg()[0], 2)],
          "cpus": os.cpu_count(), "python": platform.python_version()}
   if args.json:
     with open(args.json, "w") as f:
       json.dump(out, f, indent=1)
   print("| strategy | space | evals | wall s | candidates/h | vs random | train share | "
-        "compile share | best val error % |")
-  print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        "compile share | mean params | train s per candidate | best val error % |")
+  print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
   for r in rows:
     ratio = "" if r["ratio_vs_random"] is None else f"{r['ratio_vs_random']:.2f}"
     best = "" if r["best_val_error"] is None else f"{r['best_val_error']:.2f}"
     print(f"| {r['strategy']} | {r['space']} | {r['evals']} | {r['wall_seconds']:.0f} | "
           f"{r['candidates_per_hour']:.0f} | {ratio} | {r['train_share']:.2f} | "
-          f"{r['compile_share']:.2f} | {best} |")
+          f"{r['compile_share']:.2f} | {r.get('mean_params', math.nan):,.0f} | "
+          f"{r.get('train_seconds_per_candidate', math.nan):.1f} | {best} |")
+  for r in failed:
+    print(f"| {r['strategy']} | failed: {r['error']} |")
   print(f"load average {out['load_average'][0]} -> {out['load_average'][1]} on "
         f"{out['cpus']} CPUs")
-  return 0
+  return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """LEMONADE on Fashion-MNIST: a Pareto front of error against size, from trivial networks.
 
     python experiments/lemonade_fmnist.py [--variant default|tiny] [--workdir DIR]
-        [--search-seconds S] [--plots DIR] [--json PATH] [--no-search]
+        [--search-seconds S] [--plots DIR] [--json PATH] [--no-search] [--search-only]
 
 1. Search: LEMONADE (:mod:`nasjax.search.lemonade`) in the run directory ``DIR/search``
    with a training evaluator (validation error, parameters and batch-1 latency recorded;
@@ -9,7 +9,8 @@
    are charged. Started again with the same ``--workdir`` it resumes the search.
 2. Report: the front after each generation (error against parameters and against
    latency) as PNGs, and the final front's networks with their weights
-   (:func:`nasjax.search.lemonade.report_run`).
+   (:func:`nasjax.search.lemonade.report_run`); the seconds and share of wall time the
+   search spent compiling. ``--search-only`` stops here.
 3. Comparison: every front member is scored on the test set as found (weights inherited
    and trained along its lineage, ``depth`` trainings of ``train.epochs`` each), and so
    is the hand-designed plain CNN closest to it in size (log parameters), trained from
@@ -40,6 +41,7 @@ from nasjax import data as data_lib
 from nasjax import models
 from nasjax import train as train_lib
 from nasjax.search import lemonade, runner
+from nasjax.search import report as report_lib
 from nasjax.search.evaluators import TrainingEvaluator
 from nasjax.search.spaces import PlainCNNSpace
 
@@ -138,6 +140,8 @@ def main(argv=None) -> int:
   parser.add_argument("--plots", help="also copy the front plots into this directory")
   parser.add_argument("--json", help="write the comparison rows to this file")
   parser.add_argument("--verbose", action="store_true", help="show the search's progress")
+  parser.add_argument("--search-only", action="store_true",
+                      help="search and draw the fronts, without the baseline comparison")
   parser.add_argument("--no-search", action="store_true",
                       help="report and compare what the run directory holds, without "
                       "searching further (e.g. after a search was stopped by a time cap)")
@@ -165,6 +169,13 @@ def main(argv=None) -> int:
     Path(args.plots).mkdir(parents=True, exist_ok=True)
     for p in report["plots"]:
       shutil.copy(p, Path(args.plots) / f"lemonade_fmnist_{Path(p).name}")
+  summary = report_lib.summarize(workdir / "search")
+  if summary.get("compile_share") is not None:
+    print(f"compiling: {summary['compile_seconds']:.0f} s of {summary['wall_seconds']:.0f} s "
+          f"wall ({100 * summary['compile_share']:.1f} %), the candidates' train and eval "
+          f"steps {summary['candidate_compile_seconds']:.0f} s", flush=True)
+  if args.search_only:
+    return 0
   rows = compare(cfg, workdir, report)
   print(format_table(rows), flush=True)
   wins = sum(r["test_error"] <= r["baseline_test_error"] for r in rows)

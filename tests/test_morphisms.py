@@ -428,3 +428,16 @@ def test_inheritance_experiment_tiny(monkeypatch):
     assert r["acc_at_inheritance"] == pytest.approx(result["parent_acc"], abs=1e-9)
     assert len(r["curve_inherited"]) == len(r["curve_scratch"]) == 2
   assert "| child |" in mod.table(result)
+
+
+def test_wider_sampler_proposes_widths_on_the_ladder():
+  assert [ops.next_width(c) for c in (1, 4, 8, 12, 37, 64, 4096)] == [
+      2, 6, 12, 16, 48, 96, 6144]
+  assert list(ops.WIDTH_LADDER) == sorted(set(ops.WIDTH_LADDER))
+  arch = models.plain_cnn(((8,), (12, 37)), input_shape=SHAPE)
+  seen = set()
+  for k in range(12):
+    kwargs = ops.MORPHISMS["net2wider"].sample(jax.random.key(k), arch)
+    assert kwargs["width"] == ops.next_width(arch[kwargs["node"]]["features"]), kwargs
+    seen.add(kwargs["node"])
+  assert len(seen) >= 2  # different layers are drawn

@@ -14,9 +14,9 @@ from nasjax.ops.distill import agreement, distill
 from nasjax.ops.exact import add_skip, insert_conv_bn_relu, widen_kernel
 from nasjax.ops.net2net import net2deeper, net2wider
 from nasjax.ops.plan import compiled_count
-from nasjax.ops.registry import APPROXIMATE, EXACT, MORPHISMS, Morphism
+from nasjax.ops.registry import APPROXIMATE, EXACT, MORPHISMS, WIDTH_LADDER, Morphism, next_width
 
 __all__ = ["net2wider", "net2deeper", "insert_conv_bn_relu", "add_skip", "widen_kernel",
            "remove_layer", "remove_skip", "prune_filters", "to_sepconv", "lowrank_sepconv",
            "sepconv_error", "distill", "agreement", "MORPHISMS", "EXACT", "APPROXIMATE",
-           "Morphism", "Remap", "channel_graph", "compiled_count"]
+           "Morphism", "Remap", "channel_graph", "compiled_count", "WIDTH_LADDER", "next_width"]

@@ -21,6 +21,23 @@ from nasjax.ops.plan import try_plan
 
 Sampler = Callable[[np.random.Generator, Arch], "dict | None"]
 
+# The widths the Net2Wider sampler proposes: a ladder of steps of 1.33x to 1.5x (multiples
+# of 8 from 8 to 64). Children widened from the same width get the same width, so the
+# networks of a search repeat shapes (and compiled programs: arrays, morphisms and, for
+# equal architectures, train steps) instead of scattering over every count; widths stay
+# multiples of 8, which vector units prefer. Pruning a ladder width to a half or a
+# quarter stays on it.
+WIDTH_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768,
+                1024, 1536, 2048, 3072, 4096)
+
+
+def next_width(c: int) -> int:
+  """The smallest :data:`WIDTH_LADDER` width above ``c`` (``c`` times 1.5 past it)."""
+  for w in WIDTH_LADDER:
+    if w > c:
+      return w
+  return c + max(1, c // 2)
+
 
 @dataclasses.dataclass(frozen=True)
 class Morphism:
@@ -67,7 +84,7 @@ def _sample_wider(rng, arch):
   def candidates():
     for node in _shuffled(rng, _layers(arch)):
       c = arch[node]["features"]
-      yield {"node": node, "width": c + int(rng.integers(1, max(1, c // 2) + 1))}
+      yield {"node": node, "width": next_width(c)}
   return _first_valid("net2wider", arch, candidates())
 
 
@@ -153,4 +170,4 @@ MORPHISMS: dict[str, Morphism] = {m.name: m for m in (
 EXACT = tuple(name for name, m in MORPHISMS.items() if m.exact)
 APPROXIMATE = tuple(name for name, m in MORPHISMS.items() if not m.exact)
 
-__all__ = ["Morphism", "MORPHISMS", "EXACT", "APPROXIMATE"]
+__all__ = ["Morphism", "MORPHISMS", "EXACT", "APPROXIMATE", "WIDTH_LADDER", "next_width"]
