@@ -25,6 +25,10 @@
   recompile.
 - Deterministic: the same network, data, config and key give bitwise the same result
   on one device.
+- The step trains on target probabilities at a temperature: one-hot labels at 1 in
+  :func:`fit`, a teacher's softened outputs in :func:`distill` (knowledge
+  distillation), so that distilling a network and then training it with the same
+  settings runs one compiled program.
 """
 
 from __future__ import annotations
