@@ -136,22 +136,24 @@ COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
                   "/jax/core/compile/backend_compile_duration")
 _compile_lock = threading.Lock()
-_compile_total = [0.0]
-_compile_listening = [False]
+_compile_total = 0.0
+_compile_listening = False
 
 
 def _on_event_duration(event: str, duration: float, **_) -> None:
+  global _compile_total
   if event in COMPILE_EVENTS:
     with _compile_lock:
-      _compile_total[0] += float(duration)
+      _compile_total += float(duration)
 
 
 def start_compile_clock() -> None:
   """Start summing this process's compile time (idempotent; nasjax's import calls it)."""
+  global _compile_listening
   with _compile_lock:
-    if _compile_listening[0]:
+    if _compile_listening:
       return
-    _compile_listening[0] = True
+    _compile_listening = True
   jax.monitoring.register_event_duration_secs_listener(_on_event_duration)
 
 
@@ -163,7 +165,7 @@ def compile_seconds() -> float:
   each count in full, so the sum can outrun the wall clock.
   """
   with _compile_lock:
-    return _compile_total[0]
+    return _compile_total
 
 
 def memory_maps() -> tuple[int, int] | None:

@@ -85,18 +85,13 @@ def distill(student: Network, teacher: Network, data, *, steps: int, key,
   """
   from nasjax import train as train_lib
 
-  if not isinstance(batch_size, int) or batch_size < 1:
-    raise ValueError(f"distill: batch_size must be a positive int, got {batch_size!r}")
   if config is None:
     config = train_lib.TrainConfig(batch_size=batch_size)
-  if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-    raise ValueError(f"distill: steps must be a positive int, got {steps!r}")
-  x_val = jnp.asarray(np.asarray(data.x_val[:eval_size], np.float32))
-  before = agreement(student, teacher, x_val)
   trained, hist, losses = train_lib.distill(student, teacher, data, config, steps=steps,
                                             key=key, temperature=temperature,
                                             learning_rate=learning_rate, devices=devices)
-  after = agreement(trained, teacher, x_val)
+  x_val = jnp.asarray(np.asarray(data.x_val[:eval_size], np.float32))
+  before, after = agreement(student, teacher, x_val), agreement(trained, teacher, x_val)
   return trained, {"agreement_before": before["agreement"],
                    "agreement_after": after["agreement"],
                    "kl_before": before["kl"], "kl_after": after["kl"],
