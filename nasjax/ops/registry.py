@@ -21,12 +21,12 @@ from nasjax.ops.plan import try_plan
 
 Sampler = Callable[[np.random.Generator, Arch], "dict | None"]
 
-# The widths the Net2Wider sampler proposes: a ladder of steps of 1.33x to 1.5x (multiples
-# of 8 from 8 to 64). Children widened from the same width get the same width, so the
-# networks of a search repeat shapes (and compiled programs: arrays, morphisms and, for
-# equal architectures, train steps) instead of scattering over every count; widths stay
-# multiples of 8, which vector units prefer. Pruning a ladder width to a half or a
-# quarter stays on it.
+# The widths the Net2Wider sampler proposes: a ladder of steps of 1.33x to 1.5x. Children
+# widened from the same width get the same width, so the networks of a search repeat
+# shapes (and compiled programs: arrays, morphisms and, for equal architectures, train
+# steps) instead of scattering over every count; from 8 up every width is a multiple of
+# 4, from 32 up a multiple of 16, which vector units prefer. Pruning a ladder width to a
+# half or a quarter stays on it.
 WIDTH_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768,
                 1024, 1536, 2048, 3072, 4096)
 
