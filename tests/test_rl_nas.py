@@ -188,3 +188,23 @@ def test_measure_cost_counts_params_and_times_inference():
 def test_layer_string_space_is_registered_for_make_space():
   space = make_space("layer_string", num_layers=2)
   assert isinstance(space, rl_nas.LayerStringSpace) and space.length == 2 * 4 + 1
+
+
+def test_updates_stay_finite_on_a_space_with_unequal_choice_counts():
+  # The plain CNN space mixes decisions of 2 and 3 choices: the controller masks the
+  # missing ones, whose log-probability is -inf. A NaN gradient there once turned every
+  # parameter to NaN after the first update, and the controller then sampled one code
+  # only.
+  space = make_space("plain_cnn", num_blocks=3, max_layers=2, filters=[16, 32, 64],
+                     kernels=[3, 5])
+  assert len(set(space.num_choices)) > 1
+  strategy = make_strategy("rl_nas", space, {}, num_objectives=1)
+  state = strategy.init(jax.random.key(0))
+  for step, error in enumerate((89.98, 70.0, 60.0)):
+    codes, state = strategy.ask(jax.random.key(10 + step), state)
+    state = strategy.tell(jax.random.key(20 + step), state, codes, jnp.array([error]))
+  leaves = jax.tree_util.tree_leaves(state.params)
+  assert all(bool(jnp.all(jnp.isfinite(a))) for a in leaves)
+  drawn = {tuple(np.asarray(strategy.ask(jax.random.key(100 + i), state)[0])[0].tolist())
+           for i in range(8)}
+  assert len(drawn) >= 6, drawn  # still a spread policy after three small updates

@@ -280,7 +280,11 @@ class Controller(nn.Module):
         out = out.at[pos].set(token)
         p = jnp.exp(logp)
         log_prob += jnp.where(on, logp[token], 0.0)
-        entropy += jnp.where(on, -jnp.sum(jnp.where(p > 0, p * logp, 0.0)), 0.0)
+        # Masked choices have logp = -inf: zero them before the product, so that neither
+        # the value nor the gradient meets 0 * inf (a NaN gradient there reached every
+        # parameter through the shared LSTM, on any space with unequal choice counts).
+        valid = jnp.arange(K) < counts[g, c]
+        entropy += jnp.where(on, -jnp.sum(p * jnp.where(valid, logp, 0.0)), 0.0)
         x = embed[g, c, token]
       return (state, x, out, log_prob, entropy, states, projected), None
 
