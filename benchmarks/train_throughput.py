@@ -53,7 +53,6 @@ import statistics
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import nasjax
@@ -81,17 +80,9 @@ def timed(run, steps: int) -> tuple[float, float]:
 # ----------------------------------------------------------------------------- JAX
 def jax_step_runner(net, ds, config, devices):
   """``run(steps)``: the compiled train step on ``devices``, batch already there."""
-  mesh = None
-  sharding = replicated = devices[0]
-  if len(devices) > 1:
-    mesh = jax.sharding.Mesh(np.asarray(devices), (train._AXIS,),
-                             axis_types=(jax.sharding.AxisType.Auto,))
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(train._AXIS))
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  mesh, replicated, sharding = train._placement(devices)
   step = train._train_step_fn(train._step_key(config), mesh)
-  carry = [jax.device_put(jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), net),
-                          replicated)]
-  carry.append(jax.device_put(train.optimizer(config).init(net.params), replicated))
+  carry = list(train._prepare(net, config, replicated))
   x = jax.device_put(ds.x_train[:config.batch_size], sharding)
   y = jax.device_put(train.one_hot(ds.y_train[:config.batch_size], ds.num_classes), sharding)
   lr, temperature = np.float32(config.learning_rate), np.float32(1.0)
