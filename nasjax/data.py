@@ -484,5 +484,5 @@ def padded_batches(x: np.ndarray, y: np.ndarray, batch_size: int, stop: int | No
     mask = np.arange(batch_size) < m
     if m < batch_size:
       xb = np.concatenate([xb, np.zeros((batch_size - m,) + xb.shape[1:], xb.dtype)])
-      yb = np.concatenate([yb, np.zeros(batch_size - m, yb.dtype)])
+      yb = np.concatenate([yb, np.zeros((batch_size - m,) + yb.shape[1:], yb.dtype)])
     yield xb, yb, mask

@@ -13,7 +13,6 @@ node leaves every other node's initial values unchanged.
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -27,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nasjax import layers
+from nasjax import layers, runtime
 from nasjax.arch import Arch
 
 Params = dict[str, dict[str, jax.Array]]
@@ -201,12 +200,12 @@ def forward(net: Network, x: jax.Array, *, train: bool = False,
   return (logits, new_state) if train else logits
 
 
-@functools.partial(jax.jit, static_argnames=("dtype",))
+@runtime.jit(static_argnames=("dtype",))
 def _apply(net, x, dtype):
   return forward(net, x, dtype=dtype)
 
 
-@functools.partial(jax.jit, static_argnames=("dtype",))
+@runtime.jit(static_argnames=("dtype",))
 def _apply_train(net, x, dtype):
   return forward(net, x, train=True, dtype=dtype)
 

@@ -47,7 +47,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from nasjax import data as data_lib
-from nasjax.network import Network, forward
+from nasjax import runtime
+from nasjax.network import Network, forward, key_seed
 
 # Parameter names that weight decay applies to.
 KERNEL_PARAMS = ("kernel", "depthwise", "pointwise")
@@ -220,7 +221,7 @@ def _train_step_fn(config: TrainConfig, mesh: jax.sharding.Mesh | None):
   if mesh is not None:
     body = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(), P(_AXIS), P(_AXIS), P(), P()),
                          out_specs=(P(), P(), P(), P()))
-  return jax.jit(body, donate_argnums=(0, 1))
+  return jax.jit(body, donate_argnums=(0, 1), compiler_options=runtime.compiler_options())
 
 
 def _placement(devices: Sequence[Any]):
@@ -233,28 +234,64 @@ def _placement(devices: Sequence[Any]):
 
 
 def _prepare(net: Network, config: TrainConfig, replicated):
-  """A private copy of ``net`` and a fresh optimiser state, placed for training. (A copy,
-  because the step donates (deletes) its input buffers; device_put's may_alias=False
-  does not stop a replicated sharding from reusing the source buffer on its own device,
-  hence the explicit copy.)"""
-  net = jax.device_put(jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), net),
-                       replicated)
-  return net, jax.device_put(optimizer(config).init(net.params), replicated)
+  """A private copy of ``net`` and a fresh optimiser state, placed for training.
+
+  A copy, because the step donates (deletes) its input buffers; it goes through host
+  memory, as does the optimiser state: JAX would compile a small copy or fill program
+  for every new parameter shape, per architecture. (device_put's may_alias=False does
+  not stop a replicated sharding from reusing the source buffer on its own device.)
+  """
+  net = jax.device_put(jax.tree_util.tree_map(np.array, net), replicated)
+  return net, jax.device_put(_initial_opt_state(config, net.params), replicated)
+
+
+def _initial_opt_state(config: TrainConfig, params):
+  """``optimizer(config).init(params)`` built on the host: the states of
+  :func:`optimizer`'s transforms (momentum, Adam's moments and step count) all start at
+  zero."""
+  specs = jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params)
+  leaves, treedef = jax.tree_util.tree_flatten(specs)
+  shapes = _opt_state_shapes(_step_key(config), treedef, tuple(leaves))
+  return jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
+
+
+@functools.lru_cache(maxsize=64)
+def _opt_state_shapes(config: TrainConfig, treedef, leaves):
+  return jax.eval_shape(optimizer(config).init,
+                        jax.tree_util.tree_unflatten(treedef, list(leaves)))
 
 
 def _compiled_step(config: TrainConfig, mesh, net, opt_state, input_shape, num_classes,
                    batch_sharding):
-  """The train step compiled for these shapes and placement (JAX keeps compiled programs
-  in memory, so a second call with the same architecture, optimiser and placement, from
-  :func:`fit` or :func:`distill`, costs no compilation)."""
-  step_fn = _train_step_fn(_step_key(config), mesh)
-  sharding = batch_sharding if mesh else None
-  x_spec = jax.ShapeDtypeStruct((config.batch_size,) + tuple(input_shape), jnp.float32,
-                                sharding=sharding)
-  y_spec = jax.ShapeDtypeStruct((config.batch_size, num_classes), jnp.float32,
-                                sharding=sharding)
-  scalar = jax.ShapeDtypeStruct((), jnp.float32)
-  return step_fn.lower(net, opt_state, x_spec, y_spec, scalar, scalar).compile()
+  """The train step compiled for these shapes and placement.
+
+  The last few are kept by architecture, optimiser and placement, so that a network
+  distilled (:func:`distill`) and then trained (:func:`fit`) compiles once: an
+  ahead-of-time compiled step is not in jit's own cache, and lowering it again would cost
+  a trace and a persistent-cache read.
+  """
+  key = (_step_key(config), mesh, net.arch, config.batch_size, tuple(input_shape),
+         int(num_classes), batch_sharding if mesh else None)
+  compiled = _STEP_CACHE.get(key)
+  if compiled is None:
+    step_fn = _train_step_fn(key[0], mesh)
+    sharding = batch_sharding if mesh else None
+    x_spec = jax.ShapeDtypeStruct((config.batch_size,) + tuple(input_shape), jnp.float32,
+                                  sharding=sharding)
+    y_spec = jax.ShapeDtypeStruct((config.batch_size, num_classes), jnp.float32,
+                                  sharding=sharding)
+    scalar = jax.ShapeDtypeStruct((), jnp.float32)
+    compiled = step_fn.lower(net, opt_state, x_spec, y_spec, scalar, scalar).compile()
+    _STEP_CACHE[key] = compiled
+    while len(_STEP_CACHE) > _STEP_CACHE_SIZE:
+      _STEP_CACHE.pop(next(iter(_STEP_CACHE)))
+  else:
+    _STEP_CACHE[key] = _STEP_CACHE.pop(key)  # most recently used last
+  return compiled
+
+
+_STEP_CACHE: dict = {}
+_STEP_CACHE_SIZE = 4
 
 
 def one_hot(labels, num_classes: int) -> np.ndarray:
@@ -269,12 +306,15 @@ def _step_key(config: TrainConfig) -> TrainConfig:
                      nesterov=config.nesterov)
 
 
-@functools.partial(jax.jit, static_argnames=("dtype",))
-def _eval_step(net: Network, x, y, mask, dtype):
+@runtime.jit(static_argnames=("dtype",))
+def _eval_step(net: Network, x, targets, mask, dtype):
+  """Correct predictions and summed loss against ``(B, K)`` target probabilities (one-hot
+  labels, or a teacher's outputs), and the logits: one program per architecture serves
+  validation, agreement with a teacher and a teacher's outputs for distillation."""
   logits = forward(net, x, dtype=dtype).astype(jnp.float32)
-  correct = (jnp.argmax(logits, -1) == y) & mask
-  loss = jnp.where(mask, cross_entropy(logits, y), 0.0)
-  return jnp.sum(correct), jnp.sum(loss)
+  correct = (jnp.argmax(logits, -1) == jnp.argmax(targets, -1)) & mask
+  loss = jnp.where(mask, soft_cross_entropy(logits, targets), 0.0)
+  return jnp.sum(correct), jnp.sum(loss), logits
 
 
 def _eval_batch_size(n: int, batch_size: int) -> int:
@@ -293,7 +333,9 @@ def evaluate(net: Network, x, y, batch_size: int = 512, *, dtype: str = "float32
   Args:
     net: the network.
     x: ``(N, H, W, C)`` images.
-    y: ``(N,)`` int labels.
+    y: ``(N,)`` int labels, or ``(N, K)`` target probabilities (e.g. a teacher's
+      softmax: the accuracy is then the share of equal top-1 predictions and the loss
+      the cross-entropy against them).
     batch_size: examples per jitted call (rounded down to a power of two when N is
       small).
     dtype: compute dtype.
@@ -302,7 +344,13 @@ def evaluate(net: Network, x, y, batch_size: int = 512, *, dtype: str = "float32
     ``{"accuracy": float, "loss": float}``; NaN for both if ``N == 0``.
   """
   x = np.asarray(x, np.float32)
-  y = np.asarray(y, np.int32)
+  num_classes = int(net.arch.output_shape[-1])
+  if np.ndim(y) == 1:
+    y = one_hot(np.asarray(y, np.int32), num_classes)
+  y = np.asarray(y, np.float32)
+  if y.ndim != 2 or y.shape[1] != num_classes:
+    raise ValueError(f"y must be (N,) labels or (N, {num_classes}) probabilities, got shape "
+                     f"{y.shape}")
   if len(x) != len(y):
     raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
   if batch_size < 1:
@@ -313,10 +361,33 @@ def evaluate(net: Network, x, y, batch_size: int = 512, *, dtype: str = "float32
   bs = _eval_batch_size(n, batch_size)
   sums = []  # fetched after the loop, so the device runs ahead of the host
   for xb, yb, mask in data_lib.padded_batches(x, y, bs):
-    sums.append(_eval_step(net, xb, yb, mask, dtype))
+    sums.append(_eval_step(net, xb, yb, mask, dtype)[:2])
   correct = sum(int(c) for c, _ in sums)
   loss = sum(float(s) for _, s in sums)
   return {"accuracy": correct / n, "loss": loss / n}
+
+
+def logits(net: Network, x, batch_size: int = 512, *, dtype: str = "float32") -> np.ndarray:
+  """``(N, K)`` float32 inference-mode outputs of ``net`` on ``x``, by :func:`evaluate`'s
+  program (same batch size, same compiled code: a network validated by :func:`fit`
+  compiles nothing more here, when called on the same device and default device)."""
+  x = np.asarray(x, np.float32)
+  k = int(net.arch.output_shape[-1])
+  if len(x) == 0:
+    return np.zeros((0, k), np.float32)
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be positive, got {batch_size}")
+  bs = _eval_batch_size(len(x), batch_size)
+  out = [_eval_step(net, xb, yb, mask, dtype)[2] for xb, yb, mask in
+         data_lib.padded_batches(x, np.zeros((len(x), k), np.float32), bs)]
+  return np.concatenate([np.asarray(o) for o in out])[:len(x)]
+
+
+def softmax(logits, temperature: float = 1.0) -> np.ndarray:
+  """Row-wise ``softmax(logits / T)`` on the host, float32."""
+  z = np.asarray(logits, np.float64) / temperature
+  z = np.exp(z - z.max(-1, keepdims=True))
+  return (z / z.sum(-1, keepdims=True)).astype(np.float32)
 
 
 # ------------------------------------------------------------------------ fit
@@ -393,8 +464,9 @@ def fit(net: Network, data: data_lib.Dataset, config: TrainConfig, key, *,
     if len(data.y_val) == 0:
       return float("nan")
     local = net_now if mesh is None else jax.device_put(net_now, eval_device)
-    return evaluate(local, data.x_val, data.y_val, config.eval_batch_size,
-                    dtype=config.dtype)["accuracy"]
+    with jax.default_device(eval_device):  # part of jit's cache key: see teacher_logits
+      return evaluate(local, data.x_val, data.y_val, config.eval_batch_size,
+                      dtype=config.dtype)["accuracy"]
 
   if total > 0 and len(data.y_val):
     # Compile the eval step up front too, so compile_seconds holds all compilation.
@@ -403,9 +475,10 @@ def fit(net: Network, data: data_lib.Dataset, config: TrainConfig, key, *,
     t = time.perf_counter()
     # A real call (on zeros) rather than lower().compile(): it also fills jit's dispatch
     # cache, which evaluate() goes through.
-    jax.block_until_ready(_eval_step(local, np.zeros((bs,) + data.input_shape, np.float32),
-                                     np.zeros(bs, np.int32), np.zeros(bs, bool),
-                                     config.dtype))
+    with jax.default_device(eval_device):
+      jax.block_until_ready(_eval_step(local, np.zeros((bs,) + data.input_shape, np.float32),
+                                       np.zeros((bs, data.num_classes), np.float32),
+                                       np.zeros(bs, bool), config.dtype))
     hist.compile_seconds += time.perf_counter() - t
 
   epoch = 0
@@ -440,17 +513,14 @@ def fit(net: Network, data: data_lib.Dataset, config: TrainConfig, key, *,
 
 
 # ------------------------------------------------------------------------ distillation
-@functools.lru_cache(maxsize=16)
-def _soft_targets_fn(mesh: jax.sharding.Mesh | None, dtype: str):
-  """``(teacher, x, T) -> softmax(teacher(x) / T)`` on one device or per batch slice."""
-
-  def body(teacher, x, temperature):
-    logits = forward(teacher, x, dtype=dtype).astype(jnp.float32)
-    return jax.nn.softmax(logits / temperature, axis=-1)
-
-  if mesh is not None:
-    body = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(_AXIS), P()), out_specs=P(_AXIS))
-  return jax.jit(body)
+def teacher_logits(teacher: Network, x, config: TrainConfig) -> np.ndarray:
+  """``teacher``'s outputs on ``x`` by its validation program (:func:`logits` on the first
+  local device, as a search evaluator validates it): a teacher that was trained and
+  validated in this process compiles nothing for distillation."""
+  device = jax.local_devices()[0]
+  with jax.default_device(device):
+    return logits(jax.device_put(teacher, device), x, config.eval_batch_size,
+                  dtype=config.dtype)
 
 
 def distill(student: Network, teacher: Network, data: data_lib.Dataset, config: TrainConfig,
@@ -499,20 +569,23 @@ def distill(student: Network, teacher: Network, data: data_lib.Dataset, config: 
   lr = np.float32(config.learning_rate if learning_rate is None else learning_rate)
   mesh, replicated, batch_sharding = _placement(devices)
   net, opt_state = _prepare(student, config, replicated)
-  teacher = jax.device_put(teacher, replicated)
   hist = History()
   t = time.perf_counter()
   step = _compiled_step(config, mesh, net, opt_state, data.input_shape, data.num_classes,
                         batch_sharding)
   hist.compile_seconds = time.perf_counter() - t
-  targets_fn = _soft_targets_fn(mesh, config.dtype)
   x_train = np.asarray(data.x_train, np.float32)
-  idx = np.asarray(jax.random.randint(key, (steps, config.batch_size), 0, len(x_train)))
+  idx = np.random.default_rng(key_seed(key)).integers(0, len(x_train),
+                                                      (steps, config.batch_size))
+  # The teacher's soft targets for every batch at once, by its validation program.
+  images = x_train[idx.reshape(-1)]
+  targets = softmax(teacher_logits(teacher, images, config), temperature)
+  targets = targets.reshape(steps, config.batch_size, -1)
   temp = np.float32(temperature)
   losses = []
   for s in range(steps):
-    xb = jax.device_put(x_train[idx[s]], batch_sharding)
-    probs = targets_fn(teacher, xb, temp)
+    xb, probs = jax.device_put((images[s * config.batch_size:(s + 1) * config.batch_size],
+                                targets[s]), batch_sharding)
     net, opt_state, loss, ok = step(net, opt_state, xb, probs, lr, temp)
     if not bool(ok):  # also keeps collectives on host devices from overlapping steps
       hist.status = "diverged"

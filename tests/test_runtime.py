@@ -106,3 +106,33 @@ def test_compile_clock_counts_new_programs_only():
   before = runtime.compile_seconds()
   jax.block_until_ready(f(np.ones((width, width), np.float32)))  # cached: no compile
   assert runtime.compile_seconds() - before == pytest.approx(0.0, abs=1e-9)
+
+
+OPTIONS = ("import json, nasjax; from nasjax import runtime; "
+           "f = runtime.jit(lambda x: x * 2.0); y = float(f(1.5)); "
+           "print(json.dumps([runtime.compiler_options(), y, f._cache_size()]))")
+
+
+@pytest.mark.parametrize("env,expected", [
+    ({}, runtime.CPU_COMPILER_OPTIONS),
+    ({"NASJAX_CPU_COMPILER_OPTIONS": "off"}, None),
+])
+def test_cpu_compiler_options_and_their_switch(env, expected):
+  options, y, cached = _run(OPTIONS, **env)
+  assert options == expected
+  assert y == pytest.approx(3.0, abs=0.0)
+  assert cached == 1  # the wrapper exposes the jitted function's own cache
+
+
+def test_compiler_options_give_the_same_train_step_results():
+  # The options change how XLA generates code, not what it computes: one tiny training
+  # run with and without them agrees to float rounding.
+  script = ("import json, jax, numpy as np, nasjax; from nasjax import data, train; "
+            "ds = data.synthetic(); net = nasjax.init(nasjax.sequential(ds.input_shape, "
+            "[('conv', dict(features=4)), ('batchnorm', {}), ('relu', {}), ('gap', {}), "
+            "('dense', dict(features=ds.num_classes))]), jax.random.key(0)); "
+            "out, h = train.fit(net, ds, train.TrainConfig(epochs=1, batch_size=32), "
+            "jax.random.key(1)); print(json.dumps([h.train_loss[-1], "
+            "sum(float(np.abs(a).sum()) for a in jax.tree_util.tree_leaves(out.params))]))")
+  on, off = _run(script), _run(script, NASJAX_CPU_COMPILER_OPTIONS="off")
+  assert on == pytest.approx(off, rel=1e-4, abs=1e-5)

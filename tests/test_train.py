@@ -182,6 +182,37 @@ TINY_FAMILIES = {
 }
 
 
+def test_evaluate_takes_target_probabilities():
+  net, _ = train.fit(nasjax.init(tiny_cnn(), jax.random.key(0)), SYNTH,
+                     train.TrainConfig(epochs=1, batch_size=32), jax.random.key(1))
+  labels = train.evaluate(net, SYNTH.x_val, SYNTH.y_val, batch_size=16)
+  onehot = train.evaluate(net, SYNTH.x_val, train.one_hot(SYNTH.y_val, 4), batch_size=16)
+  assert onehot["accuracy"] == labels["accuracy"]
+  assert onehot["loss"] == pytest.approx(labels["loss"], rel=1e-6)
+  # Soft targets: accuracy is top-1 agreement, loss the cross-entropy against them.
+  logits = np.asarray(nasjax.apply(net, SYNTH.x_val), np.float64)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  soft = train.evaluate(net, SYNTH.x_val, probs.astype(np.float32), batch_size=16)
+  assert soft["accuracy"] == 1.0  # a network agrees with its own softmax
+  entropy = -np.mean(np.sum(probs * np.log(probs), -1))
+  assert soft["loss"] == pytest.approx(entropy, rel=1e-4)
+  with pytest.raises(ValueError, match="probabilities"):
+    train.evaluate(net, SYNTH.x_val, np.zeros((len(SYNTH.y_val), 3), np.float32))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_optimizer_state_built_on_the_host_equals_optax_init(optimizer):
+  net = nasjax.init(tiny_cnn(), jax.random.key(0))
+  config = train.TrainConfig(optimizer=optimizer, weight_decay=5e-4)
+  host = train._initial_opt_state(config, net.params)
+  ref = train.optimizer(config).init(net.params)
+  assert jax.tree_util.tree_structure(host) == jax.tree_util.tree_structure(ref)
+  for a, b in zip(jax.tree_util.tree_leaves(host), jax.tree_util.tree_leaves(ref)):
+    assert a.shape == b.shape and a.dtype == b.dtype
+    np.testing.assert_array_equal(a, np.asarray(b))
+
+
 def test_every_family_has_a_tiny_config():
   assert set(TINY_FAMILIES) == set(models.FAMILIES)
 
@@ -262,3 +293,39 @@ def test_distill_follows_the_teacher_and_shares_fits_compiled_step():
   assert events == []
   with pytest.raises(ValueError, match="steps"):
     train.distill(student, teacher, SYNTH, config, steps=0, key=jax.random.key(3))
+
+
+def test_agreement_and_the_fit_after_a_distillation_compile_nothing_new():
+  from nasjax.ops import distill
+
+  config = train.TrainConfig(batch_size=32, learning_rate=0.05)
+  teacher, _ = train.fit(nasjax.init(tiny_cnn(), jax.random.key(0)), SYNTH, config,
+                         jax.random.key(1))
+  student = nasjax.init(tiny_cnn(width=6), jax.random.key(2))  # a shape new to this file
+  n = len(SYNTH.y_val)  # agreement on the validation images, as fit validates
+  out, info = distill(student, teacher, SYNTH, steps=5, key=jax.random.key(3), config=config,
+                      eval_size=n)
+  assert info["status"] == "ok"
+  # Agreement against a direct computation of both networks' outputs.
+  x = np.asarray(SYNTH.x_val[:n], np.float32)
+  t = np.asarray(nasjax.apply(teacher, x), np.float64)
+  s = np.asarray(nasjax.apply(out, x), np.float64)
+  assert info["agreement_after"] == pytest.approx(np.mean(t.argmax(-1) == s.argmax(-1)),
+                                                  abs=1e-9)
+  pt, ls = jax.nn.softmax(t, -1), jax.nn.log_softmax(s, -1)
+  kl = float(np.mean(np.sum(pt * (np.log(pt) - ls), -1)))
+  assert info["kl_after"] == pytest.approx(kl, rel=1e-3, abs=1e-5)
+  # Training the distilled child with the same config lowers and compiles nothing: the
+  # train step and the validation program are the ones distillation used.
+  events = []
+
+  def listener(event, duration, **_):
+    if event in nasjax.runtime.COMPILE_EVENTS:
+      events.append(event)
+
+  jax.monitoring.register_event_duration_secs_listener(listener)
+  try:
+    train.fit(out, SYNTH, config, jax.random.key(4))
+  finally:
+    jax.monitoring.unregister_event_duration_listener(listener)
+  assert events == []

@@ -12,35 +12,44 @@ child distilled and then trained with the same optimiser settings compiles one p
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from nasjax.network import Network, forward
+from nasjax.network import Network
 
 
-def _kl(teacher_logits, student_logits, temperature):
-  """Mean over the batch of KL(softmax(t / T) || softmax(s / T))."""
-  t = jax.nn.log_softmax(teacher_logits / temperature)
-  s = jax.nn.log_softmax(student_logits / temperature)
-  return jnp.mean(jnp.sum(jnp.exp(t) * (t - s), axis=-1))
-
-
-@jax.jit
-def _agreement(student, teacher, x):
-  t, s = forward(teacher, x), forward(student, x)
-  top1 = jnp.mean(jnp.argmax(t, -1) == jnp.argmax(s, -1))
-  return top1, _kl(t, s, 1.0)
-
-
-def agreement(student: Network, teacher: Network, x) -> dict[str, float]:
+def agreement(student: Network, teacher: Network, x, *, teacher_probs=None,
+              batch_size: int = 512, dtype: str = "float32") -> dict[str, float]:
   """How closely ``student`` follows ``teacher`` on images ``x`` (inference mode).
+
+  The student is scored by :func:`nasjax.train.evaluate` against the teacher's softmax
+  (the program that validates it in training, so nothing new is compiled for it).
+
+  Args:
+    student, teacher: networks with equal input and output shapes.
+    x: ``(N, H, W, C)`` images.
+    teacher_probs: the teacher's ``(N, K)`` softmax on ``x`` if already known.
+    batch_size: the evaluation batch size.
+    dtype: compute dtype of the student.
 
   Returns:
     ``{"agreement": share of equal top-1 predictions, "kl": mean KL(teacher || student)
     of the softmax outputs}``.
   """
-  top1, kl = _agreement(student, teacher, jnp.asarray(x))
-  return {"agreement": float(top1), "kl": float(kl)}
+  from nasjax import train as train_lib
+
+  x = np.asarray(x, np.float32)
+  if teacher_probs is None:
+    teacher_probs = train_lib.softmax(train_lib.teacher_logits(
+        teacher, x, train_lib.TrainConfig(eval_batch_size=batch_size, dtype=dtype)))
+  p = np.asarray(teacher_probs, np.float64)
+  entropy = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), -1).mean()
+  # On the device, and under the default-device setting (part of jit's cache key), of a
+  # search evaluator's validation of the student, whose program this reuses.
+  device = jax.local_devices()[0]
+  with jax.default_device(device):
+    r = train_lib.evaluate(jax.device_put(student, device), x,
+                           np.asarray(teacher_probs, np.float32), batch_size, dtype=dtype)
+  return {"agreement": r["accuracy"], "kl": max(r["loss"] - float(entropy), 0.0)}
 
 
 def distill(student: Network, teacher: Network, data, *, steps: int, key,
@@ -90,8 +99,13 @@ def distill(student: Network, teacher: Network, data, *, steps: int, key,
   trained, hist, losses = train_lib.distill(student, teacher, data, config, steps=steps,
                                             key=key, temperature=temperature,
                                             learning_rate=learning_rate, devices=devices)
-  x_val = jnp.asarray(np.asarray(data.x_val[:eval_size], np.float32))
-  before, after = agreement(student, teacher, x_val), agreement(trained, teacher, x_val)
+  x_val = np.asarray(data.x_val[:eval_size], np.float32)
+  # The teacher's outputs and the students' by the evaluation programs that validate
+  # them in training: agreement compiles nothing.
+  probs = train_lib.softmax(train_lib.teacher_logits(teacher, x_val, config))
+  before, after = (agreement(s, teacher, x_val, teacher_probs=probs,
+                             batch_size=config.eval_batch_size, dtype=config.dtype)
+                   for s in (student, trained))
   return trained, {"agreement_before": before["agreement"],
                    "agreement_after": after["agreement"],
                    "kl_before": before["kl"], "kl_after": after["kl"],

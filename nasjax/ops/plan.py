@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nasjax import runtime
 from nasjax.arch import Arch
 from nasjax.network import Network, param_shapes, state_shapes
 
@@ -108,15 +109,20 @@ def _run(params, state, key, dynamic, *, name: str, arch: Arch, static: tuple):
 
 _STATIC = ("name", "arch", "static")
 _run_jit = jax.jit(_run, static_argnames=_STATIC)
-# A transform runs once per network on small arrays, so on CPU compiling it quickly
-# matters more than the speed of the code: skip XLA's backend optimisations there.
-_run_jit_cpu = jax.jit(_run, static_argnames=_STATIC,
-                       compiler_options={"xla_backend_optimization_level": 0})
+
+
+@functools.cache
+def _run_jit_cpu():
+  # A transform runs once per network on small arrays, so on CPU compiling it quickly
+  # matters more than the speed of the code: skip XLA's backend optimisations there.
+  return jax.jit(_run, static_argnames=_STATIC,
+                 compiler_options={"xla_backend_optimization_level": 0,
+                                   **(runtime.compiler_options() or {})})
 
 
 def compiled_count() -> int:
   """How many parameter transforms have been compiled so far (one per structure)."""
-  return _run_jit._cache_size() + _run_jit_cpu._cache_size()
+  return _run_jit._cache_size() + _run_jit_cpu()._cache_size()
 
 
 def morph(name: str, net: Network, key, dynamic: dict[str, Any] | None = None,
@@ -140,7 +146,7 @@ def morph(name: str, net: Network, key, dynamic: dict[str, Any] | None = None,
   dyn = {k: jnp.asarray(v, jnp.float32) for k, v in (dynamic or {}).items()}
   sub_params = {n: d for n, d in net.params.items() if n in p.touched}
   sub_state = {n: d for n, d in net.state.items() if n in p.touched}
-  run = _run_jit_cpu if jax.default_backend() == "cpu" else _run_jit
+  run = _run_jit_cpu() if jax.default_backend() == "cpu" else _run_jit
   new_params, new_state = run(sub_params, sub_state, key, dyn, name=name, arch=net.arch,
                               static=static_t)
   pshapes, sshapes = param_shapes(p.arch), state_shapes(p.arch)
