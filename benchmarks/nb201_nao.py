@@ -15,7 +15,8 @@ NAO model's quality on architectures the run never evaluated:
 - how many NAO proposals gradient steps found and how many were random fallbacks;
 - Welch's t of NAO's mean test accuracy against each baseline's.
 
-    python benchmarks/nb201_nao.py --runs 100
+    python benchmarks/nb201_nao.py --runs 100 --loop
+    python benchmarks/nb201_nao.py --runs 40 --seed-offset 1000 --loop    # tuning seeds
     python benchmarks/nb201_nao.py --runs 4 --nao-config '{"epochs": 50}' --json
 """
 
@@ -89,7 +90,9 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--runs", type=int, default=100)
   parser.add_argument("--time-budget", type=float, default=12000.0)
-  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--seed", "--seed-offset", type=int, default=0,
+                      help="first seed: runs use seeds seed .. seed + runs - 1, for every "
+                           "strategy (0 for the documented results; tune on 1000 and up)")
   parser.add_argument("--baselines", default="random,rea",
                       help="comma-separated strategies run next to NAO ('' for none)")
   parser.add_argument("--nao-config", default="{}", help="JSON options for NAO")

@@ -127,6 +127,25 @@ def test_steps_propose_new_architectures_only(trained_nb201):
   assert len(new) == len(set(new))
 
 
+def test_pick_best_takes_the_top_new_distinct_candidates():
+  space = NB201.space
+  known = np.asarray(_codes(space, 3, seed=13))
+  a, b, c = np.asarray(_codes(space, 3, seed=14))
+  cands = jnp.asarray(np.stack([known[0], a, b, a, c, known[1]]))
+  prio = jnp.array([0.9, 0.5, 0.1, 0.5, 0.7, 0.95])
+  picked, found, index = NB201.pick_best(cands, jnp.asarray(known), jnp.ones(3, bool), prio,
+                                         k=4)
+  # Known codes and the repeat of ``a`` are skipped; the pool holds three new ones.
+  np.testing.assert_array_equal(index[:3], [4, 1, 2])
+  np.testing.assert_array_equal(found, [True, True, True, False])
+  np.testing.assert_array_equal(picked[:3], np.stack([c, a, b]))
+  # A masked-out known row does not count as known.
+  _, found, index = NB201.pick_best(cands, jnp.asarray(known), jnp.array([False, True, True]),
+                                    prio, k=2)
+  np.testing.assert_array_equal(index, [0, 4])
+  assert bool(np.all(found))
+
+
 def test_pick_new_compares_darts_codes_up_to_swaps():
   space = DARTS.space
   code = np.asarray(_codes(space, 1, seed=7))[0]
@@ -161,12 +180,16 @@ def test_normalised_scores():
   np.testing.assert_allclose(s, [0.0, 0.75, 1.0, 0.375, 0.375], atol=1e-6)
 
 
-def test_vmapped_nao_over_seeds_equals_the_per_seed_loop():
+@pytest.mark.parametrize("options", [nao_lib.PAPER, {"select": "pool", "pool_seeds": 5,
+                                                     "fallback": "predicted",
+                                                     "fallback_draws": 32}],
+                         ids=["paper", "pool"])
+def test_vmapped_nao_over_seeds_equals_the_per_seed_loop(options):
   from nasjax.search import bench
   from nasjax.search.evaluators import NB201Evaluator
 
   evaluator = NB201Evaluator("cifar10")
-  strategy = _nao(epochs=3, capacity=16)
+  strategy = _nao(**{**options, "epochs": 3, "capacity": 16, "top_k": 3})
   vec, states = bench.query_sequences(strategy, evaluator, [0, 1], max_evals=12,
                                       final_states=True)
   loop = bench.query_sequences(strategy, evaluator, [0, 1], max_evals=12, vectorize=False)
@@ -220,6 +243,14 @@ def test_nao_rejects_bad_options():
     _nao(objective=1)
   with pytest.raises(ValueError, match="capacity 4 is below seed_size 6"):
     _nao(capacity=4)
+  with pytest.raises(ValueError, match="select must be one of"):
+    _nao(select="best")
+  with pytest.raises(ValueError, match="pool_seeds must be a non-negative int"):
+    _nao(pool_seeds=-1)
+  with pytest.raises(ValueError, match="fallback must be one of"):
+    _nao(fallback="neighbours")
+  with pytest.raises(ValueError, match="fallback_draws must be a positive int"):
+    _nao(fallback_draws=0)
 
 
 def test_random_fill_avoids_known_and_taken_codes():
@@ -233,6 +264,40 @@ def test_random_fill_avoids_known_and_taken_codes():
   np.testing.assert_array_equal(out[0], picked[0])
   rows = {tuple(c) for c in out}
   assert len(rows) == 3 and not rows & {tuple(c) for c in np.asarray(known)}
+  # Codes given first are tried before the random draws, in order, skipping known ones
+  # and repeats (the predicted fallback passes the draws sorted by predicted score).
+  x, y = np.asarray(_codes(space, 2, seed=15))
+  first = jnp.asarray(np.stack([known[0], x, x, known[5], y]))
+  out = np.asarray(strategy._random_new(jax.random.key(0), picked,
+                                        jnp.array([True, False, False]), known,
+                                        jnp.ones(16, bool), first))
+  np.testing.assert_array_equal(out, np.stack([picked[0], x, y]))
+
+
+def test_pool_selection_proposes_the_predictors_best_new_steps(trained_nb201):
+  params, codes, score, _ = trained_nb201
+  strategy = nao_lib.NAO(NB201, seed_size=16, top_k=4, step_size=1.0, max_steps=8,
+                         epochs=1, select="pool", pool_seeds=6, fallback="predicted",
+                         capacity=32)
+  state = strategy.init(jax.random.key(0))
+  state = state.replace(params=params, codes=state.codes.at[:16].set(codes),
+                        fitness=state.fitness.at[:16].set(-score), count=jnp.int32(16))
+  new, after = jax.jit(strategy.ask)(jax.random.key(1), state)
+  new = np.asarray(new)
+  # Every step of the six best seeds, decoded: the proposals are its best new ones.
+  best = np.argsort(-np.asarray(score), kind="stable")[:6]
+  cands = np.asarray(NB201.step(params, NB201.encode(params, codes[best]), 1.0,
+                                max_steps=8)).reshape(48, 6)
+  prio = np.asarray(NB201.predict(params, jnp.asarray(cands)))
+  known = {tuple(c) for c in np.asarray(codes)}
+  pool = {tuple(c): p for c, p in zip(cands, prio) if tuple(c) not in known}
+  pool = sorted(pool, key=lambda c: -pool[c])
+  stepped = int(after.stepped)
+  assert stepped + int(after.fallback) == 4 and stepped == min(4, len(pool))
+  assert [tuple(c) for c in new[:stepped]] == pool[:stepped]
+  pred = np.asarray(NB201.predict(params, jnp.asarray(new)))
+  assert np.all(np.diff(pred[:stepped]) <= 1e-6)
+  assert len({tuple(c) for c in new} | known) == 20
 
 
 # ------------------------------------------------------------------------------ NAO-WS

@@ -17,6 +17,15 @@ Algorithm 1 of the paper, as an ask/tell strategy over search-space codes:
    space's symmetries, :meth:`~nasjax.search.nao_model.TokenScheme.canonical`). A seed
    whose steps find nothing new is replaced by a new random architecture.
 
+Options beyond the paper (the registered defaults, :data:`DEFAULTS`, use them;
+:data:`PAPER` restores NAO's choices): ``select="pool"`` decodes every step of the
+``pool_seeds`` best architectures and proposes the ``top_k`` new distinct ones that the
+predictor scores highest (the predictor filters all gradient-step proposals instead of
+taking the first new one per seed); ``fallback="predicted"`` replaces a proposal the
+steps cannot fill by the predictor's best of ``fallback_draws`` uniform new
+architectures instead of a uniform one; ``target="rank"`` trains the predictor on rank
+scores instead of min-max ones. The defaults also halve ``top_k`` (5) and ``epochs`` (50).
+
 The state is a pytree of fixed shapes: ``X`` lives in a buffer of ``capacity`` rows with
 a count, every growing quantity is a mask over it (training runs only the batches that
 hold evaluated rows), the steps of all seeds are decoded at once and the first new one
@@ -42,7 +51,8 @@ from nasjax.search.base import register_strategy, select_objective
 from nasjax.search.nao_model import NAOModel
 from nasjax.search.spaces import SearchSpace
 
-SELECT = ("first", "predicted")
+SELECT = ("first", "predicted", "pool")
+FALLBACKS = ("random", "predicted")
 TARGETS = ("minmax", "rank")
 MODEL_OPTIONS = ("embed_dim", "hidden", "mlp_layers", "mlp_hidden", "trade_off",
                  "learning_rate", "weight_decay", "grad_clip", "batch_size")
@@ -113,7 +123,10 @@ class NAO:
   """Neural Architecture Optimization over the codes of ``model.space``.
 
   Every ``ask`` proposes ``top_k`` architectures, so ``ask`` and ``tell`` are array
-  programs of fixed shapes (``jittable``: many seeds run vectorised).
+  programs of fixed shapes (``jittable``: many seeds run vectorised). The defaults of
+  this class are NAO's; the registered strategy ``nao`` defaults to :data:`DEFAULTS`
+  (``select="pool"``, ``fallback="predicted"``, ``target="rank"``, ``top_k`` 5, 50
+  epochs).
 
   Attributes:
     model: the encoder-predictor-decoder and its training settings.
@@ -129,9 +142,19 @@ class NAO:
       SemiNAS), so the decoder also learns architectures that were never evaluated.
     target: how fitness becomes the predictor's target, see :func:`normalised_scores`
       (``"minmax"`` in NAO).
-    select: which new candidate of a seed's steps to propose: ``"first"`` (the smallest
-      step, NAO) or ``"predicted"`` (the one whose own encoding the predictor scores
-      highest).
+    select: which new candidates of the steps to propose: ``"first"`` (per seed, the
+      smallest step, NAO), ``"predicted"`` (per seed, the one whose own encoding the
+      predictor scores highest) or ``"pool"`` (the ``top_k`` new distinct architectures
+      that the predictor scores highest among all steps of all seeds: the predictor as a
+      filter over every gradient-step proposal, so a seed may yield several proposals
+      or none).
+    pool_seeds: with ``select="pool"``, how many of the best architectures are stepped
+      from to fill the pool (0: ``top_k``); the other selections step from ``top_k``.
+    fallback: how a proposal that no step found is replaced: ``"random"`` (a uniform new
+      architecture, NAO) or ``"predicted"`` (the new architecture that the predictor
+      scores highest among ``fallback_draws`` uniform ones; not in NAO). The seed phase
+      is uniform either way.
+    fallback_draws: uniform architectures scored for the ``"predicted"`` fallback.
     capacity: C, the most evaluated architectures kept (the state's buffer size). A
       search should tell at most C candidates; later ones are neither trained on nor
       known as evaluated.
@@ -146,12 +169,15 @@ class NAO:
   objective: int = 0
   unlabeled: int = 0
   select: str = "first"
+  pool_seeds: int = 0
+  fallback: str = "random"
+  fallback_draws: int = 256
   target: str = "minmax"
   capacity: int = 256
   name = "nao"
 
   def __post_init__(self):
-    for what in ("seed_size", "top_k", "max_steps", "epochs", "capacity"):
+    for what in ("seed_size", "top_k", "max_steps", "epochs", "capacity", "fallback_draws"):
       v = getattr(self, what)
       if not isinstance(v, int) or v < 1:
         raise ValueError(f"{what} must be a positive int, got {v!r}")
@@ -163,6 +189,10 @@ class NAO:
       raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
     if self.select not in SELECT:
       raise ValueError(f"select must be one of {SELECT}, got {self.select!r}")
+    if not isinstance(self.pool_seeds, int) or self.pool_seeds < 0:
+      raise ValueError(f"pool_seeds must be a non-negative int, got {self.pool_seeds!r}")
+    if self.fallback not in FALLBACKS:
+      raise ValueError(f"fallback must be one of {FALLBACKS}, got {self.fallback!r}")
     if self.capacity < self.seed_size:
       raise ValueError(f"capacity {self.capacity} is below seed_size {self.seed_size}")
 
@@ -173,7 +203,9 @@ class NAO:
   def config(self) -> dict:
     return {"seed_size": self.seed_size, "top_k": self.top_k, "step_size": self.step_size,
             "max_steps": self.max_steps, "epochs": self.epochs, "objective": self.objective,
-            "unlabeled": self.unlabeled, "select": self.select, "target": self.target,
+            "unlabeled": self.unlabeled, "select": self.select, "pool_seeds": self.pool_seeds,
+            "fallback": self.fallback, "fallback_draws": self.fallback_draws,
+            "target": self.target,
             "capacity": self.capacity, **{k: getattr(self.model, k) for k in MODEL_OPTIONS}}
 
   def init(self, key: jax.Array) -> NAOState:
@@ -185,23 +217,20 @@ class NAO:
 
   # -- helpers ------------------------------------------------------------------------
   def _random_new(self, key: jax.Array, picked: jax.Array, found: jax.Array,
-                  known: jax.Array, known_mask: jax.Array) -> jax.Array:
+                  known: jax.Array, known_mask: jax.Array,
+                  first: jax.Array | None = None) -> jax.Array:
     """``picked (K, L)`` with each row where ``found`` is false replaced by a random code
     that is neither known nor equal to another row (up to the scheme's swaps).
 
-    Rounds of :data:`DRAWS` uniform codes are scanned in order; after :data:`ROUNDS`
-    rounds that leave a row unfilled (a nearly exhausted space) the last draws fill it
-    even if they repeat.
+    The codes ``first (M, L)``, if given, are tried first, in order; then rounds of
+    :data:`DRAWS` uniform codes are scanned in order; after :data:`ROUNDS` rounds that
+    leave a row unfilled (a nearly exhausted space) the last draws fill it even if they
+    repeat.
     """
     canonical = self.model.scheme.canonical
     ref = canonical(known)
 
-    def round_(c):
-      out, filled, key, r = c
-      key, sub = jax.random.split(key)
-      draws = jax.vmap(self.space.sample)(jax.random.split(sub, DRAWS))
-      last = r + 1 >= ROUNDS
-
+    def fill(out, filled, draws, last):
       def take(c, d):
         out, filled = c
         can = canonical(d)
@@ -212,7 +241,16 @@ class NAO:
         return (jnp.where(ok, out.at[slot].set(d), out), filled.at[slot].set(filled[slot] | ok)
                 ), None
 
-      (out, filled), _ = jax.lax.scan(take, (out, filled), draws)
+      return jax.lax.scan(take, (out, filled), draws)[0]
+
+    if first is not None:
+      picked, found = fill(picked, found, first, False)
+
+    def round_(c):
+      out, filled, key, r = c
+      key, sub = jax.random.split(key)
+      draws = jax.vmap(self.space.sample)(jax.random.split(sub, DRAWS))
+      out, filled = fill(out, filled, draws, r + 1 >= ROUNDS)
       return out, filled, key, r + 1
 
     out, *_ = jax.lax.while_loop(lambda c: ~jnp.all(c[1]), round_,
@@ -221,11 +259,12 @@ class NAO:
 
   # -- protocol ------------------------------------------------------------------------
   def ask(self, key: jax.Array, state: NAOState) -> tuple[jax.Array, NAOState]:
-    """Random seeds first, then one gradient-stepped architecture per top-K seed.
+    """Random seeds first, then gradient-stepped architectures from the top-K seeds.
 
     While fewer than ``seed_size`` candidates are told (or none succeeded), all ``top_k``
-    proposals are new random architectures; afterwards each is the first new decoded
-    architecture along a seed's steps, or a new random one where the steps find none.
+    proposals are new random architectures; afterwards each is a new decoded
+    architecture of the steps (per seed, or the predictor's best of all steps, see
+    ``select``), or a fallback (see ``fallback``) where the steps find none.
 
     Returns:
       ``(codes (top_k, L) int32, state)``.
@@ -234,16 +273,31 @@ class NAO:
     ok = told & jnp.isfinite(state.fitness)
     ready = (state.count >= self.seed_size) & jnp.any(ok)
     order = jnp.argsort(jnp.where(ok, state.fitness, jnp.inf), stable=True)
-    best = order[jnp.arange(self.top_k) % jnp.maximum(jnp.sum(ok), 1)]  # cycle if < K
+    seeds = (self.pool_seeds or self.top_k) if self.select == "pool" else self.top_k
+    best = order[jnp.arange(seeds) % jnp.maximum(jnp.sum(ok), 1)]  # cycle if < seeds
     memory = self.model.encode(state.params, state.codes[best])
     cands = self.model.step(state.params, memory, self.step_size, max_steps=self.max_steps)
-    priority = None
-    if self.select == "predicted":
-      k, j, L = cands.shape
-      priority = self.model.predict(state.params, cands.reshape(k * j, L)).reshape(k, j)
-    picked, found, _ = self.model.pick_new(cands, state.codes, told, priority)
+    k, j, L = cands.shape
+    if self.select == "first":
+      picked, found, _ = self.model.pick_new(cands, state.codes, told)
+    else:
+      flat = cands.reshape(k * j, L)
+      priority = self.model.predict(state.params, flat)
+      if self.select == "predicted":
+        picked, found, _ = self.model.pick_new(cands, state.codes, told,
+                                               priority.reshape(k, j))
+      else:
+        picked, found, _ = self.model.pick_best(flat, state.codes, told, priority,
+                                                k=self.top_k)
     found = found & ready
-    codes = self._random_new(key, picked, found, state.codes, told)
+    first = None
+    if self.fallback == "predicted":
+      k_draw, key = jax.random.split(key)
+      draws = jax.vmap(self.space.sample)(jax.random.split(k_draw, self.fallback_draws))
+      # Uniform order during the seed phase, the predictor's order once it is trained.
+      rank = jnp.where(ready, -self.model.predict(state.params, draws), 0.0)
+      first = draws[jnp.argsort(rank, stable=True)]
+    codes = self._random_new(key, picked, found, state.codes, told, first)
     hits = jnp.sum(found, dtype=jnp.int32)
     return codes, state.replace(stepped=state.stepped + hits,
                                 fallback=state.fallback + jnp.where(ready, self.top_k - hits, 0))
@@ -290,12 +344,23 @@ def _make(space: SearchSpace, config: dict) -> NAO:
   model = NAOModel(space, **{k: config[k] for k in MODEL_OPTIONS})
   return NAO(model, seed_size=config["seed_size"], top_k=config["top_k"],
              step_size=float(config["step_size"]), max_steps=config["max_steps"],
-             unlabeled=config["unlabeled"], select=config["select"], target=config["target"],
+             unlabeled=config["unlabeled"], select=config["select"],
+             pool_seeds=config["pool_seeds"],
+             fallback=config["fallback"], fallback_draws=config["fallback_draws"],
+             target=config["target"],
              epochs=config["epochs"], objective=objective, capacity=config["capacity"])
 
 
-DEFAULTS = {"seed_size": 20, "top_k": 10, "step_size": 1.0, "max_steps": 20, "epochs": 100,
-            "objective": 0, "unlabeled": 0, "select": "first", "target": "minmax",
+# The registry's defaults: NAO's search with the predictor as a filter over all steps
+# (``select="pool"``), the predictor's best random cell as the fallback, rank targets,
+# and 5 proposals per generation with 50 epochs per ``tell`` (as much training as 10
+# with 100), chosen on NB201 seeds 1000-1079 (docs/results/nao.md). PAPER restores
+# NAO's proposal rules and the previous defaults (10 per generation, 100 epochs).
+PAPER = {"select": "first", "pool_seeds": 0, "fallback": "random", "target": "minmax",
+         "top_k": 10, "epochs": 100}
+DEFAULTS = {"seed_size": 20, "top_k": 5, "step_size": 1.0, "max_steps": 20, "epochs": 50,
+            "objective": 0, "unlabeled": 0, "select": "pool", "pool_seeds": 0,
+            "fallback": "predicted", "fallback_draws": 256, "target": "rank",
             "capacity": 256, "embed_dim": 32, "hidden": 64, "mlp_layers": 1,
             "mlp_hidden": 64, "trade_off": 0.8, "learning_rate": 0.005, "weight_decay": 1e-4,
             "grad_clip": 5.0, "batch_size": 32}
@@ -458,7 +523,8 @@ def _nao_ws_config() -> dict:
 
   supernet = {k: v for k, v in spos.DEFAULT_CONFIG.items()
               if k not in ("cycles", "population_size", "sample_size")}
-  nao = {NAO_WS_PREFIX + k: v for k, v in DEFAULTS.items() if k != "objective"}
+  # NAO-WS keeps NAO's own proposal rules (the NB201 tuning used the table's accuracy).
+  nao = {NAO_WS_PREFIX + k: v for k, v in {**DEFAULTS, **PAPER}.items() if k != "objective"}
   nao[NAO_WS_PREFIX + "evaluations"] = 100
   return {**supernet, **nao}
 

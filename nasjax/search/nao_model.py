@@ -512,3 +512,36 @@ class NAOModel:
         choose, jnp.zeros((k, candidates.shape[-1]), jnp.int32),
         (jnp.arange(k), candidates, canon, seen, jnp.asarray(priority, jnp.float32)))
     return codes, found, step.astype(jnp.int32)
+
+  @functools.partial(jax.jit, static_argnums=(0,), static_argnames=("k",))
+  def pick_best(self, candidates: jax.Array, known: jax.Array, known_mask: jax.Array,
+                priority: jax.Array, *, k: int):
+    """The ``k`` distinct candidates of highest priority that are not known (the
+    predictor as a filter over a pool of decoded architectures, compared up to the
+    scheme's swaps).
+
+    Args:
+      candidates: ``(M, L)`` codes.
+      known: ``(N, L)`` codes already evaluated.
+      known_mask: ``(N,)`` bool, which rows of ``known`` are real.
+      priority: ``(M,)`` float, higher is preferred (ties: the earlier candidate).
+      k: how many to pick (static).
+
+    Returns:
+      ``(codes (k, L), found (k,) bool, index (k,) int32)``: the picked codes in order of
+      falling priority, whether each is a new one (false once the pool's new candidates
+      run out; such rows hold an arbitrary candidate), and its row in ``candidates``.
+    """
+    canon = self.scheme.canonical(candidates)
+    ref = self.scheme.canonical(known)
+    seen = jnp.any(jnp.all(canon[:, None, :] == ref[None], axis=-1) & known_mask[None],
+                   axis=-1)
+    m = candidates.shape[0]
+    same = jnp.all(canon[:, None, :] == canon[None], axis=-1)
+    repeat = jnp.any(same & (jnp.arange(m)[None, :] < jnp.arange(m)[:, None]), axis=-1)
+    score = jnp.where(~seen & ~repeat, jnp.asarray(priority, jnp.float32), -jnp.inf)
+    top, index = jax.lax.top_k(score, min(k, m))
+    if k > m:
+      top = jnp.concatenate([top, jnp.full((k - m,), -jnp.inf)])
+      index = jnp.concatenate([index, jnp.zeros((k - m,), index.dtype)])
+    return candidates[index], jnp.isfinite(top), index.astype(jnp.int32)
