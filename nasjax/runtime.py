@@ -23,7 +23,7 @@
 - Compiler options for nasjax's own programs on the CPU backend
   (:data:`CPU_COMPILER_OPTIONS`, through :func:`jit` and :func:`compiler_options`):
   XLA's CPU fusion emitters are turned off, which compiles a plain CNN's train step
-  25-40% faster with the same step time (``benchmarks/README.md``). A search compiles
+  20-37% faster with the same step time (``benchmarks/README.md``). A search compiles
   programs for every new architecture, so this is a share of its wall time. Set
   ``NASJAX_CPU_COMPILER_OPTIONS=off`` for XLA's defaults.
 """
@@ -206,14 +206,25 @@ def release_compiled_code(fraction: float = 0.5) -> bool:
   import gc
 
   jax.clear_caches()
+  for hook in _release_hooks:
+    hook()
   gc.collect()
   return True
+
+
+_release_hooks: list = []
+
+
+def on_release(hook) -> None:
+  """Call ``hook()`` whenever :func:`release_compiled_code` drops compiled programs (for
+  caches of compiled programs outside JAX's own, e.g. :mod:`nasjax.train`'s)."""
+  _release_hooks.append(hook)
 
 
 # ----------------------------------------------------------------- compiler options
 # XLA's CPU "fusion emitters" (MLIR-based code generation for fused loops) spend more
 # time compiling a CNN's train step than the older emitters and give no faster code for
-# these programs: off, a small CNN's step compiles 25-40% faster at equal step time.
+# these programs: off, a small CNN's step compiles 20-37% faster at equal step time.
 CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 _options_lock = threading.Lock()
 _options: dict | None = None

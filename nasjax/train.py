@@ -292,6 +292,7 @@ def _compiled_step(config: TrainConfig, mesh, net, opt_state, input_shape, num_c
 
 _STEP_CACHE: dict = {}
 _STEP_CACHE_SIZE = 4
+runtime.on_release(_STEP_CACHE.clear)
 
 
 def one_hot(labels, num_classes: int) -> np.ndarray:
@@ -513,14 +514,21 @@ def fit(net: Network, data: data_lib.Dataset, config: TrainConfig, key, *,
 
 
 # ------------------------------------------------------------------------ distillation
+_TARGET_IMAGES = 8192  # images whose soft targets distillation computes in one go
+
+
 def teacher_logits(teacher: Network, x, config: TrainConfig) -> np.ndarray:
   """``teacher``'s outputs on ``x`` by its validation program (:func:`logits` on the first
   local device, as a search evaluator validates it): a teacher that was trained and
   validated in this process compiles nothing for distillation."""
+  x = np.asarray(x, np.float32)
+  n = len(x)
+  if n < config.eval_batch_size:  # keep the validation batch size: pad, then drop
+    x = np.concatenate([x, np.zeros((config.eval_batch_size - n,) + x.shape[1:], x.dtype)])
   device = jax.local_devices()[0]
   with jax.default_device(device):
     return logits(jax.device_put(teacher, device), x, config.eval_batch_size,
-                  dtype=config.dtype)
+                  dtype=config.dtype)[:n]
 
 
 def distill(student: Network, teacher: Network, data: data_lib.Dataset, config: TrainConfig,
@@ -577,15 +585,17 @@ def distill(student: Network, teacher: Network, data: data_lib.Dataset, config: 
   x_train = np.asarray(data.x_train, np.float32)
   idx = np.random.default_rng(key_seed(key)).integers(0, len(x_train),
                                                       (steps, config.batch_size))
-  # The teacher's soft targets for every batch at once, by its validation program.
-  images = x_train[idx.reshape(-1)]
-  targets = softmax(teacher_logits(teacher, images, config), temperature)
-  targets = targets.reshape(steps, config.batch_size, -1)
   temp = np.float32(temperature)
+  chunk = max(1, _TARGET_IMAGES // config.batch_size)  # steps whose targets come at once
   losses = []
   for s in range(steps):
-    xb, probs = jax.device_put((images[s * config.batch_size:(s + 1) * config.batch_size],
-                                targets[s]), batch_sharding)
+    if s % chunk == 0:
+      # The teacher's soft targets for the next steps' batches, by its validation program.
+      images = x_train[idx[s:s + chunk].reshape(-1)]
+      targets = softmax(teacher_logits(teacher, images, config), temperature)
+    j = (s % chunk) * config.batch_size
+    xb, probs = jax.device_put((images[j:j + config.batch_size],
+                                targets[j:j + config.batch_size]), batch_sharding)
     net, opt_state, loss, ok = step(net, opt_state, xb, probs, lr, temp)
     if not bool(ok):  # also keeps collectives on host devices from overlapping steps
       hist.status = "diverged"

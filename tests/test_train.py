@@ -295,6 +295,20 @@ def test_distill_follows_the_teacher_and_shares_fits_compiled_step():
     train.distill(student, teacher, SYNTH, config, steps=0, key=jax.random.key(3))
 
 
+def test_distillation_targets_in_chunks_equal_targets_at_once(monkeypatch):
+  teacher = nasjax.init(tiny_cnn(), jax.random.key(0))
+  student = nasjax.init(tiny_cnn(width=4), jax.random.key(2))
+  config = train.TrainConfig(batch_size=32, learning_rate=0.05)
+  once, _, losses_once = train.distill(student, teacher, SYNTH, config, steps=5,
+                                       key=jax.random.key(3))
+  monkeypatch.setattr(train, "_TARGET_IMAGES", 64)  # two steps' targets at a time
+  chunked, _, losses_chunked = train.distill(student, teacher, SYNTH, config, steps=5,
+                                             key=jax.random.key(3))
+  np.testing.assert_allclose(losses_chunked, losses_once, rtol=1e-6, atol=1e-7)
+  for a, b in zip(leaves(chunked), leaves(once)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_agreement_and_the_fit_after_a_distillation_compile_nothing_new():
   from nasjax.ops import distill
 
