@@ -270,8 +270,9 @@ def _compiled_step(config: TrainConfig, mesh, net, opt_state, input_shape, num_c
   ahead-of-time compiled step is not in jit's own cache, and lowering it again would cost
   a trace and a persistent-cache read.
   """
+  # batch_sharding is the device itself without a mesh: steps are compiled per device.
   key = (_step_key(config), mesh, net.arch, config.batch_size, tuple(input_shape),
-         int(num_classes), batch_sharding if mesh else None)
+         int(num_classes), batch_sharding)
   compiled = _STEP_CACHE.get(key)
   if compiled is None:
     step_fn = _train_step_fn(key[0], mesh)

@@ -309,6 +309,19 @@ def test_distillation_targets_in_chunks_equal_targets_at_once(monkeypatch):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_kept_train_steps_are_per_device():
+  # The same architecture trained on one device and then on another: each device gets
+  # its own compiled step (a step compiled for device 0 rejects device 1's arrays).
+  if len(jax.local_devices()) < 2:
+    pytest.skip("needs two devices")
+  net = nasjax.init(tiny_cnn(width=5), jax.random.key(0))
+  config = train.TrainConfig(batch_size=32, max_steps=2)
+  results = [train.fit(net, SYNTH, config, jax.random.key(1), devices=[d])
+             for d in jax.local_devices()[:2]]
+  assert [h.status for _, h in results] == ["ok", "ok"]
+  assert results[0][1].train_loss == pytest.approx(results[1][1].train_loss, rel=1e-6)
+
+
 def test_agreement_and_the_fit_after_a_distillation_compile_nothing_new():
   from nasjax.ops import distill
 
