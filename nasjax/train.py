@@ -33,6 +33,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -465,19 +466,17 @@ def fit(net: Network, data: data_lib.Dataset, config: TrainConfig, key, *,
   def validate(net_now):
     if len(data.y_val) == 0:
       return float("nan")
-    local = net_now if mesh is None else jax.device_put(net_now, eval_device)
-    with jax.default_device(eval_device):  # part of jit's cache key: see teacher_logits
+    with validation_placement(net_now, eval_device) as local:
       return evaluate(local, data.x_val, data.y_val, config.eval_batch_size,
                       dtype=config.dtype)["accuracy"]
 
   if total > 0 and len(data.y_val):
     # Compile the eval step up front too, so compile_seconds holds all compilation.
     bs = _eval_batch_size(len(data.y_val), config.eval_batch_size)
-    local = net if mesh is None else jax.device_put(net, eval_device)
     t = time.perf_counter()
     # A real call (on zeros) rather than lower().compile(): it also fills jit's dispatch
     # cache, which evaluate() goes through.
-    with jax.default_device(eval_device):
+    with validation_placement(net, eval_device) as local:
       jax.block_until_ready(_eval_step(local, np.zeros((bs,) + data.input_shape, np.float32),
                                        np.zeros((bs, data.num_classes), np.float32),
                                        np.zeros(bs, bool), config.dtype))
@@ -515,21 +514,31 @@ def fit(net: Network, data: data_lib.Dataset, config: TrainConfig, key, *,
 
 
 # ------------------------------------------------------------------------ distillation
+@contextlib.contextmanager
+def validation_placement(net: Network, device=None):
+  """``net`` on ``device`` (default: the first local device), under
+  ``jax.default_device(device)``: where :func:`fit` and a search evaluator validate a
+  network. The default device is part of jit's cache key, so code that wants the
+  validation program a network compiled in training (a distillation teacher's outputs, a
+  student's agreement) runs it here."""
+  device = jax.local_devices()[0] if device is None else device
+  with jax.default_device(device):
+    yield jax.device_put(net, device)
+
+
 _TARGET_IMAGES = 8192  # images whose soft targets distillation computes in one go
 
 
 def teacher_logits(teacher: Network, x, config: TrainConfig) -> np.ndarray:
-  """``teacher``'s outputs on ``x`` by its validation program (:func:`logits` on the first
-  local device, as a search evaluator validates it): a teacher that was trained and
+  """``teacher``'s outputs on ``x`` by its validation program (:func:`logits` under
+  :func:`validation_placement`): a teacher that was trained and
   validated in this process compiles nothing for distillation."""
   x = np.asarray(x, np.float32)
   n = len(x)
   if n < config.eval_batch_size:  # keep the validation batch size: pad, then drop
     x = np.concatenate([x, np.zeros((config.eval_batch_size - n,) + x.shape[1:], x.dtype)])
-  device = jax.local_devices()[0]
-  with jax.default_device(device):
-    return logits(jax.device_put(teacher, device), x, config.eval_batch_size,
-                  dtype=config.dtype)[:n]
+  with validation_placement(teacher) as local:
+    return logits(local, x, config.eval_batch_size, dtype=config.dtype)[:n]
 
 
 def distill(student: Network, teacher: Network, data: data_lib.Dataset, config: TrainConfig,

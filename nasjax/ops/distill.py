@@ -11,7 +11,6 @@ child distilled and then trained with the same optimiser settings compiles one p
 
 from __future__ import annotations
 
-import jax
 import numpy as np
 
 from nasjax.network import Network
@@ -43,12 +42,9 @@ def agreement(student: Network, teacher: Network, x, *, teacher_probs=None,
         teacher, x, train_lib.TrainConfig(eval_batch_size=batch_size, dtype=dtype)))
   p = np.asarray(teacher_probs, np.float64)
   entropy = -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), -1).mean()
-  # On the device, and under the default-device setting (part of jit's cache key), of a
-  # search evaluator's validation of the student, whose program this reuses.
-  device = jax.local_devices()[0]
-  with jax.default_device(device):
-    r = train_lib.evaluate(jax.device_put(student, device), x,
-                           np.asarray(teacher_probs, np.float32), batch_size, dtype=dtype)
+  with train_lib.validation_placement(student) as local:  # reuses its validation program
+    r = train_lib.evaluate(local, x, np.asarray(teacher_probs, np.float32), batch_size,
+                           dtype=dtype)
   return {"agreement": r["accuracy"], "kl": max(r["loss"] - float(entropy), 0.0)}
 
 
