@@ -41,27 +41,39 @@ class Config:
   objectives: tuple[str, ...] = ("val_error", "params", "latency")
   lemonade: dict[str, Any] = dataclasses.field(default_factory=lambda: {
       "n_pc": 16, "n_ac": 3, "front_objectives": [0, 1], "cheap_objectives": ["params"],
-      "initial": [[[8], [16]], [[16], [32], [64]], [[32], [64], [128]]],
-      "max_morphisms": 2, "max_params": 2_000_000, "distill_steps": 20,
+      # Plain CNNs with one conv per block, 5k to 373k parameters; children outside
+      # 4k..2M parameters are not proposed, so no training goes to networks below the
+      # range the front is wanted over.
+      "initial": [[[16], [32]], [[16], [32], [64]], [[32], [64], [128]],
+                  [[64], [128], [256]]],
+      "max_morphisms": 2, "min_params": 4000, "max_params": 2_000_000, "distill_steps": 20,
       # Distillation with the evaluator's optimiser and batch: one compiled program per
       # child for both.
       "distill_train": {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4,
                         "batch_size": 128}, "distill_learning_rate": 0.02,
       "dataset": "fashion_mnist", "data_limit": 30000})
-  search_seconds: float = 2100.0
+  search_seconds: float = 3000.0
   max_evals: int | None = None
+  # Every front member is compared with the closest of these on a log scale: at most
+  # about 1.5x apart from 5k to 1M parameters.
   baselines: tuple = (
-      ((2,), (4,)),
-      ((4,), (8,)),
       ((8,), (16,)),
       ((16,), (32,)),
+      ((8,), (16,), (32,)),
+      ((12,), (24,), (32,)),
+      ((12,), (24,), (48,)),
+      ((16,), (32,), (48,)),
       ((16,), (32,), (64,)),
+      ((24,), (48,), (64,)),
+      ((24,), (48,), (96,)),
       ((16, 16), (32, 32), (64, 64)),
       ((32,), (64,), (128,)),
+      ((48,), (96,), (128,)),
+      ((48,), (96,), (192,)),
       ((32,), (64,), (128, 128)),
-      ((32,), (64,), (128, 256)),
-      ((32, 32), (64, 64), (128, 256)),
-      ((32,), (64,), (128, 256, 256)),
+      ((64,), (128,), (256,)),
+      ((64,), (128,), (192, 192)),
+      ((64,), (128,), (256, 256)),
   )
   baseline_max_epochs: float = 6.0
   seed: int = 0

@@ -249,6 +249,26 @@ def test_approximate_children_are_distilled_from_their_parent(first_generation):
   assert nasjax.count_params(child.arch) < nasjax.count_params(parent.arch)
 
 
+def test_children_outside_the_size_bounds_are_not_proposed(first_generation):
+  _, state = first_generation
+  parent = state.population[0].genome
+  n = nasjax.count_params(parent.arch)
+  # Shrinking children only (pruning), all below a floor at the parent's size: none left.
+  s = _strategy(morphisms=("prune_filters",), n_pc=4, n_ac=2, min_params=n)
+  assert s._propose_networks(jax.random.key(0), state, np.zeros(4, np.int32)) == []
+  # Growing children only (Net2Wider): every one above the parent, so a ceiling at the
+  # parent's size rejects them all, while a floor there keeps all four.
+  s = _strategy(morphisms=("net2wider",), n_pc=4, n_ac=2, max_params=n)
+  assert s._propose_networks(jax.random.key(0), state, np.zeros(4, np.int32)) == []
+  s = _strategy(morphisms=("net2wider",), n_pc=4, n_ac=2, min_params=n)
+  props = s._propose_networks(jax.random.key(0), state, np.zeros(4, np.int32))
+  assert len(props) == 4 and all(p.cheap[0] > n for p in props)
+  with pytest.raises(ValueError, match="min_params \\(10\\) exceeds max_params \\(5\\)"):
+    _strategy(min_params=10, max_params=5)
+  with pytest.raises(ValueError, match="min_params must be a positive count"):
+    _strategy(min_params=0)
+
+
 def test_pareto_population_drops_dominated_and_duplicate_members():
   ind = lambda uid, f, c: lemonade.Individual(uid, None, (c,), (f,))
   pop = lemonade.pareto_population([ind(3, 5.0, 100.0), ind(1, 5.0, 100.0),

@@ -210,6 +210,9 @@ class Lemonade:
       symmetry-breaking ``noise``: copied filters with equal weights would otherwise get
       equal gradients and never differ).
     max_params: children above this parameter count are not proposed (None: no limit).
+    min_params: children below this parameter count are not proposed (None: no limit);
+      with ``max_params`` it bounds the range of sizes the front is searched over, so
+      that no training is spent on networks too small (or too big) to be of use.
     distill_steps: distillation steps for approximate children (0: none).
     distill_temperature, distill_learning_rate, distill_batch_size: distillation settings
       (SGD with a constant step size, :func:`nasjax.ops.distill`).
@@ -238,6 +241,7 @@ class Lemonade:
   morphism_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(
       default_factory=lambda: {"net2wider": {"noise": 0.1}})
   max_params: int | None = None
+  min_params: int | None = None
   distill_steps: int = 50
   distill_temperature: float = 4.0
   distill_learning_rate: float = 0.02
@@ -306,6 +310,12 @@ class Lemonade:
     object.__setattr__(self, "distill_train", distill_train)
     if self.max_params is not None and not self.max_params >= 1:
       raise ValueError(f"max_params must be a positive count or None, got {self.max_params!r}")
+    if self.min_params is not None and not self.min_params >= 1:
+      raise ValueError(f"min_params must be a positive count or None, got {self.min_params!r}")
+    if (self.min_params is not None and self.max_params is not None
+        and self.min_params > self.max_params):
+      raise ValueError(f"min_params ({self.min_params}) exceeds max_params "
+                       f"({self.max_params}): no child could be proposed")
 
   # -- configuration --------------------------------------------------------------
   @functools.cached_property
@@ -331,7 +341,8 @@ class Lemonade:
             "initial": [[list(b) for b in spec] for spec in self.initial],
             "morphisms": list(self.morphisms), "max_morphisms": self.max_morphisms,
             "morphism_options": {k: dict(v) for k, v in self.morphism_options.items()},
-            "max_params": self.max_params, "distill_steps": self.distill_steps,
+            "max_params": self.max_params, "min_params": self.min_params,
+            "distill_steps": self.distill_steps,
             "distill_temperature": self.distill_temperature,
             "distill_learning_rate": self.distill_learning_rate,
             "distill_batch_size": self.distill_batch_size,
@@ -346,6 +357,12 @@ class Lemonade:
 
       object.__setattr__(self, "_data", data_lib.load(self.dataset, limit=self.data_limit))
     return self.__dict__["_data"]
+
+  def size_allowed(self, arch: Arch) -> bool:
+    """Whether ``arch``'s parameter count is within ``[min_params, max_params]``."""
+    n = count_params(arch)
+    return ((self.max_params is None or n <= self.max_params)
+            and (self.min_params is None or n >= self.min_params))
 
   # -- densities ----------------------------------------------------------------------
   def log_density(self, fit: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -507,7 +524,7 @@ class Lemonade:
         continue  # a table answers the same again: spend no evaluation on it
       arch = _code_arch(self.space, tuple(int(v) for v in code))
       cheap = cheap_objectives(arch, self.cheap_objectives)
-      if self.max_params is not None and count_params(arch) > self.max_params:
+      if not self.size_allowed(arch):
         continue
       hashes.add(h)
       out.append(_Proposal(int(i), tuple(int(v) for v in code), arch, cheap, True, ("mutate",)))
@@ -563,7 +580,7 @@ class Lemonade:
         exact = exact and MORPHISMS[step[0]].exact
       if not ops:
         continue
-      if self.max_params is not None and count_params(arch) > self.max_params:
+      if not self.size_allowed(arch):
         continue
       out.append(_Proposal(int(i), tuple(ops), arch,
                            cheap_objectives(arch, self.cheap_objectives), exact,
@@ -770,7 +787,7 @@ DEFAULT_CONFIG = {
     "min_bandwidth": 0.1, "accept_density": "joint", "representation": "auto",
     "initial": [[list(b) for b in spec] for spec in DEFAULT_INITIAL], "morphisms": [],
     "max_morphisms": 1, "morphism_options": {"net2wider": {"noise": 0.1}},
-    "max_params": None, "distill_steps": 50, "distill_temperature": 4.0,
+    "max_params": None, "min_params": None, "distill_steps": 50, "distill_temperature": 4.0,
     "distill_learning_rate": 0.02, "distill_batch_size": 64, "distill_train": {},
     "dataset": "fashion_mnist_small", "data_limit": None,
 }
