@@ -81,8 +81,10 @@ def baseline_for(cfg, params: int, input_shape, num_classes) -> tuple[list, int]
 
 
 def train_baseline(cfg, blocks, epochs: float, data, cache: dict, cache_path: Path) -> dict:
-  """Train baseline ``blocks`` from scratch for ``epochs`` (cached by both)."""
-  key = json.dumps([blocks, epochs])
+  """Train baseline ``blocks`` from scratch for ``epochs`` (cached by both and the
+  training settings)."""
+  key = json.dumps([blocks, epochs, {k: v for k, v in sorted(cfg.train.items())
+                                     if k not in ("epochs", "max_steps")}])
   if key in cache:
     return cache[key]
   arch = models.plain_cnn(blocks, input_shape=data.input_shape, num_classes=data.num_classes)

@@ -36,7 +36,7 @@ class Config:
   data_limit: int | None = 30000
   val_fraction: float = 0.1
   train: dict[str, Any] = dataclasses.field(default_factory=lambda: {
-      "epochs": 1.0, "batch_size": 128, "optimizer": "sgd", "learning_rate": 0.03,
+      "epochs": 1.0, "batch_size": 128, "optimizer": "sgd", "learning_rate": 0.1,
       "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"})
   objectives: tuple[str, ...] = ("val_error", "params", "latency")
   lemonade: dict[str, Any] = dataclasses.field(default_factory=lambda: {
