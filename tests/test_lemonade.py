@@ -342,3 +342,26 @@ def test_report_plots_fronts_per_generation_and_exports_the_front(tmp_path):
     x = np.zeros((2, *net.arch.input_shape), np.float32)
     assert np.all(np.isfinite(np.asarray(nasjax.apply(net, x))))
   assert (tmp_path / "run" / "front" / "front.json").exists()
+
+
+def test_lineage_lr_experiment_tiny_rows_and_bad_rate(tmp_path):
+  import importlib.util
+  import json
+  import sys
+  from pathlib import Path
+
+  path = Path(__file__).parents[1] / "experiments" / "lineage_lr.py"
+  spec = importlib.util.spec_from_file_location("lineage_lr", path)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module
+  spec.loader.exec_module(module)
+  out = tmp_path / "rows.json"
+  assert module.main(["--tiny", "--lrs", "0.05", "0.1", "--generations", "2",
+                      "--json", str(out)]) == 0
+  rows = json.loads(out.read_text())
+  assert [(r["lr"], r["generation"]) for r in rows] == [(0.05, 1), (0.05, 2), (0.1, 1),
+                                                          (0.1, 2)]
+  assert all(0.0 <= r["val_error"] <= 100.0 and 0.0 <= r["test_error"] <= 100.0
+             for r in rows)
+  with pytest.raises(ValueError, match="-0.1"):
+    module.main(["--tiny", "--lrs", "-0.1", "--generations", "1"])
