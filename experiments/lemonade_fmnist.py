@@ -15,7 +15,7 @@
    and trained along its lineage, ``depth`` trainings of ``train.epochs`` each), and so
    is the hand-designed plain CNN closest to it in size (log parameters), trained from
    scratch with the same budget: ``depth * train.epochs`` epochs (capped at
-   ``baseline_max_epochs``), one cosine schedule, the same other hyperparameters.
+   ``baseline_max_epochs`` if set), one cosine schedule, the same other hyperparameters.
    Baseline results are cached in ``DIR/baselines.json``.
 
 Prints a table (and writes ``--json``): per member its parameters, depth, validation and
@@ -109,7 +109,9 @@ def compare(cfg, workdir: Path, report: dict) -> list[dict]:
   rows = []
   for rec in sorted(report["front"], key=lambda r: r["params"]):
     net = nasjax.load(rec["network"])
-    epochs = min(rec["depth"] * float(cfg.train["epochs"]), cfg.baseline_max_epochs)
+    epochs = rec["depth"] * float(cfg.train["epochs"])
+    if cfg.baseline_max_epochs is not None:
+      epochs = min(epochs, cfg.baseline_max_epochs)
     blocks, _ = baseline_for(cfg, rec["params"], data.input_shape, data.num_classes)
     base = train_baseline(cfg, blocks, epochs, data, cache, cache_path)
     fitness = rec["fitness"]

@@ -28,7 +28,8 @@ class Config:
     max_evals: optional cap on evaluations.
     baselines: hand-designed plain CNNs (:func:`nasjax.models.plain_cnn` block lists),
       the comparison for front members of similar size.
-    baseline_max_epochs: cap on a baseline's training epochs.
+    baseline_max_epochs: optional cap on a baseline's training epochs (``None``: a
+      baseline trains exactly as many epochs as the member's lineage did).
     seed: the search seed (baselines use it too).
   """
 
@@ -76,7 +77,7 @@ class Config:
       ((64,), (128,), (192, 192)),
       ((64,), (128,), (256, 256)),
   )
-  baseline_max_epochs: float = 6.0
+  baseline_max_epochs: float | None = None
   seed: int = 0
 
 
