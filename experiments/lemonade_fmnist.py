@@ -2,6 +2,7 @@
 
     python experiments/lemonade_fmnist.py [--variant default|tiny] [--workdir DIR]
         [--search-seconds S] [--plots DIR] [--json PATH] [--no-search] [--search-only]
+        [--scratch]
 
 1. Search: LEMONADE (:mod:`nasjax.search.lemonade`) in the run directory ``DIR/search``
    with a training evaluator (validation error, parameters and batch-1 latency recorded;
@@ -16,10 +17,12 @@
    is the hand-designed plain CNN closest to it in size (log parameters), trained from
    scratch with the same budget: ``depth * train.epochs`` epochs (capped at
    ``baseline_max_epochs`` if set), one cosine schedule, the same other hyperparameters.
-   Baseline results are cached in ``DIR/baselines.json``.
+   ``--scratch`` also trains each member's architecture from a fresh initialisation for
+   the same epochs (what the architecture is worth without its inherited weights).
+   Results of training from scratch are cached in ``DIR/baselines.json``.
 
 Prints a table (and writes ``--json``): per member its parameters, depth, validation and
-test error; the baseline's size and test error.
+test error; the baseline's size and test error (and the member's from-scratch test error).
 """
 
 from __future__ import annotations
@@ -83,16 +86,23 @@ def baseline_for(cfg, params: int, input_shape, num_classes) -> tuple[list, int]
 def train_baseline(cfg, blocks, epochs: float, data, cache: dict, cache_path: Path) -> dict:
   """Train baseline ``blocks`` from scratch for ``epochs`` (cached by both and the
   training settings)."""
-  key = json.dumps([blocks, epochs, {k: v for k, v in sorted(cfg.train.items())
-                                     if k not in ("epochs", "max_steps")}])
+  arch = models.plain_cnn(blocks, input_shape=data.input_shape, num_classes=data.num_classes)
+  return train_from_scratch(cfg, arch, blocks, epochs, data, cache, cache_path)
+
+
+def train_from_scratch(cfg, arch, name, epochs: float, data, cache: dict,
+                       cache_path: Path) -> dict:
+  """Train ``arch`` from a fresh initialisation for ``epochs`` (cached by ``name``, the
+  epochs and the training settings)."""
+  key = json.dumps([name, epochs, {k: v for k, v in sorted(cfg.train.items())
+                                   if k not in ("epochs", "max_steps")}])
   if key in cache:
     return cache[key]
-  arch = models.plain_cnn(blocks, input_shape=data.input_shape, num_classes=data.num_classes)
   net = nasjax.init(arch, jax.random.key(cfg.seed))
   tc = train_lib.TrainConfig(**{**cfg.train, "epochs": epochs, "max_steps": None})
   start = time.perf_counter()
   net, hist = train_lib.fit(net, data, tc, jax.random.key(cfg.seed + 1))
-  cache[key] = {"blocks": blocks, "params": nasjax.count_params(arch), "epochs": epochs,
+  cache[key] = {"blocks": name, "params": nasjax.count_params(arch), "epochs": epochs,
                 "val_error": 100.0 * (1.0 - hist.val_accuracy[-1]),
                 "test_error": _test_error(net, data), "status": hist.status,
                 "seconds": time.perf_counter() - start}
@@ -100,8 +110,9 @@ def train_baseline(cfg, blocks, epochs: float, data, cache: dict, cache_path: Pa
   return cache[key]
 
 
-def compare(cfg, workdir: Path, report: dict) -> list[dict]:
-  """Test errors of the front members and of their same-budget baselines."""
+def compare(cfg, workdir: Path, report: dict, scratch: bool = False) -> list[dict]:
+  """Test errors of the front members and of their same-budget baselines (and, with
+  ``scratch``, of each member's architecture trained from scratch as long)."""
   data = data_lib.load(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed,
                        limit=cfg.data_limit)
   cache_path = workdir / "baselines.json"
@@ -120,18 +131,26 @@ def compare(cfg, workdir: Path, report: dict) -> list[dict]:
                  "latency": fitness.get("latency"), "test_error": _test_error(net, data),
                  "baseline_blocks": blocks, "baseline_params": base["params"],
                  "baseline_epochs": base["epochs"], "baseline_test_error": base["test_error"]})
+    if scratch:
+      own = train_from_scratch(cfg, net.arch, f"member {rec['uid']}", epochs, data, cache,
+                               cache_path)
+      rows[-1]["scratch_test_error"] = own["test_error"]
   return rows
 
 
 def format_table(rows: list[dict]) -> str:
+  scratch = all("scratch_test_error" in r for r in rows)
   lines = ["| params | depth | val error % | test error % | baseline (blocks) | baseline "
-           "params | baseline epochs | baseline test error % |",
-           "| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |"]
+           "params | baseline epochs | baseline test error % |"
+           + (" from scratch test error % |" if scratch else ""),
+           "| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |" + (" ---: |" if scratch
+                                                                      else "")]
   for r in rows:
     blocks = "|".join(",".join(str(c) for c in b) for b in r["baseline_blocks"])
     lines.append(f"| {r['params']:,} | {r['depth']} | {r['val_error']:.2f} | "
                  f"{r['test_error']:.2f} | {blocks} | {r['baseline_params']:,} | "
-                 f"{r['baseline_epochs']:g} | {r['baseline_test_error']:.2f} |")
+                 f"{r['baseline_epochs']:g} | {r['baseline_test_error']:.2f} |"
+                 + (f" {r['scratch_test_error']:.2f} |" if scratch else ""))
   return "\n".join(lines)
 
 
@@ -146,6 +165,10 @@ def main(argv=None) -> int:
   parser.add_argument("--verbose", action="store_true", help="show the search's progress")
   parser.add_argument("--search-only", action="store_true",
                       help="search and draw the fronts, without the baseline comparison")
+  parser.add_argument("--scratch", action="store_true",
+                      help="also train each front member's architecture from scratch for "
+                      "as many epochs as its baseline (the architecture alone, without the "
+                      "inherited weights)")
   parser.add_argument("--no-search", action="store_true",
                       help="report and compare what the run directory holds, without "
                       "searching further (e.g. after a search was stopped by a time cap)")
@@ -180,12 +203,16 @@ def main(argv=None) -> int:
           f"steps {summary['candidate_compile_seconds']:.0f} s", flush=True)
   if args.search_only:
     return 0
-  rows = compare(cfg, workdir, report)
+  rows = compare(cfg, workdir, report, scratch=args.scratch)
   print(format_table(rows), flush=True)
   wins = sum(r["test_error"] <= r["baseline_test_error"] for r in rows)
   print(f"front: {len(rows)} networks, {min(r['params'] for r in rows):,} to "
         f"{max(r['params'] for r in rows):,} parameters; {wins} as accurate as their "
         f"baseline or better; total {time.perf_counter() - start:.0f} s wall", flush=True)
+  if args.scratch:
+    own = sum(r["scratch_test_error"] <= r["baseline_test_error"] for r in rows)
+    print(f"trained from scratch as long: {own} of {len(rows)} front architectures as "
+          f"accurate as their baseline or better", flush=True)
   if args.json:
     Path(args.json).write_text(json.dumps({"variant": args.variant, "rows": rows,
                                            "evaluations": evals}, indent=1))

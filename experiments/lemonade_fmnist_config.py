@@ -1,10 +1,10 @@
 """Configs of ``experiments/lemonade_fmnist.py``: LEMONADE on Fashion-MNIST, and its
 hand-designed baselines.
 
-``default`` is the measured run (fits a one-hour search on a 2-core CPU): 30,000 images
-of the full Fashion-MNIST (27,000 to train, 3,000 to validate), each child trained for
-one epoch (210 steps) from its inherited weights, so that training rather than
-compiling takes the time. ``tiny`` runs the same pipeline on the
+``default`` is the measured run (fits a one-hour search on a 2-core CPU): 30,000 of
+Fashion-MNIST's training images (a stratified subset) to train, 6,000 held out to
+validate, each child trained for one epoch (234 steps of 128) from its inherited weights,
+so that training rather than compiling takes the time. ``tiny`` runs the same pipeline on the
 synthetic data set in seconds (the test suite runs it end to end).
 """
 

@@ -10,8 +10,8 @@ learning rate; compare with the same network trained once for ``generations`` ep
 (one cosine), which is what ``experiments/lemonade_fmnist.py`` trains its baselines
 with.
 
-Default: the plain CNN (32|64|128) on 30,000 images of Fashion-MNIST (27,000 to train),
-batch 128, SGD momentum 0.9, weight decay 5e-4: the settings of the ``default`` variant
+Default: the plain CNN (32|64|128) on 30,000 Fashion-MNIST training images (6,000
+held out to validate), batch 128, SGD momentum 0.9, weight decay 5e-4: the settings of the ``default`` variant
 of ``lemonade_fmnist_config.py``. ``--tiny``: a small CNN on the synthetic data set.
 """
 

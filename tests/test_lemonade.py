@@ -309,9 +309,16 @@ def test_fmnist_experiment_tiny_variant_runs_end_to_end(tmp_path):
   spec.loader.exec_module(module)
   out = tmp_path / "rows.json"
   assert module.main(["--variant", "tiny", "--workdir", str(tmp_path / "run"),
-                      "--json", str(out), "--plots", str(tmp_path / "plots")]) == 0
+                      "--json", str(out), "--plots", str(tmp_path / "plots"),
+                      "--scratch"]) == 0
   rows = json.loads(out.read_text())["rows"]
   assert rows and all(0.0 <= r["test_error"] <= 100.0 for r in rows)
+  assert all(0.0 <= r["scratch_test_error"] <= 100.0 for r in rows)
+  cache = json.loads((tmp_path / "run" / "baselines.json").read_text())
+  scratch = [v for v in cache.values() if str(v["blocks"]).startswith("member ")]
+  assert len(scratch) == len({(r["uid"], r["baseline_epochs"]) for r in rows})
+  assert all(v["params"] == next(r["params"] for r in rows
+                                 if f"member {r['uid']}" == v["blocks"]) for v in scratch)
   assert all(r["baseline_epochs"] == pytest.approx(min(r["depth"], 2.0), abs=1e-9)
              for r in rows)
   assert (tmp_path / "plots" / "lemonade_fmnist_fronts_params.png").stat().st_size > 1000
