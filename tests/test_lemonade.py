@@ -296,17 +296,24 @@ def test_bad_options_are_rejected():
 
 
 # ------------------------------------------------------------------------- experiment
-def test_fmnist_experiment_tiny_variant_runs_end_to_end(tmp_path):
+def _experiment(name: str):
+  """The module ``experiments/<name>.py``."""
   import importlib.util
-  import json
   import sys
   from pathlib import Path
 
-  path = Path(__file__).parents[1] / "experiments" / "lemonade_fmnist.py"
-  spec = importlib.util.spec_from_file_location("lemonade_fmnist", path)
+  path = Path(__file__).parents[1] / "experiments" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(spec)
   sys.modules[spec.name] = module
   spec.loader.exec_module(module)
+  return module
+
+
+def test_fmnist_experiment_tiny_variant_runs_end_to_end(tmp_path):
+  import json
+
+  module = _experiment("lemonade_fmnist")
   out = tmp_path / "rows.json"
   assert module.main(["--variant", "tiny", "--workdir", str(tmp_path / "run"),
                       "--json", str(out), "--plots", str(tmp_path / "plots"),
@@ -352,16 +359,9 @@ def test_report_plots_fronts_per_generation_and_exports_the_front(tmp_path):
 
 
 def test_lineage_lr_experiment_tiny_rows_and_bad_rate(tmp_path):
-  import importlib.util
   import json
-  import sys
-  from pathlib import Path
 
-  path = Path(__file__).parents[1] / "experiments" / "lineage_lr.py"
-  spec = importlib.util.spec_from_file_location("lineage_lr", path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module
-  spec.loader.exec_module(module)
+  module = _experiment("lineage_lr")
   out = tmp_path / "rows.json"
   assert module.main(["--tiny", "--lrs", "0.05", "0.1", "--generations", "2",
                       "--json", str(out)]) == 0
