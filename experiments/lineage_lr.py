@@ -10,9 +10,10 @@ learning rate; compare with the same network trained once for ``generations`` ep
 (one cosine), which is what ``experiments/lemonade_fmnist.py`` trains its baselines
 with.
 
-Default: the plain CNN (32|64|128) on 30,000 Fashion-MNIST training images (6,000
-held out to validate), batch 128, SGD momentum 0.9, weight decay 5e-4: the settings of the ``default`` variant
-of ``lemonade_fmnist_config.py``. ``--tiny``: a small CNN on the synthetic data set.
+Default: the plain CNN (32|64|128) with the data and training settings of the
+``default`` variant of ``lemonade_fmnist_config.py`` (30,000 Fashion-MNIST training
+images, 6,000 held out; batch 128, SGD momentum 0.9, weight decay 5e-4), the peak rate
+replaced. ``--tiny``: a small CNN with the ``tiny`` variant's settings (synthetic data).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 import jax
 
 import nasjax
+from nasjax import configs
 from nasjax import data as data_lib
 from nasjax import models
 from nasjax import train as train_lib
@@ -33,21 +35,18 @@ from nasjax import train as train_lib
 
 def run(lrs, generations: int, tiny: bool = False) -> list[dict]:
   """One row per (learning rate, generation): ``lr, generation, val_error, test_error``."""
-  if tiny:
-    data = data_lib.load("synthetic", val_fraction=0.1, seed=0)
-    blocks, extra = [[4], [8]], {"batch_size": 32, "max_steps": 2}
-  else:
-    data = data_lib.load("fashion_mnist", val_fraction=0.1, seed=0, limit=30000)
-    blocks, extra = [[32], [64], [128]], {"batch_size": 128}
+  variants = configs.load_variants(Path(__file__).with_name("lemonade_fmnist_config.py"))
+  cfg = variants["tiny" if tiny else "default"]
+  blocks = [[4], [8]] if tiny else [[32], [64], [128]]
+  data = data_lib.load(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                       limit=cfg.data_limit)
   arch = models.plain_cnn(blocks, input_shape=data.input_shape, num_classes=data.num_classes)
   rows = []
   for lr in lrs:
     if not lr > 0:
       raise ValueError(f"learning rates must be positive, got {lr}")
     net = nasjax.init(arch, jax.random.key(0))
-    config = train_lib.TrainConfig(**{"epochs": 1.0, "optimizer": "sgd", "momentum": 0.9,
-                                      "weight_decay": 5e-4, "schedule": "cosine",
-                                      "learning_rate": lr, **extra})
+    config = train_lib.TrainConfig(**{**cfg.train, "learning_rate": lr})
     start = time.perf_counter()
     for g in range(generations):
       net, hist = train_lib.fit(net, data, config, jax.random.key(100 + g))
