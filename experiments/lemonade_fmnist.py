@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import shutil
@@ -132,8 +133,11 @@ def compare(cfg, workdir: Path, report: dict, scratch: bool = False) -> list[dic
                  "baseline_blocks": blocks, "baseline_params": base["params"],
                  "baseline_epochs": base["epochs"], "baseline_test_error": base["test_error"]})
     if scratch:
-      own = train_from_scratch(cfg, net.arch, f"member {rec['uid']}", epochs, data, cache,
-                               cache_path)
+      # Named by uid and architecture: a uid alone names different networks in
+      # different runs, and a cache may be carried over from another run.
+      digest = hashlib.sha256(net.arch.to_json().encode()).hexdigest()[:12]
+      own = train_from_scratch(cfg, net.arch, f"member {rec['uid']} {digest}", epochs,
+                               data, cache, cache_path)
       rows[-1]["scratch_test_error"] = own["test_error"]
   return rows
 

@@ -325,7 +325,8 @@ def test_fmnist_experiment_tiny_variant_runs_end_to_end(tmp_path):
   scratch = [v for v in cache.values() if str(v["blocks"]).startswith("member ")]
   assert len(scratch) == len({(r["uid"], r["baseline_epochs"]) for r in rows})
   assert all(v["params"] == next(r["params"] for r in rows
-                                 if f"member {r['uid']}" == v["blocks"]) for v in scratch)
+                                 if v["blocks"].split()[1] == str(r["uid"]))
+             for v in scratch)
   assert all(r["baseline_epochs"] == pytest.approx(min(r["depth"], 2.0), abs=1e-9)
              for r in rows)
   assert (tmp_path / "plots" / "lemonade_fmnist_fronts_params.png").stat().st_size > 1000
