@@ -3,6 +3,7 @@
     python experiments/lemonade_fmnist.py [--variant default|tiny] [--workdir DIR]
         [--search-seconds S] [--plots DIR] [--json PATH] [--no-search] [--search-only]
         [--scratch]
+    python experiments/lemonade_fmnist.py --ladder EPOCHS [--ladder-min-params N]
 
 1. Search: LEMONADE (:mod:`nasjax.search.lemonade`) in the run directory ``DIR/search``
    with a training evaluator (validation error, parameters and batch-1 latency recorded;
@@ -20,6 +21,10 @@
    ``--scratch`` also trains each member's architecture from a fresh initialisation for
    the same epochs (what the architecture is worth without its inherited weights).
    Results of training from scratch are cached in ``DIR/baselines.json``.
+
+``--ladder EPOCHS`` instead trains the config's hand-designed networks (from
+``--ladder-min-params`` parameters up) from scratch for ``EPOCHS`` epochs, sharing the
+cache: how accuracy grows with size at a fixed training budget.
 
 Prints a table (and writes ``--json``): per member its parameters, depth, validation and
 test error; the baseline's size and test error (and the member's from-scratch test error).
@@ -142,6 +147,34 @@ def compare(cfg, workdir: Path, report: dict, scratch: bool = False) -> list[dic
   return rows
 
 
+def ladder(cfg, workdir: Path, epochs: float, min_params: int = 0) -> list[dict]:
+  """Every hand-designed network of the config with at least ``min_params`` parameters,
+  trained from scratch for ``epochs`` (cached with the comparison's baselines): how test
+  error falls with size at a fixed training budget."""
+  if not epochs > 0:
+    raise ValueError(f"--ladder epochs must be positive, got {epochs}")
+  data = data_lib.load(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                       limit=cfg.data_limit)
+  cache_path = workdir / "baselines.json"
+  workdir.mkdir(parents=True, exist_ok=True)
+  cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+  rows = []
+  for blocks in cfg.baselines:
+    blocks = [list(b) for b in blocks]
+    arch = models.plain_cnn(blocks, input_shape=data.input_shape, num_classes=data.num_classes)
+    if nasjax.count_params(arch) >= min_params:
+      rows.append(train_baseline(cfg, blocks, float(epochs), data, cache, cache_path))
+      r = rows[-1]
+      print(f"{_blocks_str(blocks)}: {r['params']:,} parameters, {r['epochs']:g} epochs, "
+            f"val error {r['val_error']:.2f} %, test error {r['test_error']:.2f} % "
+            f"({r['seconds']:.0f} s)", flush=True)
+  return sorted(rows, key=lambda r: r["params"])
+
+
+def _blocks_str(blocks) -> str:
+  return "|".join(",".join(str(c) for c in b) for b in blocks)
+
+
 def format_table(rows: list[dict]) -> str:
   scratch = all("scratch_test_error" in r for r in rows)
   lines = ["| params | depth | val error % | test error % | baseline (blocks) | baseline "
@@ -150,7 +183,7 @@ def format_table(rows: list[dict]) -> str:
            "| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |" + (" ---: |" if scratch
                                                                       else "")]
   for r in rows:
-    blocks = "|".join(",".join(str(c) for c in b) for b in r["baseline_blocks"])
+    blocks = _blocks_str(r["baseline_blocks"])
     lines.append(f"| {r['params']:,} | {r['depth']} | {r['val_error']:.2f} | "
                  f"{r['test_error']:.2f} | {blocks} | {r['baseline_params']:,} | "
                  f"{r['baseline_epochs']:g} | {r['baseline_test_error']:.2f} |"
@@ -176,6 +209,11 @@ def main(argv=None) -> int:
   parser.add_argument("--no-search", action="store_true",
                       help="report and compare what the run directory holds, without "
                       "searching further (e.g. after a search was stopped by a time cap)")
+  parser.add_argument("--ladder", type=float, metavar="EPOCHS",
+                      help="only train the config's hand-designed networks (those with at "
+                      "least --ladder-min-params parameters) from scratch for EPOCHS "
+                      "epochs and print their errors: no search")
+  parser.add_argument("--ladder-min-params", type=int, default=0)
   args = parser.parse_args(argv)
   variants = load_variants()
   if args.variant not in variants:
@@ -185,6 +223,17 @@ def main(argv=None) -> int:
     cfg = dataclasses.replace(cfg, search_seconds=args.search_seconds)
   workdir = Path(args.workdir)
   start = time.perf_counter()
+  if args.ladder is not None:
+    rows = ladder(cfg, workdir, args.ladder, args.ladder_min_params)
+    print("| blocks | params | epochs | val error % | test error % |\n"
+          "| --- | ---: | ---: | ---: | ---: |", flush=True)
+    for r in rows:
+      print(f"| {_blocks_str(r['blocks'])} | {r['params']:,} | {r['epochs']:g} | "
+            f"{r['val_error']:.2f} | {r['test_error']:.2f} |", flush=True)
+    if args.json:
+      Path(args.json).write_text(json.dumps({"variant": args.variant, "ladder": rows},
+                                            indent=1))
+    return 0
   if args.no_search:
     history = runner.read_history(workdir / "search")
     print(f"search (as found): {len(history)} evaluations, "

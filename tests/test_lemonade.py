@@ -359,6 +359,32 @@ def test_report_plots_fronts_per_generation_and_exports_the_front(tmp_path):
   assert (tmp_path / "run" / "front" / "front.json").exists()
 
 
+def test_fmnist_experiment_ladder_tiny_trains_each_size_once(tmp_path):
+  import json
+
+  module = _experiment("lemonade_fmnist")
+  out = tmp_path / "ladder.json"
+  argv = ["--variant", "tiny", "--workdir", str(tmp_path / "run"), "--ladder", "1",
+          "--ladder-min-params", "100", "--json", str(out)]
+  assert module.main(argv) == 0
+  rows = json.loads(out.read_text())["ladder"]
+  params = [r["params"] for r in rows]
+  # The tiny variant's three networks, all above 100 parameters, smallest first.
+  assert len(rows) == 3 and params == sorted(params) and params[0] >= 100
+  assert all(r["epochs"] == pytest.approx(1.0, abs=1e-12) for r in rows)
+  assert all(0.0 <= r["test_error"] <= 100.0 for r in rows)
+  cache = json.loads((tmp_path / "run" / "baselines.json").read_text())
+  assert len(cache) == 3
+  # A second call reuses the cache: the same numbers, nothing retrained.
+  assert module.main(argv) == 0
+  again = json.loads(out.read_text())["ladder"]
+  assert [r["test_error"] for r in again] == pytest.approx([r["test_error"] for r in rows],
+                                                           abs=0.0)
+  assert all(a["seconds"] == r["seconds"] for a, r in zip(again, rows))
+  with pytest.raises(ValueError, match="-2"):
+    module.main(["--variant", "tiny", "--workdir", str(tmp_path / "run"), "--ladder", "-2"])
+
+
 def test_lineage_lr_experiment_tiny_rows_and_bad_rate(tmp_path):
   import json
 
