@@ -399,3 +399,11 @@ def test_lineage_lr_experiment_tiny_rows_and_bad_rate(tmp_path):
              for r in rows)
   with pytest.raises(ValueError, match="-0.1"):
     module.main(["--tiny", "--lrs", "-0.1", "--generations", "1"])
+  assert module.main(["--tiny", "--lrs", "0.1", "--generations", "3", "--decay", "0.5",
+                      "--reference", "--json", str(out)]) == 0
+  rows = json.loads(out.read_text())
+  assert [r["generation"] for r in rows] == [0, 1, 2, 3]
+  assert [r["peak_lr"] for r in rows] == pytest.approx([0.1, 0.1, 0.05, 0.025], rel=1e-12)
+  assert all(0.0 <= r["test_error"] <= 100.0 for r in rows)
+  with pytest.raises(ValueError, match="1.5"):
+    module.main(["--tiny", "--lrs", "0.1", "--decay", "1.5"])
