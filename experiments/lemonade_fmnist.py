@@ -116,13 +116,21 @@ def train_from_scratch(cfg, arch, name, epochs: float, data, cache: dict,
   return cache[key]
 
 
+def _data_and_cache(cfg, workdir: Path):
+  """The config's data, and the cache of from-scratch trainings (``DIR/baselines.json``)
+  with its path."""
+  data = data_lib.load(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed,
+                       limit=cfg.data_limit)
+  workdir.mkdir(parents=True, exist_ok=True)
+  cache_path = workdir / "baselines.json"
+  cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+  return data, cache, cache_path
+
+
 def compare(cfg, workdir: Path, report: dict, scratch: bool = False) -> list[dict]:
   """Test errors of the front members and of their same-budget baselines (and, with
   ``scratch``, of each member's architecture trained from scratch as long)."""
-  data = data_lib.load(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                       limit=cfg.data_limit)
-  cache_path = workdir / "baselines.json"
-  cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+  data, cache, cache_path = _data_and_cache(cfg, workdir)
   rows = []
   for rec in sorted(report["front"], key=lambda r: r["params"]):
     net = nasjax.load(rec["network"])
@@ -153,11 +161,7 @@ def ladder(cfg, workdir: Path, epochs: float, min_params: int = 0) -> list[dict]
   error falls with size at a fixed training budget."""
   if not epochs > 0:
     raise ValueError(f"--ladder epochs must be positive, got {epochs}")
-  data = data_lib.load(cfg.dataset, val_fraction=cfg.val_fraction, seed=cfg.seed,
-                       limit=cfg.data_limit)
-  cache_path = workdir / "baselines.json"
-  workdir.mkdir(parents=True, exist_ok=True)
-  cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+  data, cache, cache_path = _data_and_cache(cfg, workdir)
   rows = []
   for blocks in cfg.baselines:
     blocks = [list(b) for b in blocks]
