@@ -36,6 +36,14 @@ from nasjax import models
 from nasjax import train as train_lib
 
 
+def _row(net, hist, data, start: float, **fields) -> dict:
+  """``fields`` with the validation and test error (%) of ``net`` after a training whose
+  history is ``hist``, and the seconds since ``start``."""
+  test = train_lib.evaluate(net, data.x_test, data.y_test)["accuracy"]
+  return {**fields, "val_error": 100.0 * (1.0 - hist.val_accuracy[-1]),
+          "test_error": 100.0 * (1.0 - test), "seconds": time.perf_counter() - start}
+
+
 def run(lrs, generations: int, tiny: bool = False, decay: float = 1.0,
         reference: bool = False) -> list[dict]:
   """One row per (learning rate, generation): ``lr, generation, peak_lr, val_error,
@@ -61,11 +69,7 @@ def run(lrs, generations: int, tiny: bool = False, decay: float = 1.0,
           "max_steps": None if steps is None else generations * steps})
       net, hist = train_lib.fit(nasjax.init(arch, jax.random.key(0)), data, config,
                                 jax.random.key(100))
-      test = train_lib.evaluate(net, data.x_test, data.y_test)["accuracy"]
-      rows.append({"lr": lr, "generation": 0, "peak_lr": lr,
-                   "val_error": 100.0 * (1.0 - hist.val_accuracy[-1]),
-                   "test_error": 100.0 * (1.0 - test),
-                   "seconds": time.perf_counter() - start})
+      rows.append(_row(net, hist, data, start, lr=lr, generation=0, peak_lr=lr))
       print(f"lr {lr:g}, one training of {generations} epochs: val error "
             f"{rows[-1]['val_error']:.2f} %, test error {rows[-1]['test_error']:.2f} %",
             flush=True)
@@ -75,11 +79,7 @@ def run(lrs, generations: int, tiny: bool = False, decay: float = 1.0,
       peak = lr * decay ** g
       config = train_lib.TrainConfig(**{**cfg.train, "learning_rate": peak})
       net, hist = train_lib.fit(net, data, config, jax.random.key(100 + g))
-      test = train_lib.evaluate(net, data.x_test, data.y_test)["accuracy"]
-      rows.append({"lr": lr, "generation": g + 1, "peak_lr": peak,
-                   "val_error": 100.0 * (1.0 - hist.val_accuracy[-1]),
-                   "test_error": 100.0 * (1.0 - test),
-                   "seconds": time.perf_counter() - start})
+      rows.append(_row(net, hist, data, start, lr=lr, generation=g + 1, peak_lr=peak))
       r = rows[-1]
       print(f"lr {lr:g} generation {g + 1}: val error {r['val_error']:.2f} %, test error "
             f"{r['test_error']:.2f} % ({r['seconds']:.0f} s)", flush=True)
