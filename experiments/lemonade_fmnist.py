@@ -1,8 +1,8 @@
 """LEMONADE on Fashion-MNIST: a Pareto front of error against size, from trivial networks.
 
-    python experiments/lemonade_fmnist.py [--variant default|tiny] [--workdir DIR]
+    python experiments/lemonade_fmnist.py [--variant default|lr003|tiny] [--workdir DIR]
         [--search-seconds S] [--plots DIR] [--json PATH] [--no-search] [--search-only]
-        [--scratch]
+        [--scratch] [--scratch-epochs E] [--shard I/N]
     python experiments/lemonade_fmnist.py --ladder EPOCHS [--ladder-min-params N]
 
 1. Search: LEMONADE (:mod:`nasjax.search.lemonade`) in the run directory ``DIR/search``
@@ -20,7 +20,13 @@
    ``baseline_max_epochs`` if set), one cosine schedule, the same other hyperparameters.
    ``--scratch`` also trains each member's architecture from a fresh initialisation for
    the same epochs (what the architecture is worth without its inherited weights).
-   Results of training from scratch are cached in ``DIR/baselines.json``.
+   ``--scratch-epochs E`` gives every member and every baseline the same budget of E
+   epochs from scratch (the protocol of the LEMONADE paper, which retrains the front's
+   architectures: the comparison is then of architectures, each trained the same way).
+   Results of training from scratch are cached in ``DIR/baselines.json``; ``--shard
+   I/N`` trains only a share of them, so that N processes fill the cache side by side
+   (after a ``--search-only`` run has exported the front), and a last run without
+   ``--shard`` prints the table.
 
 ``--ladder EPOCHS`` instead trains the config's hand-designed networks (from
 ``--ladder-min-params`` parameters up) from scratch for ``EPOCHS`` epochs, sharing the
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import hashlib
 import json
 import math
@@ -64,7 +71,8 @@ def search(cfg, workdir: Path, quiet: bool = True) -> runner.RunResult:
   """Run (or resume) the search in ``workdir``."""
   if (workdir / runner.CONFIG_FILE).exists():
     return runner.resume(workdir, quiet=quiet)
-  evaluator = TrainingEvaluator(PlainCNNSpace(), dataset=cfg.dataset, train=dict(cfg.train),
+  evaluator = TrainingEvaluator(PlainCNNSpace(), dataset=cfg.dataset,
+                                train={**cfg.train, **cfg.search_train},
                                 objectives=tuple(cfg.objectives), data_limit=cfg.data_limit,
                                 val_fraction=cfg.val_fraction, data_seed=cfg.seed)
   budget = {"time_budget": cfg.search_seconds, "max_evals": cfg.max_evals}
@@ -89,6 +97,22 @@ def baseline_for(cfg, params: int, input_shape, num_classes) -> tuple[list, int]
   return best[1], best[2]
 
 
+def _cache_key(cfg, name, epochs: float) -> str:
+  return json.dumps([name, epochs, {k: v for k, v in sorted(cfg.train.items())
+                                    if k not in ("epochs", "max_steps")}])
+
+
+def _store(cache: dict, cache_path: Path, key: str, entry: dict) -> None:
+  """Add ``entry`` to the cache file under a lock, merging what other processes (other
+  ``--shard``s) wrote meanwhile: nothing already saved is lost."""
+  with open(cache_path.with_name(cache_path.name + ".lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if cache_path.exists():
+      cache.update(json.loads(cache_path.read_text()))
+    cache[key] = entry
+    runner.atomic_write(cache_path, json.dumps(cache, indent=1).encode())
+
+
 def train_baseline(cfg, blocks, epochs: float, data, cache: dict, cache_path: Path) -> dict:
   """Train baseline ``blocks`` from scratch for ``epochs`` (cached by both and the
   training settings)."""
@@ -98,21 +122,19 @@ def train_baseline(cfg, blocks, epochs: float, data, cache: dict, cache_path: Pa
 
 def train_from_scratch(cfg, arch, name, epochs: float, data, cache: dict,
                        cache_path: Path) -> dict:
-  """Train ``arch`` from a fresh initialisation for ``epochs`` (cached by ``name``, the
-  epochs and the training settings)."""
-  key = json.dumps([name, epochs, {k: v for k, v in sorted(cfg.train.items())
-                                   if k not in ("epochs", "max_steps")}])
+  """Train ``arch`` from a fresh initialisation for ``epochs`` with ``cfg.train`` (cached
+  by ``name``, the epochs and the training settings)."""
+  key = _cache_key(cfg, name, epochs)
   if key in cache:
     return cache[key]
   net = nasjax.init(arch, jax.random.key(cfg.seed))
   tc = train_lib.TrainConfig(**{**cfg.train, "epochs": epochs, "max_steps": None})
   start = time.perf_counter()
   net, hist = train_lib.fit(net, data, tc, jax.random.key(cfg.seed + 1))
-  cache[key] = {"blocks": name, "params": nasjax.count_params(arch), "epochs": epochs,
-                "val_error": 100.0 * (1.0 - hist.val_accuracy[-1]),
-                "test_error": _test_error(net, data), "status": hist.status,
-                "seconds": time.perf_counter() - start}
-  runner.atomic_write(cache_path, json.dumps(cache, indent=1).encode())
+  _store(cache, cache_path, key, {
+      "blocks": name, "params": nasjax.count_params(arch), "epochs": epochs,
+      "val_error": 100.0 * (1.0 - hist.val_accuracy[-1]), "test_error": _test_error(net, data),
+      "status": hist.status, "seconds": time.perf_counter() - start})
   return cache[key]
 
 
@@ -127,18 +149,79 @@ def _data_and_cache(cfg, workdir: Path):
   return data, cache, cache_path
 
 
-def compare(cfg, workdir: Path, report: dict, scratch: bool = False) -> list[dict]:
+def parse_shard(text: str) -> tuple[int, int]:
+  """``"I/N"`` (0 <= I < N) as ``(I, N)``."""
+  try:
+    i, n = (int(x) for x in text.split("/"))
+  except ValueError:
+    raise ValueError(f"--shard must be I/N with integers, got {text!r}") from None
+  if not (n >= 1 and 0 <= i < n):
+    raise ValueError(f"--shard I/N needs 0 <= I < N, got {text!r}")
+  return i, n
+
+
+def compare(cfg, workdir: Path, report: dict, scratch: bool = False,
+            scratch_epochs: float | None = None, shard: tuple[int, int] = (0, 1)
+            ) -> list[dict] | None:
   """Test errors of the front members and of their same-budget baselines (and, with
-  ``scratch``, of each member's architecture trained from scratch as long)."""
+  ``scratch``, of each member's architecture trained from scratch as long).
+
+  The budget of a member is its lineage's epochs (``depth * train.epochs``, capped at
+  ``baseline_max_epochs``), or ``scratch_epochs`` for every member (which implies
+  ``scratch``: then the member's architecture and its baseline are both trained from
+  scratch for that many epochs). With ``shard=(i, n)``, ``n > 1``, this process only
+  trains the ``i``-th of ``n`` shares of the trainings (split by FLOPs times epochs)
+  into the shared cache and returns ``None``; a run without ``shard`` then makes the
+  table from the cache (training whatever is still missing).
+  """
+  if scratch_epochs is not None and not scratch_epochs > 0:
+    raise ValueError(f"--scratch-epochs must be positive, got {scratch_epochs}")
+  scratch = scratch or scratch_epochs is not None
   data, cache, cache_path = _data_and_cache(cfg, workdir)
-  rows = []
+  plan, jobs = [], {}
   for rec in sorted(report["front"], key=lambda r: r["params"]):
     net = nasjax.load(rec["network"])
-    epochs = rec["depth"] * float(cfg.train["epochs"])
-    if cfg.baseline_max_epochs is not None:
-      epochs = min(epochs, cfg.baseline_max_epochs)
+    if scratch_epochs is not None:
+      epochs = float(scratch_epochs)
+    else:
+      epochs = rec["depth"] * float(cfg.train["epochs"])
+      if cfg.baseline_max_epochs is not None:
+        epochs = min(epochs, cfg.baseline_max_epochs)
     blocks, _ = baseline_for(cfg, rec["params"], data.input_shape, data.num_classes)
-    base = train_baseline(cfg, blocks, epochs, data, cache, cache_path)
+    base_arch = models.plain_cnn(blocks, input_shape=data.input_shape,
+                                 num_classes=data.num_classes)
+    jobs.setdefault(_cache_key(cfg, blocks, epochs), (base_arch, blocks, epochs))
+    # Named by uid and architecture: a uid alone names different networks in
+    # different runs, and a cache may be carried over from another run.
+    digest = hashlib.sha256(net.arch.to_json().encode()).hexdigest()[:12]
+    name = f"member {rec['uid']} {digest}"
+    if scratch:
+      jobs.setdefault(_cache_key(cfg, name, epochs), (net.arch, name, epochs))
+    plan.append((rec, net, blocks, epochs, name))
+  i, n = shard
+  todo = list(jobs.items())
+  if n > 1:
+    # Greedy longest-first split of the estimated cost, over every training whether
+    # cached or not: the shares do not depend on when each shard starts.
+    loads, mine = [0.0] * n, []
+    for key, job in sorted(todo, key=lambda kv: -nasjax.flops(kv[1][0]) * kv[1][2]):
+      k = loads.index(min(loads))
+      loads[k] += nasjax.flops(job[0]) * job[2]
+      if k == i:
+        mine.append((key, job))
+    todo = mine
+  for key, (arch, name, epochs) in todo:
+    if key in cache:
+      continue
+    r = train_from_scratch(cfg, arch, name, epochs, data, cache, cache_path)
+    print(f"trained {name if isinstance(name, str) else _blocks_str(name)} from scratch: "
+          f"{r['params']:,} parameters, {epochs:g} epochs, test error "
+          f"{r['test_error']:.2f} % ({r['seconds']:.0f} s)", flush=True)
+  if n > 1:
+    return None
+  rows = []
+  for rec, net, blocks, epochs, name in plan:
+    base = cache[_cache_key(cfg, blocks, epochs)]
     fitness = rec["fitness"]
     rows.append({"uid": rec["uid"], "params": rec["params"], "depth": rec["depth"],
                  "ops": rec["ops"], "val_error": fitness["val_error"],
@@ -146,12 +229,7 @@ def compare(cfg, workdir: Path, report: dict, scratch: bool = False) -> list[dic
                  "baseline_blocks": blocks, "baseline_params": base["params"],
                  "baseline_epochs": base["epochs"], "baseline_test_error": base["test_error"]})
     if scratch:
-      # Named by uid and architecture: a uid alone names different networks in
-      # different runs, and a cache may be carried over from another run.
-      digest = hashlib.sha256(net.arch.to_json().encode()).hexdigest()[:12]
-      own = train_from_scratch(cfg, net.arch, f"member {rec['uid']} {digest}", epochs,
-                               data, cache, cache_path)
-      rows[-1]["scratch_test_error"] = own["test_error"]
+      rows[-1]["scratch_test_error"] = cache[_cache_key(cfg, name, epochs)]["test_error"]
   return rows
 
 
@@ -187,7 +265,7 @@ def format_table(rows: list[dict]) -> str:
            "| ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |" + (" ---: |" if scratch
                                                                       else "")]
   for r in rows:
-    blocks = _blocks_str(r["baseline_blocks"])
+    blocks = _blocks_str(r["baseline_blocks"]).replace("|", "\\|")  # a Markdown cell
     lines.append(f"| {r['params']:,} | {r['depth']} | {r['val_error']:.2f} | "
                  f"{r['test_error']:.2f} | {blocks} | {r['baseline_params']:,} | "
                  f"{r['baseline_epochs']:g} | {r['baseline_test_error']:.2f} |"
@@ -210,6 +288,15 @@ def main(argv=None) -> int:
                       help="also train each front member's architecture from scratch for "
                       "as many epochs as its baseline (the architecture alone, without the "
                       "inherited weights)")
+  parser.add_argument("--scratch-epochs", type=float, metavar="E",
+                      help="judge the front by retraining: every member's architecture and "
+                      "its baseline are trained from scratch for E epochs (implies "
+                      "--scratch; without it a member's budget is its lineage's epochs)")
+  parser.add_argument("--shard", metavar="I/N",
+                      help="only train the I-th of N shares of the comparison's trainings "
+                      "from scratch into the shared cache (N processes side by side; needs "
+                      "the report of an earlier run with --search-only), then run without "
+                      "--shard for the table")
   parser.add_argument("--no-search", action="store_true",
                       help="report and compare what the run directory holds, without "
                       "searching further (e.g. after a search was stopped by a time cap)")
@@ -226,7 +313,17 @@ def main(argv=None) -> int:
   if args.search_seconds is not None:
     cfg = dataclasses.replace(cfg, search_seconds=args.search_seconds)
   workdir = Path(args.workdir)
+  shard = parse_shard(args.shard) if args.shard else (0, 1)
   start = time.perf_counter()
+  if shard[1] > 1:
+    front_json = workdir / "report" / "front" / "front.json"
+    if not front_json.exists():
+      raise ValueError(f"--shard {args.shard} needs the exported front {front_json}: run "
+                       "with --search-only first")
+    compare(cfg, workdir, {"front": json.loads(front_json.read_text())},
+            scratch=args.scratch, scratch_epochs=args.scratch_epochs, shard=shard)
+    print(f"shard {args.shard}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    return 0
   if args.ladder is not None:
     rows = ladder(cfg, workdir, args.ladder, args.ladder_min_params)
     print("| blocks | params | epochs | val error % | test error % |\n"
@@ -260,13 +357,14 @@ def main(argv=None) -> int:
           f"steps {summary['candidate_compile_seconds']:.0f} s", flush=True)
   if args.search_only:
     return 0
-  rows = compare(cfg, workdir, report, scratch=args.scratch)
+  rows = compare(cfg, workdir, report, scratch=args.scratch,
+                 scratch_epochs=args.scratch_epochs)
   print(format_table(rows), flush=True)
   wins = sum(r["test_error"] <= r["baseline_test_error"] for r in rows)
   print(f"front: {len(rows)} networks, {min(r['params'] for r in rows):,} to "
-        f"{max(r['params'] for r in rows):,} parameters; {wins} as accurate as their "
-        f"baseline or better; total {time.perf_counter() - start:.0f} s wall", flush=True)
-  if args.scratch:
+        f"{max(r['params'] for r in rows):,} parameters; as found (inherited weights) "
+        f"{wins} as accurate as their baseline or better; total {time.perf_counter() - start:.0f} s wall", flush=True)
+  if args.scratch or args.scratch_epochs is not None:
     own = sum(r["scratch_test_error"] <= r["baseline_test_error"] for r in rows)
     print(f"trained from scratch as long: {own} of {len(rows)} front architectures as "
           f"accurate as their baseline or better", flush=True)

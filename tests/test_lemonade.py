@@ -407,3 +407,74 @@ def test_lineage_lr_experiment_tiny_rows_and_bad_rate(tmp_path):
   assert all(0.0 <= r["test_error"] <= 100.0 for r in rows)
   with pytest.raises(ValueError, match="1.5"):
     module.main(["--tiny", "--lrs", "0.1", "--decay", "1.5"])
+
+
+def test_fmnist_experiment_retraining_in_shards_trains_each_network_once(tmp_path, capsys):
+  import json
+
+  module = _experiment("lemonade_fmnist")
+  run = tmp_path / "run"
+  base = ["--variant", "tiny", "--workdir", str(run)]
+  with pytest.raises(ValueError, match="front.json"):  # no exported front yet
+    module.main(base + ["--no-search", "--scratch-epochs", "3", "--shard", "0/2"])
+  assert module.main(base + ["--search-only"]) == 0
+  report = json.loads((run / "report" / "front" / "front.json").read_text())
+  shards = []
+  for i in range(2):
+    capsys.readouterr()
+    assert module.main(base + ["--no-search", "--scratch-epochs", "3", "--shard",
+                               f"{i}/2"]) == 0
+    shards.append(capsys.readouterr().out.count("from scratch:"))
+  cache = json.loads((run / "baselines.json").read_text())
+  # Every training lands once in the shared cache, split between the two shards.
+  members = [v for v in cache.values() if str(v["blocks"]).startswith("member ")]
+  assert len(members) == len(report) and sum(shards) == len(cache) and min(shards) >= 1
+  assert all(v["epochs"] == pytest.approx(3.0, abs=0.0) for v in cache.values())
+  out = tmp_path / "rows.json"
+  capsys.readouterr()
+  assert module.main(base + ["--no-search", "--scratch-epochs", "3", "--json",
+                             str(out)]) == 0
+  assert "from scratch:" not in capsys.readouterr().out  # the table trains nothing new
+  assert len(json.loads((run / "baselines.json").read_text())) == len(cache)
+  rows = json.loads(out.read_text())["rows"]
+  assert sorted(r["uid"] for r in rows) == sorted(r["uid"] for r in report)
+  for r in rows:
+    assert r["baseline_epochs"] == pytest.approx(3.0, abs=0.0)
+    digest = [k for k in cache if f"member {r['uid']} " in k]
+    assert len(digest) == 1 and r["scratch_test_error"] == pytest.approx(
+        cache[digest[0]]["test_error"], abs=0.0)
+  for bad in ("2/2", "1", "a/b"):
+    with pytest.raises(ValueError, match=bad):
+      module.main(base + ["--no-search", "--scratch-epochs", "3", "--shard", bad])
+  with pytest.raises(ValueError, match="-1"):
+    module.main(base + ["--no-search", "--scratch-epochs", "-1"])
+
+
+def test_fmnist_experiment_cache_writes_merge_what_others_saved(tmp_path):
+  import json
+
+  module = _experiment("lemonade_fmnist")
+  path = tmp_path / "baselines.json"
+  mine, theirs = {}, {}
+  module._store(mine, path, "a", {"test_error": 1.0})
+  module._store(theirs, path, "b", {"test_error": 2.0})  # a second process's cache
+  module._store(mine, path, "c", {"test_error": 3.0})
+  saved = json.loads(path.read_text())
+  assert sorted(saved) == ["a", "b", "c"] and saved["b"]["test_error"] == 2.0
+  assert sorted(mine) == ["a", "b", "c"]
+
+
+def test_fmnist_experiment_search_train_overrides_only_the_children(tmp_path):
+  import dataclasses
+  import json
+
+  module = _experiment("lemonade_fmnist")
+  tiny = module.load_variants()["tiny"]
+  cfg = dataclasses.replace(tiny, search_train={"learning_rate": 0.0125}, max_evals=2)
+  module.search(cfg, tmp_path / "search")
+  saved = json.loads((tmp_path / "search" / "config.json").read_text())
+  assert saved["evaluator"]["train"]["learning_rate"] == pytest.approx(0.0125, abs=0.0)
+  assert cfg.train["learning_rate"] == pytest.approx(0.05, abs=0.0)  # from scratch: train
+  lr003 = module.load_variants()["lr003"]
+  assert {**lr003.train, **lr003.search_train}["learning_rate"] == pytest.approx(0.03, abs=0)
+  assert lr003.train["learning_rate"] == pytest.approx(0.1, abs=0.0)
