@@ -203,10 +203,11 @@ def compare(cfg, workdir: Path, report: dict, scratch: bool = False,
   if n > 1:
     # Greedy longest-first split of the estimated cost, over every training whether
     # cached or not: the shares do not depend on when each shard starts.
+    cost = {key: nasjax.flops(arch) * epochs for key, (arch, _, epochs) in todo}
     loads, mine = [0.0] * n, []
-    for key, job in sorted(todo, key=lambda kv: -nasjax.flops(kv[1][0]) * kv[1][2]):
+    for key, job in sorted(todo, key=lambda kv: -cost[kv[0]]):
       k = loads.index(min(loads))
-      loads[k] += nasjax.flops(job[0]) * job[2]
+      loads[k] += cost[key]
       if k == i:
         mine.append((key, job))
     todo = mine
