@@ -104,6 +104,13 @@ VARIANTS = {
     "lr003": Config(
         search_train={"learning_rate": 0.03},
         lemonade=_lemonade(initial=[[[16], [32]], [[16], [32], [64]], [[32], [64], [128]]])),
+    # lr003 with widths that never shrink with depth (``monotone_widths``): the lr003
+    # front's one clear loss on retraining was a bottleneck member (a 32-filter stem,
+    # then 16-filter convs), which the hand-designed baselines never are.
+    "lr003m": Config(
+        search_train={"learning_rate": 0.03},
+        lemonade=_lemonade(initial=[[[16], [32]], [[16], [32], [64]], [[32], [64], [128]]],
+                           monotone_widths=True)),
     "tiny": Config(
         dataset="synthetic", data_limit=None, val_fraction=0.1,
         train={"epochs": 1.0, "batch_size": 32, "max_steps": 2, "learning_rate": 0.05},

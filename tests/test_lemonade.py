@@ -269,6 +269,39 @@ def test_children_outside_the_size_bounds_are_not_proposed(first_generation):
     _strategy(min_params=0)
 
 
+def test_narrowing_conv_names_the_first_conv_narrower_than_one_before_it():
+  plain = nasjax.models.plain_cnn
+  kw = dict(input_shape=(8, 8, 1), num_classes=4)
+  assert lemonade.narrowing_conv(plain([[16], [32, 32]], **kw)) is None
+  assert lemonade.narrowing_conv(plain([[16, 16], [16]], **kw)) is None
+  assert lemonade.narrowing_conv(plain([[32], [16, 64]], **kw)) == "b1_l0_conv"
+  assert lemonade.narrowing_conv(plain([[16], [32, 16]], **kw)) == "b1_l1_conv"
+  # Any path counts: a conv on a side branch narrower than the stem is a bottleneck.
+  n = nasjax.Node
+  arch = nasjax.Arch([
+      n("x", "input", shape=(8, 8, 1)), n("a", "conv", ["x"], features=32),
+      n("b", "conv", ["a"], features=8), n("c", "conv", ["x"], features=8),
+      n("s", "concat", ["b", "c"]), n("p", "gap", ["s"]),
+      n("y", "dense", ["p"], features=4)])
+  assert lemonade.narrowing_conv(arch) == "b"
+  assert lemonade.narrowing_conv(arch.replace_nodes(arch["b"].replace(features=32))) is None
+
+
+def test_monotone_widths_drops_exactly_the_narrowing_children(first_generation):
+  _, state = first_generation
+  parents = np.zeros(32, np.int32)
+  kw = dict(morphisms=("net2wider", "prune_filters"), n_pc=32, n_ac=2)
+  free = _strategy(**kw)._propose_networks(jax.random.key(0), state, parents)
+  kept = _strategy(monotone_widths=True, **kw)._propose_networks(jax.random.key(0), state,
+                                                                 parents)
+  narrowing = [p for p in free if lemonade.narrowing_conv(p.arch) is not None]
+  assert len(narrowing) >= 3 and len(free) == 32
+  assert [p.arch for p in kept] == [p.arch for p in free
+                                    if lemonade.narrowing_conv(p.arch) is None]
+  with pytest.raises(ValueError, match="monotone_widths must be True or False, got 'yes'"):
+    _strategy(monotone_widths="yes")
+
+
 def test_pareto_population_drops_dominated_and_duplicate_members():
   ind = lambda uid, f, c: lemonade.Individual(uid, None, (c,), (f,))
   pop = lemonade.pareto_population([ind(3, 5.0, 100.0), ind(1, 5.0, 100.0),

@@ -213,6 +213,10 @@ class Lemonade:
     min_params: children below this parameter count are not proposed (None: no limit);
       with ``max_params`` it bounds the range of sizes the front is searched over, so
       that no training is spent on networks too small (or too big) to be of use.
+    monotone_widths: children in which a convolution has fewer filters than a
+      convolution before it (on any path from the input) are not proposed: the prior of
+      hand-designed CNNs that widths never shrink with depth, which keeps bottleneck
+      layers (a cheap way to a small parameter count that retrains poorly) off the front.
     distill_steps: distillation steps for approximate children (0: none).
     distill_temperature, distill_learning_rate, distill_batch_size: distillation settings
       (SGD with a constant step size, :func:`nasjax.ops.distill`).
@@ -242,6 +246,7 @@ class Lemonade:
       default_factory=lambda: {"net2wider": {"noise": 0.1}})
   max_params: int | None = None
   min_params: int | None = None
+  monotone_widths: bool = False
   distill_steps: int = 50
   distill_temperature: float = 4.0
   distill_learning_rate: float = 0.02
@@ -312,6 +317,8 @@ class Lemonade:
       raise ValueError(f"max_params must be a positive count or None, got {self.max_params!r}")
     if self.min_params is not None and not self.min_params >= 1:
       raise ValueError(f"min_params must be a positive count or None, got {self.min_params!r}")
+    if not isinstance(self.monotone_widths, bool):
+      raise ValueError(f"monotone_widths must be True or False, got {self.monotone_widths!r}")
     if (self.min_params is not None and self.max_params is not None
         and self.min_params > self.max_params):
       raise ValueError(f"min_params ({self.min_params}) exceeds max_params "
@@ -342,7 +349,7 @@ class Lemonade:
             "morphisms": list(self.morphisms), "max_morphisms": self.max_morphisms,
             "morphism_options": {k: dict(v) for k, v in self.morphism_options.items()},
             "max_params": self.max_params, "min_params": self.min_params,
-            "distill_steps": self.distill_steps,
+            "monotone_widths": self.monotone_widths, "distill_steps": self.distill_steps,
             "distill_temperature": self.distill_temperature,
             "distill_learning_rate": self.distill_learning_rate,
             "distill_batch_size": self.distill_batch_size,
@@ -526,6 +533,8 @@ class Lemonade:
       cheap = cheap_objectives(arch, self.cheap_objectives)
       if not self.size_allowed(arch):
         continue
+      if self.monotone_widths and narrowing_conv(arch) is not None:
+        continue
       hashes.add(h)
       out.append(_Proposal(int(i), tuple(int(v) for v in code), arch, cheap, True, ("mutate",)))
     return out
@@ -582,6 +591,8 @@ class Lemonade:
         continue
       if not self.size_allowed(arch):
         continue
+      if self.monotone_widths and narrowing_conv(arch) is not None:
+        continue
       out.append(_Proposal(int(i), tuple(ops), arch,
                            cheap_objectives(arch, self.cheap_objectives), exact,
                            tuple(name for name, _ in ops)))
@@ -611,6 +622,27 @@ class Lemonade:
                              depth=parent.depth + 1, info=info))
     return nets, dataclasses.replace(state, pending=tuple(inds),
                                      next_uid=state.next_uid + len(inds))
+
+
+_CONV_OPS = ("conv", "sep_conv")
+
+
+def narrowing_conv(arch: Arch) -> str | None:
+  """The first convolution of ``arch`` with fewer filters than a convolution before it.
+
+  "Before" is any convolution on a path from the input; dense layers do not count. Returns
+  the node's name, or ``None`` when widths never shrink with depth (every plain CNN whose
+  blocks widen, e.g. ``plain_cnn([[16], [32, 32]])``).
+  """
+  widest: dict[str, int] = {}
+  for node in (arch[n] for n in arch.topo_order):
+    before = max((widest[i] for i in node.inputs), default=0)
+    if node.op in _CONV_OPS:
+      if node["features"] < before:
+        return node.name
+      before = max(before, node["features"])
+    widest[node.name] = before
+  return None
 
 
 def pareto_population(individuals: Sequence[Individual],
@@ -787,7 +819,8 @@ DEFAULT_CONFIG = {
     "min_bandwidth": 0.1, "accept_density": "joint", "representation": "auto",
     "initial": [[list(b) for b in spec] for spec in DEFAULT_INITIAL], "morphisms": [],
     "max_morphisms": 1, "morphism_options": {"net2wider": {"noise": 0.1}},
-    "max_params": None, "min_params": None, "distill_steps": 50, "distill_temperature": 4.0,
+    "max_params": None, "min_params": None, "monotone_widths": False, "distill_steps": 50,
+    "distill_temperature": 4.0,
     "distill_learning_rate": 0.02, "distill_batch_size": 64, "distill_train": {},
     "dataset": "fashion_mnist_small", "data_limit": None,
 }
@@ -804,5 +837,6 @@ register_strategy(
     report=report_run)
 
 __all__ = ["Lemonade", "LemonadeState", "Individual", "pareto_population",
-           "cheap_objectives", "arch_latency", "fronts_by_generation", "plot_fronts",
+           "cheap_objectives", "arch_latency", "narrowing_conv", "fronts_by_generation",
+           "plot_fronts",
            "export_front", "report_run", "CHEAP_OBJECTIVES", "DEFAULT_CONFIG"]
