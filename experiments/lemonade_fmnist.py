@@ -24,8 +24,9 @@
    epochs from scratch (the protocol of the LEMONADE paper, which retrains the front's
    architectures: the comparison is then of architectures, each trained the same way).
    Results of training from scratch are cached in ``DIR/baselines.json``; ``--shard
-   I/N`` trains only a share of them, so that N processes fill the cache side by side
-   (after a ``--search-only`` run has exported the front), and a last run without
+   I/N`` trains only a share of those the cache lacks (the split saved in
+   ``DIR/shards.json`` by the first shard), so that N processes fill the cache side by
+   side (after a ``--search-only`` run has exported the front), and a last run without
    ``--shard`` prints the table.
 
 ``--ladder EPOCHS`` instead trains the config's hand-designed networks (from
@@ -113,6 +114,36 @@ def _store(cache: dict, cache_path: Path, key: str, entry: dict) -> None:
     runner.atomic_write(cache_path, json.dumps(cache, indent=1).encode())
 
 
+def _shares(todo: list, n: int, cache: dict, cache_path: Path) -> dict[str, int]:
+  """Which of ``n`` shards trains each of ``todo``'s trainings.
+
+  A greedy longest-first split, by FLOPs times epochs, of the trainings the cache lacks.
+  The first shard to start decides it and saves it to ``DIR/shards.json``; the others
+  (started together or later, when the cache already holds the first ones' results) read
+  it, so that the shares never overlap nor leave a training out. A saved split for other
+  trainings or another ``n`` is replaced.
+  """
+  plan_path = cache_path.with_name("shards.json")
+  keys = sorted(key for key, _ in todo)
+  with open(cache_path.with_name(cache_path.name + ".lock"), "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if plan_path.exists():
+      plan = json.loads(plan_path.read_text())
+      if plan.get("n") == n and plan.get("keys") == keys:
+        return plan["owner"]
+    if cache_path.exists():
+      cache.update(json.loads(cache_path.read_text()))
+    cost = {key: nasjax.flops(arch) * epochs for key, (arch, _, epochs) in todo}
+    loads, owner = [0.0] * n, {}
+    for key in sorted((k for k in keys if k not in cache), key=lambda k: (-cost[k], k)):
+      k = loads.index(min(loads))
+      loads[k] += cost[key]
+      owner[key] = k
+    runner.atomic_write(plan_path, json.dumps({"n": n, "keys": keys, "owner": owner},
+                                              indent=1).encode())
+  return owner
+
+
 def train_baseline(cfg, blocks, epochs: float, data, cache: dict, cache_path: Path) -> dict:
   """Train baseline ``blocks`` from scratch for ``epochs`` (cached by both and the
   training settings)."""
@@ -170,8 +201,8 @@ def compare(cfg, workdir: Path, report: dict, scratch: bool = False,
   ``baseline_max_epochs``), or ``scratch_epochs`` for every member (which implies
   ``scratch``: then the member's architecture and its baseline are both trained from
   scratch for that many epochs). With ``shard=(i, n)``, ``n > 1``, this process only
-  trains the ``i``-th of ``n`` shares of the trainings (split by FLOPs times epochs)
-  into the shared cache and returns ``None``; a run without ``shard`` then makes the
+  trains the ``i``-th of ``n`` shares of the trainings the cache lacks (split by FLOPs
+  times epochs, :func:`_shares`) into the shared cache and returns ``None``; a run without ``shard`` then makes the
   table from the cache (training whatever is still missing).
   """
   if scratch_epochs is not None and not scratch_epochs > 0:
@@ -201,16 +232,8 @@ def compare(cfg, workdir: Path, report: dict, scratch: bool = False,
   i, n = shard
   todo = list(jobs.items())
   if n > 1:
-    # Greedy longest-first split of the estimated cost, over every training whether
-    # cached or not: the shares do not depend on when each shard starts.
-    cost = {key: nasjax.flops(arch) * epochs for key, (arch, _, epochs) in todo}
-    loads, mine = [0.0] * n, []
-    for key, job in sorted(todo, key=lambda kv: -cost[kv[0]]):
-      k = loads.index(min(loads))
-      loads[k] += cost[key]
-      if k == i:
-        mine.append((key, job))
-    todo = mine
+    owner = _shares(todo, n, cache, cache_path)
+    todo = [(key, job) for key, job in todo if owner.get(key) == i]
   for key, (arch, name, epochs) in todo:
     if key in cache:
       continue

@@ -463,6 +463,24 @@ def test_fmnist_experiment_retraining_in_shards_trains_each_network_once(tmp_pat
   members = [v for v in cache.values() if str(v["blocks"]).startswith("member ")]
   assert len(members) == len(report) and sum(shards) == len(cache) and min(shards) >= 1
   assert all(v["epochs"] == pytest.approx(3.0, abs=0.0) for v in cache.values())
+  # The first shard saved the split; the second, started after it finished, followed it.
+  plan = json.loads((run / "shards.json").read_text())
+  assert plan["n"] == 2 and set(plan["owner"]) == set(cache)
+  assert sorted(plan["owner"].values()).count(0) == shards[0]
+  # Only what the cache lacks is split: one entry dropped, three shards train it once.
+  dropped = sorted(cache)[0]
+  del cache[dropped]
+  (run / "baselines.json").write_text(json.dumps(cache))
+  trained = []
+  for i in range(3):
+    capsys.readouterr()
+    assert module.main(base + ["--no-search", "--scratch-epochs", "3", "--shard",
+                               f"{i}/3"]) == 0
+    trained.append(capsys.readouterr().out.count("from scratch:"))
+  assert sorted(trained) == [0, 0, 1]
+  assert json.loads((run / "shards.json").read_text())["owner"] == {dropped: trained.index(1)}
+  cache = json.loads((run / "baselines.json").read_text())
+  assert dropped in cache
   out = tmp_path / "rows.json"
   capsys.readouterr()
   assert module.main(base + ["--no-search", "--scratch-epochs", "3", "--json",
