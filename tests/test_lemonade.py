@@ -452,12 +452,17 @@ def test_fmnist_experiment_retraining_in_shards_trains_each_network_once(tmp_pat
     module.main(base + ["--no-search", "--scratch-epochs", "3", "--shard", "0/2"])
   assert module.main(base + ["--search-only"]) == 0
   report = json.loads((run / "report" / "front" / "front.json").read_text())
-  shards = []
-  for i in range(2):
-    capsys.readouterr()
-    assert module.main(base + ["--no-search", "--scratch-epochs", "3", "--shard",
-                               f"{i}/2"]) == 0
-    shards.append(capsys.readouterr().out.count("from scratch:"))
+
+  def trainings_per_shard(n):  # the shards one after the other; each one's trainings
+    counts = []
+    for i in range(n):
+      capsys.readouterr()
+      assert module.main(base + ["--no-search", "--scratch-epochs", "3", "--shard",
+                                 f"{i}/{n}"]) == 0
+      counts.append(capsys.readouterr().out.count("from scratch:"))
+    return counts
+
+  shards = trainings_per_shard(2)
   cache = json.loads((run / "baselines.json").read_text())
   # Every training lands once in the shared cache, split between the two shards.
   members = [v for v in cache.values() if str(v["blocks"]).startswith("member ")]
@@ -471,12 +476,7 @@ def test_fmnist_experiment_retraining_in_shards_trains_each_network_once(tmp_pat
   dropped = sorted(cache)[0]
   del cache[dropped]
   (run / "baselines.json").write_text(json.dumps(cache))
-  trained = []
-  for i in range(3):
-    capsys.readouterr()
-    assert module.main(base + ["--no-search", "--scratch-epochs", "3", "--shard",
-                               f"{i}/3"]) == 0
-    trained.append(capsys.readouterr().out.count("from scratch:"))
+  trained = trainings_per_shard(3)
   assert sorted(trained) == [0, 0, 1]
   assert json.loads((run / "shards.json").read_text())["owner"] == {dropped: trained.index(1)}
   cache = json.loads((run / "baselines.json").read_text())
