@@ -202,8 +202,9 @@ def compare(cfg, workdir: Path, report: dict, scratch: bool = False,
   ``scratch``: then the member's architecture and its baseline are both trained from
   scratch for that many epochs). With ``shard=(i, n)``, ``n > 1``, this process only
   trains the ``i``-th of ``n`` shares of the trainings the cache lacks (split by FLOPs
-  times epochs, :func:`_shares`) into the shared cache and returns ``None``; a run without ``shard`` then makes the
-  table from the cache (training whatever is still missing).
+  times epochs, :func:`_shares`) into the shared cache and returns ``None``; a run
+  without ``shard`` then makes the table from the cache (training whatever is still
+  missing).
   """
   if scratch_epochs is not None and not scratch_epochs > 0:
     raise ValueError(f"--scratch-epochs must be positive, got {scratch_epochs}")

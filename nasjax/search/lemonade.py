@@ -365,11 +365,13 @@ class Lemonade:
       object.__setattr__(self, "_data", data_lib.load(self.dataset, limit=self.data_limit))
     return self.__dict__["_data"]
 
-  def size_allowed(self, arch: Arch) -> bool:
-    """Whether ``arch``'s parameter count is within ``[min_params, max_params]``."""
+  def allowed(self, arch: Arch) -> bool:
+    """Whether a child ``arch`` may be proposed: its parameter count within
+    ``[min_params, max_params]`` and, with ``monotone_widths``, no narrowing conv."""
     n = count_params(arch)
     return ((self.max_params is None or n <= self.max_params)
-            and (self.min_params is None or n >= self.min_params))
+            and (self.min_params is None or n >= self.min_params)
+            and not (self.monotone_widths and narrowing_conv(arch) is not None))
 
   # -- densities ----------------------------------------------------------------------
   def log_density(self, fit: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -531,9 +533,7 @@ class Lemonade:
         continue  # a table answers the same again: spend no evaluation on it
       arch = _code_arch(self.space, tuple(int(v) for v in code))
       cheap = cheap_objectives(arch, self.cheap_objectives)
-      if not self.size_allowed(arch):
-        continue
-      if self.monotone_widths and narrowing_conv(arch) is not None:
+      if not self.allowed(arch):
         continue
       hashes.add(h)
       out.append(_Proposal(int(i), tuple(int(v) for v in code), arch, cheap, True, ("mutate",)))
@@ -589,9 +589,7 @@ class Lemonade:
         exact = exact and MORPHISMS[step[0]].exact
       if not ops:
         continue
-      if not self.size_allowed(arch):
-        continue
-      if self.monotone_widths and narrowing_conv(arch) is not None:
+      if not self.allowed(arch):
         continue
       out.append(_Proposal(int(i), tuple(ops), arch,
                            cheap_objectives(arch, self.cheap_objectives), exact,
