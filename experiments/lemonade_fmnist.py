@@ -388,7 +388,8 @@ def main(argv=None) -> int:
   wins = sum(r["test_error"] <= r["baseline_test_error"] for r in rows)
   print(f"front: {len(rows)} networks, {min(r['params'] for r in rows):,} to "
         f"{max(r['params'] for r in rows):,} parameters; as found (inherited weights) "
-        f"{wins} as accurate as their baseline or better; total {time.perf_counter() - start:.0f} s wall", flush=True)
+        f"{wins} as accurate as their baseline or better; total "
+        f"{time.perf_counter() - start:.0f} s wall", flush=True)
   if args.scratch or args.scratch_epochs is not None:
     own = sum(r["scratch_test_error"] <= r["baseline_test_error"] for r in rows)
     print(f"trained from scratch as long: {own} of {len(rows)} front architectures as "
