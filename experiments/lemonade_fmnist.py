@@ -1,6 +1,6 @@
 """LEMONADE on Fashion-MNIST: a Pareto front of error against size, from trivial networks.
 
-    python experiments/lemonade_fmnist.py [--variant default|lr003|tiny] [--workdir DIR]
+    python experiments/lemonade_fmnist.py [--variant default|lr003|lr003m|tiny] [--workdir DIR]
         [--search-seconds S] [--plots DIR] [--json PATH] [--no-search] [--search-only]
         [--scratch] [--scratch-epochs E] [--shard I/N]
     python experiments/lemonade_fmnist.py --ladder EPOCHS [--ladder-min-params N]
@@ -40,6 +40,7 @@ test error; the baseline's size and test error (and the member's from-scratch te
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import fcntl
 import hashlib
@@ -103,13 +104,20 @@ def _cache_key(cfg, name, epochs: float) -> str:
                                     if k not in ("epochs", "max_steps")}])
 
 
-def _store(cache: dict, cache_path: Path, key: str, entry: dict) -> None:
-  """Add ``entry`` to the cache file under a lock, merging what other processes (other
-  ``--shard``s) wrote meanwhile: nothing already saved is lost."""
+@contextlib.contextmanager
+def _locked(cache: dict, cache_path: Path):
+  """Hold the cache's lock, with ``cache`` updated from its file: what other processes
+  (other ``--shard``s) saved meanwhile is kept."""
   with open(cache_path.with_name(cache_path.name + ".lock"), "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if cache_path.exists():
       cache.update(json.loads(cache_path.read_text()))
+    yield
+
+
+def _store(cache: dict, cache_path: Path, key: str, entry: dict) -> None:
+  """Add ``entry`` to the cache file under its lock: nothing already saved is lost."""
+  with _locked(cache, cache_path):
     cache[key] = entry
     runner.atomic_write(cache_path, json.dumps(cache, indent=1).encode())
 
@@ -125,14 +133,11 @@ def _shares(todo: list, n: int, cache: dict, cache_path: Path) -> dict[str, int]
   """
   plan_path = cache_path.with_name("shards.json")
   keys = sorted(key for key, _ in todo)
-  with open(cache_path.with_name(cache_path.name + ".lock"), "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
+  with _locked(cache, cache_path):
     if plan_path.exists():
       plan = json.loads(plan_path.read_text())
       if plan.get("n") == n and plan.get("keys") == keys:
         return plan["owner"]
-    if cache_path.exists():
-      cache.update(json.loads(cache_path.read_text()))
     cost = {key: nasjax.flops(arch) * epochs for key, (arch, _, epochs) in todo}
     loads, owner = [0.0] * n, {}
     for key in sorted((k for k in keys if k not in cache), key=lambda k: (-cost[k], k)):
@@ -319,7 +324,8 @@ def main(argv=None) -> int:
                       "--scratch; without it a member's budget is its lineage's epochs)")
   parser.add_argument("--shard", metavar="I/N",
                       help="only train the I-th of N shares of the comparison's trainings "
-                      "from scratch into the shared cache (N processes side by side; needs "
+                      "from scratch that the cache lacks, into the shared cache (N "
+                      "processes side by side, the split saved in DIR/shards.json; needs "
                       "the report of an earlier run with --search-only), then run without "
                       "--shard for the table")
   parser.add_argument("--no-search", action="store_true",
