@@ -111,6 +111,13 @@ VARIANTS = {
         search_train={"learning_rate": 0.03},
         lemonade=_lemonade(initial=[[[16], [32]], [[16], [32], [64]], [[32], [64], [128]]],
                            monotone_widths=True)),
+    # lr003m started from three-block networks, one of them with two convs per block:
+    # lr003m's retrained front lost to three-block baselines at 6k-15k parameters and to
+    # the two-convs-per-block baseline at 65k-70k.
+    "lr003d": Config(
+        search_train={"learning_rate": 0.03},
+        lemonade=_lemonade(initial=[[[8], [16], [32]], [[8, 8], [16, 16], [32, 32]],
+                                    [[32], [64], [128]]], monotone_widths=True)),
     "tiny": Config(
         dataset="synthetic", data_limit=None, val_fraction=0.1,
         train={"epochs": 1.0, "batch_size": 32, "max_steps": 2, "learning_rate": 0.05},

@@ -529,3 +529,22 @@ def test_fmnist_experiment_search_train_overrides_only_the_children(tmp_path):
   lr003 = module.load_variants()["lr003"]
   assert {**lr003.train, **lr003.search_train}["learning_rate"] == pytest.approx(0.03, abs=0)
   assert lr003.train["learning_rate"] == pytest.approx(0.1, abs=0.0)
+
+
+def test_fmnist_experiment_variants_start_inside_their_own_bounds():
+  from nasjax.models import plain_cnn
+
+  module = _experiment("lemonade_fmnist")
+  for name, cfg in module.load_variants().items():
+    if name == "tiny":
+      continue
+    opts = cfg.lemonade
+    for spec in opts["initial"]:
+      arch = plain_cnn(spec, input_shape=(28, 28, 1), num_classes=10)
+      n = nasjax.count_params(arch)
+      assert opts["min_params"] <= n <= opts["max_params"], (name, spec, n)
+      if opts.get("monotone_widths"):
+        assert lemonade.narrowing_conv(arch) is None, (name, spec)
+  starts = [nasjax.count_params(plain_cnn(s, input_shape=(28, 28, 1), num_classes=10))
+            for s in module.load_variants()["lr003d"].lemonade["initial"]]
+  assert starts == [6274, 18482, 94186]
