@@ -113,7 +113,10 @@ VARIANTS = {
                            monotone_widths=True)),
     # lr003m started from three-block networks, one of them with two convs per block:
     # lr003m's retrained front lost to three-block baselines at 6k-15k parameters and to
-    # the two-convs-per-block baseline at 65k-70k.
+    # the two-convs-per-block baseline at 65k-70k. Measured (docs/results/lemonade.md):
+    # all 18 retrained members as accurate as their baseline, but the front ends at 59k
+    # (the 94k start, less accurate than the 18k one after its first epoch, was dominated
+    # at once).
     "lr003d": Config(
         search_train={"learning_rate": 0.03},
         lemonade=_lemonade(initial=[[[8], [16], [32]], [[8, 8], [16, 16], [32, 32]],
