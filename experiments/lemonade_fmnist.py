@@ -1,8 +1,8 @@
 """LEMONADE on Fashion-MNIST: a Pareto front of error against size, from trivial networks.
 
-    python experiments/lemonade_fmnist.py [--variant default|lr003|lr003m|tiny] [--workdir DIR]
-        [--search-seconds S] [--plots DIR] [--json PATH] [--no-search] [--search-only]
-        [--scratch] [--scratch-epochs E] [--shard I/N]
+    python experiments/lemonade_fmnist.py [--variant default|lr003|lr003m|lr003d|tiny]
+        [--workdir DIR] [--search-seconds S] [--plots DIR] [--json PATH] [--no-search]
+        [--search-only] [--scratch] [--scratch-epochs E] [--shard I/N]
     python experiments/lemonade_fmnist.py --ladder EPOCHS [--ladder-min-params N]
 
 1. Search: LEMONADE (:mod:`nasjax.search.lemonade`) in the run directory ``DIR/search``
