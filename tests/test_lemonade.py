@@ -543,6 +543,9 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
     for spec in cfg.lemonade["initial"]:
       assert strategy.allowed(plain_cnn(spec, input_shape=(28, 28, 1), num_classes=10)), (
           name, spec)
-  starts = [nasjax.count_params(plain_cnn(s, input_shape=(28, 28, 1), num_classes=10))
-            for s in module.load_variants()["lr003d"].lemonade["initial"]]
-  assert starts == [6274, 18482, 94186]
+  def starts(name):
+    return [nasjax.count_params(plain_cnn(s, input_shape=(28, 28, 1), num_classes=10))
+            for s in module.load_variants()[name].lemonade["initial"]]
+
+  assert starts("lr003d") == [6274, 18482, 94186]
+  assert starts("lr003w") == [6274, 18482, 288170]  # a start above 250k for the top
