@@ -125,7 +125,8 @@ VARIANTS = {
     # one epoch at the search's rate the 94k start was less accurate than the 18k one,
     # and dominated; the 288k one was the most accurate start measured (16.4 % wrong
     # against 22.9 % for the 18k one), so the top of the range has a lineage to grow
-    # past 500k from.
+    # past 500k from. Measured (docs/results/lemonade.md): children of 537k-585k were
+    # trained but dominated; the front ends at 275k.
     "lr003w": Config(
         search_train={"learning_rate": 0.03},
         lemonade=_lemonade(initial=[[[8], [16], [32]], [[8, 8], [16, 16], [32, 32]],

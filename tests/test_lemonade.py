@@ -535,7 +535,8 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
   from nasjax.models import plain_cnn
 
   module = _experiment("lemonade_fmnist")
-  for name, cfg in module.load_variants().items():
+  variants = module.load_variants()
+  for name, cfg in variants.items():
     if name == "tiny":
       continue
     strategy = lemonade.Lemonade(NB201Space(), num_objectives=len(cfg.objectives),
@@ -543,9 +544,10 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
     for spec in cfg.lemonade["initial"]:
       assert strategy.allowed(plain_cnn(spec, input_shape=(28, 28, 1), num_classes=10)), (
           name, spec)
+
   def starts(name):
     return [nasjax.count_params(plain_cnn(s, input_shape=(28, 28, 1), num_classes=10))
-            for s in module.load_variants()[name].lemonade["initial"]]
+            for s in variants[name].lemonade["initial"]]
 
   assert starts("lr003d") == [6274, 18482, 94186]
   assert starts("lr003w") == [6274, 18482, 288170]  # a start above 250k for the top
