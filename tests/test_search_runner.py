@@ -18,7 +18,8 @@ import pytest
 
 import nasjax
 from nasjax.search import (Budget, MacroEvaluator, NB201Evaluator, PlainCNNSpace,
-                           TrainingEvaluator, cli, read_history, resume, run, runner, tabular)
+                           TrainingEvaluator, cli, pareto, read_history, resume, run, runner,
+                           tabular)
 
 REPO = Path(nasjax.__file__).resolve().parents[1]
 DATA = tabular.data_dir()
@@ -66,6 +67,24 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
   # A finished run resumes to itself.
   again = resume(killed, quiet=True)
   assert again.evals == 200 and len(read_history(killed)) == 200
+
+
+@needs_tables
+def test_a_generation_cut_by_the_budget_is_told_what_it_recorded(tmp_path):
+  # LEMONADE (4 initial codes, then up to 4 children a generation): the budget of 10
+  # evaluations ends two children into the third generation.
+  ev = MacroEvaluator()
+  run("lemonade", ev, Budget(max_evals=10), tmp_path, 0, {"n_pc": 8, "n_ac": 4}, quiet=True)
+  history = read_history(tmp_path)
+  assert [e["generation"] for e in history] == [0] * 4 + [1] * 4 + [2] * 2
+  state = runner.load_checkpoint(tmp_path)["state"]
+  F = np.array([[e["objectives"][k] for k in ev.objectives] for e in history])
+  front = sorted(tuple(ind.fitness) for ind in state.population)
+  # The final front is the front of every recorded evaluation, the cut generation's too
+  # (both of its children are on it), and nothing the budget cut off.
+  assert front == sorted(map(tuple, pareto.pareto_front(F)))
+  cut = {tuple(e["code"]) for e in history[8:]}
+  assert sum(tuple(ind.genome) in cut for ind in state.population) == 2
 
 
 @needs_tables

@@ -21,7 +21,9 @@ process's compiling, :func:`nasjax.runtime.compile_seconds`, both summed over se
 
 Budgets count evaluations (``max_evals``) and/or charged seconds (``time_budget``:
 simulated for tabular benchmarks, wall time for training). Evaluations are charged in
-order; one that would start with the budget already spent is not recorded.
+order; one that would start with the budget already spent is not recorded, and the
+strategy is told it as a failure (NaN fitness), the recorded ones of that last generation
+as usual, so that its final state holds every recorded evaluation.
 
 Multi-host: with ``jax.distributed`` initialised (``jax.process_count() > 1``), every
 process runs the same loop with the same seed; candidate ``j`` of a batch's uncached
@@ -592,19 +594,22 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
     counters["elapsed"] = elapsed
     counters["wall"] = wall0 + time.perf_counter() - session_start
     counters["compile"] = compiled()
-    if len(kept) == n:
-      fitness = np.array([r.objectives for r in kept], np.float64)
-      fitness = fitness[:, 0] if len(names) == 1 else fitness
-      if is_codes:
-        told = cands
-      else:
-        from nasjax.network import Network
-
-        told = [r.network if isinstance(c, Network) and r.network is not None else c
-                for c, r in zip(cands, kept)]
-      state = tell(k_tell, asked, told, fitness)
+    # The budget ran out within this generation: the strategy is told the candidates
+    # recorded before it did, and the others as failures (NaN), so that its final state
+    # (a LEMONADE front, an evolution's population) holds every recorded evaluation.
+    if len(kept) < n:
+      counters["finished"] = True
+    fitness = np.full((n, len(names)), np.nan)
+    fitness[:len(kept)] = [r.objectives for r in kept]
+    fitness = fitness[:, 0] if len(names) == 1 else fitness
+    if is_codes:
+      told = cands
     else:
-      counters["finished"] = True  # the budget ran out within this generation
+      from nasjax.network import Network
+
+      told = [r.network if isinstance(c, Network) and r.network is not None else c
+              for c, r in zip(cands, kept)] + list(cands[len(kept):])
+    state = tell(k_tell, asked, told, fitness)
     key = key_next
     counters["generation"] += 1
     runtime.release_compiled_code()
