@@ -144,6 +144,17 @@ VARIANTS = {
                                     [[16, 16], [32, 32], [64, 64]],
                                     [[24, 24], [48, 48], [96, 96]]],
                            monotone_widths=True)),
+    # lr003c with widen_to_monotone: a child whose Net2Wider step left a later conv
+    # narrower gets that conv widened too instead of being dropped. In the lr003c search
+    # (stopped at 2,059 of 3,200 charged seconds, docs/results/lemonade.md) the front
+    # never passed 78k: with monotone_widths only a network's last convs can be widened,
+    # and 5 of its 67 networks had more than 85k parameters.
+    "lr003g": Config(
+        search_train={"learning_rate": 0.03},
+        lemonade=_lemonade(initial=[[[8], [16], [32]], [[8, 8], [16, 16], [32, 32]],
+                                    [[16, 16], [32, 32], [64, 64]],
+                                    [[24, 24], [48, 48], [96, 96]]],
+                           monotone_widths=True, widen_to_monotone=True)),
     "tiny": Config(
         dataset="synthetic", data_limit=None, val_fraction=0.1,
         train={"epochs": 1.0, "batch_size": 32, "max_steps": 2, "learning_rate": 0.05},

@@ -302,6 +302,55 @@ def test_monotone_widths_drops_exactly_the_narrowing_children(first_generation):
     _strategy(monotone_widths="yes")
 
 
+def test_widen_to_monotone_widens_a_block_and_preserves_the_function():
+  from nasjax.models import plain_cnn
+  from nasjax.ops import MORPHISMS
+
+  arch = plain_cnn([[8], [16, 16], [32]], input_shape=(12, 12, 1), num_classes=4)
+  first = [n.name for n in arch.nodes_of("conv")][1]  # the first conv of the middle block
+  step = ("net2wider", {"node": first, "width": 24})
+  wide = MORPHISMS["net2wider"](nasjax.init(arch, jax.random.key(0)), jax.random.key(1),
+                                **step[1]).arch
+  assert lemonade.narrowing_conv(wide) is not None
+  grown, ops = lemonade.widen_to_monotone(wide, [step])
+  assert lemonade.narrowing_conv(grown) is None
+  assert [n["features"] for n in grown.nodes_of("conv")] == [8, 24, 24, 32]
+  assert [name for name, _ in ops] == ["net2wider", "net2wider"]
+  # Applying the steps to a trained-like network keeps its outputs (inference mode).
+  net = nasjax.init(arch, jax.random.key(2))
+  x = jax.random.normal(jax.random.key(3), (16, 12, 12, 1))
+  out = net
+  for s, (name, kwargs) in enumerate(ops):
+    out = MORPHISMS[name](out, jax.random.key(10 + s), noise=0.1, **kwargs)
+  assert out.arch == grown
+  a, b = np.asarray(nasjax.apply(net, x)), np.asarray(nasjax.apply(out, x))
+  np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.abs(a).max())
+  # Nothing to do for a network whose widths never shrink.
+  assert lemonade.widen_to_monotone(arch) == (arch, [])
+
+
+def test_widen_to_monotone_keeps_grown_children_that_monotone_widths_drops():
+  kw = dict(morphisms=("net2wider", "prune_filters"), n_pc=32, n_ac=2, monotone_widths=True,
+            initial=(((4, 4), (8,)),))
+  s = _strategy(**kw)
+  nets, state = s.ask(jax.random.key(0), s.init(jax.random.key(0)))
+  state = s.tell(None, state, nets, np.array([50.0]))  # a (4,4|8) network, untrained
+  parents = np.zeros(32, np.int32)
+  dropped = _strategy(**kw)._propose_networks(jax.random.key(0), state, parents)
+  grown = _strategy(widen_to_monotone=True, **kw)._propose_networks(jax.random.key(0), state,
+                                                                    parents)
+  assert all(lemonade.narrowing_conv(p.arch) is None for p in grown)
+  # Exact children that narrowed are now widened instead of dropped; approximate ones
+  # (pruned) that narrow are still dropped.
+  assert len(grown) > len(dropped)
+  new = [p for p in grown if p.arch not in [q.arch for q in dropped]]
+  assert len(new) >= 3 and all(p.exact for p in new)
+  with pytest.raises(ValueError, match="widen_to_monotone=True needs monotone_widths=True"):
+    _strategy(widen_to_monotone=True)
+  with pytest.raises(ValueError, match="widen_to_monotone must be True or False, got 1"):
+    _strategy(widen_to_monotone=1, monotone_widths=True)
+
+
 def test_pareto_population_drops_dominated_and_duplicate_members():
   ind = lambda uid, f, c: lemonade.Individual(uid, None, (c,), (f,))
   pop = lemonade.pareto_population([ind(3, 5.0, 100.0), ind(1, 5.0, 100.0),
@@ -551,4 +600,4 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
 
   assert starts("lr003d") == [6274, 18482, 94186]
   assert starts("lr003w") == [6274, 18482, 288170]  # a start above 250k for the top
-  assert starts("lr003c") == [6274, 18482, 72666, 162562]
+  assert starts("lr003c") == starts("lr003g") == [6274, 18482, 72666, 162562]

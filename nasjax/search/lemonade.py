@@ -217,6 +217,12 @@ class Lemonade:
       convolution before it (on any path from the input) are not proposed: the prior of
       hand-designed CNNs that widths never shrink with depth, which keeps bottleneck
       layers (a cheap way to a small parameter count that retrains poorly) off the front.
+    widen_to_monotone: with ``monotone_widths``, a child grown by exact morphisms only
+      whose widening left a later convolution narrower than an earlier one gets that
+      convolution widened too (an exact Net2Wider step, repeated down the network until
+      no convolution narrows) instead of being dropped, so that a block can grow as a
+      whole; these steps do not count against ``max_morphisms``. Without it, only the
+      last convolutions of a network can be widened.
     distill_steps: distillation steps for approximate children (0: none).
     distill_temperature, distill_learning_rate, distill_batch_size: distillation settings
       (SGD with a constant step size, :func:`nasjax.ops.distill`).
@@ -247,6 +253,7 @@ class Lemonade:
   max_params: int | None = None
   min_params: int | None = None
   monotone_widths: bool = False
+  widen_to_monotone: bool = False
   distill_steps: int = 50
   distill_temperature: float = 4.0
   distill_learning_rate: float = 0.02
@@ -319,6 +326,12 @@ class Lemonade:
       raise ValueError(f"min_params must be a positive count or None, got {self.min_params!r}")
     if not isinstance(self.monotone_widths, bool):
       raise ValueError(f"monotone_widths must be True or False, got {self.monotone_widths!r}")
+    if not isinstance(self.widen_to_monotone, bool):
+      raise ValueError(f"widen_to_monotone must be True or False, got "
+                       f"{self.widen_to_monotone!r}")
+    if self.widen_to_monotone and not self.monotone_widths:
+      raise ValueError("widen_to_monotone=True needs monotone_widths=True (it widens the "
+                       "convolutions that would otherwise narrow)")
     if (self.min_params is not None and self.max_params is not None
         and self.min_params > self.max_params):
       raise ValueError(f"min_params ({self.min_params}) exceeds max_params "
@@ -349,7 +362,8 @@ class Lemonade:
             "morphisms": list(self.morphisms), "max_morphisms": self.max_morphisms,
             "morphism_options": {k: dict(v) for k, v in self.morphism_options.items()},
             "max_params": self.max_params, "min_params": self.min_params,
-            "monotone_widths": self.monotone_widths, "distill_steps": self.distill_steps,
+            "monotone_widths": self.monotone_widths,
+            "widen_to_monotone": self.widen_to_monotone, "distill_steps": self.distill_steps,
             "distill_temperature": self.distill_temperature,
             "distill_learning_rate": self.distill_learning_rate,
             "distill_batch_size": self.distill_batch_size,
@@ -589,6 +603,8 @@ class Lemonade:
         exact = exact and MORPHISMS[step[0]].exact
       if not ops:
         continue
+      if self.widen_to_monotone and exact:
+        arch, ops = widen_to_monotone(arch, ops)
       if not self.allowed(arch):
         continue
       out.append(_Proposal(int(i), tuple(ops), arch,
@@ -625,6 +641,18 @@ class Lemonade:
 _CONV_OPS = ("conv", "sep_conv")
 
 
+def _narrowing(arch: Arch) -> tuple[str, int] | None:
+  widest: dict[str, int] = {}
+  for node in (arch[n] for n in arch.topo_order):
+    before = max((widest[i] for i in node.inputs), default=0)
+    if node.op in _CONV_OPS:
+      if node["features"] < before:
+        return node.name, before
+      before = max(before, node["features"])
+    widest[node.name] = before
+  return None
+
+
 def narrowing_conv(arch: Arch) -> str | None:
   """The first convolution of ``arch`` with fewer filters than a convolution before it.
 
@@ -632,15 +660,39 @@ def narrowing_conv(arch: Arch) -> str | None:
   the node's name, or ``None`` when widths never shrink with depth (every plain CNN whose
   blocks widen, e.g. ``plain_cnn([[16], [32, 32]])``).
   """
-  widest: dict[str, int] = {}
-  for node in (arch[n] for n in arch.topo_order):
-    before = max((widest[i] for i in node.inputs), default=0)
-    if node.op in _CONV_OPS:
-      if node["features"] < before:
-        return node.name
-      before = max(before, node["features"])
-    widest[node.name] = before
-  return None
+  found = _narrowing(arch)
+  return None if found is None else found[0]
+
+
+def widen_to_monotone(arch: Arch, ops: Sequence = ()) -> tuple[Arch, list]:
+  """Widen every narrowing convolution of ``arch`` to the width before it.
+
+  Each step is Net2Wider (exact) on the first convolution with fewer filters than one
+  before it (:func:`narrowing_conv`), to that earlier convolution's width; the steps go
+  on until no convolution narrows, or stop where Net2Wider does not apply (the returned
+  ``arch`` then still narrows and ``allowed`` rejects it).
+
+  Args:
+    arch: the architecture.
+    ops: the ``(name, kwargs)`` morphism steps that made ``arch``.
+
+  Returns:
+    ``(arch, ops)`` with the widening steps appended to ``ops``.
+  """
+  from nasjax.ops.plan import try_plan
+
+  ops = list(ops)
+  for _ in range(len(arch.topo_order)):  # each step fixes one node for good
+    found = _narrowing(arch)
+    if found is None:
+      break
+    kwargs = {"node": found[0], "width": found[1]}
+    plan = try_plan("net2wider", arch, **kwargs)
+    if plan is None:
+      break
+    ops.append(("net2wider", kwargs))
+    arch = plan.arch
+  return arch, ops
 
 
 def pareto_population(individuals: Sequence[Individual],
@@ -817,7 +869,8 @@ DEFAULT_CONFIG = {
     "min_bandwidth": 0.1, "accept_density": "joint", "representation": "auto",
     "initial": [[list(b) for b in spec] for spec in DEFAULT_INITIAL], "morphisms": [],
     "max_morphisms": 1, "morphism_options": {"net2wider": {"noise": 0.1}},
-    "max_params": None, "min_params": None, "monotone_widths": False, "distill_steps": 50,
+    "max_params": None, "min_params": None, "monotone_widths": False,
+    "widen_to_monotone": False, "distill_steps": 50,
     "distill_temperature": 4.0,
     "distill_learning_rate": 0.02, "distill_batch_size": 64, "distill_train": {},
     "dataset": "fashion_mnist_small", "data_limit": None,
@@ -835,6 +888,7 @@ register_strategy(
     report=report_run)
 
 __all__ = ["Lemonade", "LemonadeState", "Individual", "pareto_population",
-           "cheap_objectives", "arch_latency", "narrowing_conv", "fronts_by_generation",
+           "cheap_objectives", "arch_latency", "narrowing_conv", "widen_to_monotone",
+           "fronts_by_generation",
            "plot_fronts",
            "export_front", "report_run", "CHEAP_OBJECTIVES", "DEFAULT_CONFIG"]
