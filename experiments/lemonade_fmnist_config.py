@@ -94,6 +94,11 @@ def _lemonade(**overrides) -> dict[str, Any]:
   return {**Config().lemonade, **overrides}
 
 
+# lr003w's two small starts and two cheaper tops of two convs per block (6k, 18k, 73k and
+# 163k parameters).
+_TWO_CONV_TOPS = [[[8], [16], [32]], [[8, 8], [16, 16], [32, 32]],
+                  [[16, 16], [32, 32], [64, 64]], [[24, 24], [48, 48], [96, 96]]]
+
 VARIANTS = {
     "default": Config(),
     # The search of docs/results/lemonade.md whose front spans 4.6k to 1.1M parameters:
@@ -140,10 +145,7 @@ VARIANTS = {
     # a one-conv network of the same cost.
     "lr003c": Config(
         search_train={"learning_rate": 0.03},
-        lemonade=_lemonade(initial=[[[8], [16], [32]], [[8, 8], [16, 16], [32, 32]],
-                                    [[16, 16], [32, 32], [64, 64]],
-                                    [[24, 24], [48, 48], [96, 96]]],
-                           monotone_widths=True)),
+        lemonade=_lemonade(initial=_TWO_CONV_TOPS, monotone_widths=True)),
     # lr003c with widen_to_monotone: a child whose Net2Wider step left a later conv
     # narrower gets that conv widened too instead of being dropped. In the lr003c search
     # (stopped at 2,059 of 3,200 charged seconds, docs/results/lemonade.md) the front
@@ -152,10 +154,8 @@ VARIANTS = {
     # above 100k, the front grew to 309k (the most accurate network) but not past 500k.
     "lr003g": Config(
         search_train={"learning_rate": 0.03},
-        lemonade=_lemonade(initial=[[[8], [16], [32]], [[8, 8], [16, 16], [32, 32]],
-                                    [[16, 16], [32, 32], [64, 64]],
-                                    [[24, 24], [48, 48], [96, 96]]],
-                           monotone_widths=True, widen_to_monotone=True)),
+        lemonade=_lemonade(initial=_TWO_CONV_TOPS, monotone_widths=True,
+                           widen_to_monotone=True)),
     "tiny": Config(
         dataset="synthetic", data_limit=None, val_fraction=0.1,
         train={"epochs": 1.0, "batch_size": 32, "max_steps": 2, "learning_rate": 0.05},
