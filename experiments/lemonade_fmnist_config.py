@@ -140,18 +140,20 @@ VARIANTS = {
     # lr003w's small starts with two cheaper tops of two convs per block, 73k and 163k
     # parameters: the 288k start's children cost 61-231 s each, so its lineage took 80 %
     # of lr003w's budget and the search stopped after 13 generations. After one epoch at
-    # 0.03 the 73k start (20.4 % wrong) is more accurate than every smaller start, so it
-    # is on the front from the first generation, and neither top start is dominated by
-    # a one-conv network of the same cost.
+    # 0.03 the 73k start (20.4 % wrong in a probe, 21.2 % in the lr003c search) is more
+    # accurate than every smaller start, so it is on the front from the first
+    # generation, and neither top start is dominated by a one-conv network of the same
+    # cost.
     "lr003c": Config(
         search_train={"learning_rate": 0.03},
         lemonade=_lemonade(initial=_TWO_CONV_TOPS, monotone_widths=True)),
     # lr003c with widen_to_monotone: a child whose Net2Wider step left a later conv
     # narrower gets that conv widened too instead of being dropped. In the lr003c search
     # (stopped at 2,059 of 3,200 charged seconds, docs/results/lemonade.md) the front
-    # never passed 78k: with monotone_widths only a network's last convs can be widened,
-    # and 5 of its 67 networks had more than 85k parameters. Measured: 27 of 102 networks
-    # above 100k, the front grew to 309k (the most accurate network) but not past 500k.
+    # ended at 70k-81k from generation 7 on: with monotone_widths only a network's last
+    # convs can be widened, and 5 of its 67 networks had more than 85k parameters.
+    # Measured: 27 of 102 networks above 100k, the front grew to 309k (the most accurate
+    # network) but not past 500k.
     "lr003g": Config(
         search_train={"learning_rate": 0.03},
         lemonade=_lemonade(initial=_TWO_CONV_TOPS, monotone_widths=True,

@@ -336,7 +336,7 @@ def test_widen_to_monotone_keeps_grown_children_that_monotone_widths_drops():
   nets, state = s.ask(jax.random.key(0), s.init(jax.random.key(0)))
   state = s.tell(None, state, nets, np.array([50.0]))  # a (4,4|8) network, untrained
   parents = np.zeros(32, np.int32)
-  dropped = _strategy(**kw)._propose_networks(jax.random.key(0), state, parents)
+  dropped = s._propose_networks(jax.random.key(0), state, parents)
   grown = _strategy(widen_to_monotone=True, **kw)._propose_networks(jax.random.key(0), state,
                                                                     parents)
   assert all(lemonade.narrowing_conv(p.arch) is None for p in grown)

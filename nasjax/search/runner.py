@@ -594,9 +594,9 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
     counters["elapsed"] = elapsed
     counters["wall"] = wall0 + time.perf_counter() - session_start
     counters["compile"] = compiled()
-    # The budget ran out within this generation: the strategy is told the candidates
-    # recorded before it did, and the others as failures (NaN), so that its final state
-    # (a LEMONADE front, an evolution's population) holds every recorded evaluation.
+    # Where the budget ran out within this generation, the candidates not recorded are
+    # told as failures (NaN), so that the strategy's final state (a LEMONADE front, an
+    # evolution's population) holds every recorded evaluation and nothing else.
     if len(kept) < n:
       counters["finished"] = True
     fitness = np.full((n, len(names)), np.nan)
