@@ -601,3 +601,5 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
   assert starts("lr003d") == [6274, 18482, 94186]
   assert starts("lr003w") == [6274, 18482, 288170]  # a start above 250k for the top
   assert starts("lr003c") == starts("lr003g") == [6274, 18482, 72666, 162562]
+  assert starts("lr003t") == [6274, 18482, 72666, 454210]  # a wide last block on top
+  assert starts("lr003u") == [6274, 18482, 454210]
