@@ -172,9 +172,11 @@ VARIANTS = {
                            monotone_widths=True, widen_to_monotone=True)),
     # lr003t without its 73k start. In the lr003t search (docs/results/lemonade.md) the
     # 454k start's lineage was on the front until generation 12 (406k, 9.48 % validation
-    # error), then dominated by deep 88k-108k children of the 73k start (8.02 % at
-    # generation 31), and the front ended at 108k. Here the range between the 18k and
-    # 454k starts is filled by their own lineages.
+    # error), then dominated by deeper 88k-108k networks with the 73k start's last block
+    # (8.02 % at generation 31), and the front ended at 108k. Here the range between the
+    # 18k and 454k starts is filled by their own lineages. Measured: the 454k lineage
+    # stayed on the front, but its 551k and 450k children were dominated by a 284k
+    # member (7.90 %); the front ends at 284k.
     "lr003u": Config(
         search_train={"learning_rate": 0.03},
         lemonade=_lemonade(initial=_TWO_CONV_TOPS[:2] + [[[24, 24], [48, 48], [192, 192]]],
