@@ -603,3 +603,5 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
   assert starts("lr003c") == starts("lr003g") == [6274, 18482, 72666, 162562]
   assert starts("lr003t") == [6274, 18482, 72666, 454210]  # a wide last block on top
   assert starts("lr003u") == [6274, 18482, 454210]
+  assert starts("lr001t") == starts("lr003t")
+  assert variants["lr001t"].search_train == {"learning_rate": 0.01}
