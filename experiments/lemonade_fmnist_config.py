@@ -183,12 +183,15 @@ VARIANTS = {
                            monotone_widths=True, widen_to_monotone=True)),
     # lr003t's starts with children trained at a peak rate of 0.01. Each child of a
     # long lineage restarts its schedule: at 0.03 the restart undoes part of the parent's
-    # training, so a child grown past 500k from a well-trained parent was less accurate
-    # after its epoch than the parent (lr003u: 551k at 8.68 % from a 450k line whose best
-    # was 8.08 %) and was dominated at once. At 0.01 a child fine-tunes what it inherits,
+    # training, so a child grown past 500k was less accurate after its epoch than a
+    # smaller member and was dominated at once (lr003u: 551k at 8.68 % against a 303k
+    # member at 8.32 %). At 0.01 a child fine-tunes what it inherits,
     # and in the under-trained regime of a one-hour search a larger network gains more
     # per epoch, so the front should keep its larger networks (the comparison retrains
-    # every member's architecture from scratch at the baselines' rate).
+    # every member's architecture from scratch at the baselines' rate). Measured
+    # (docs/results/lemonade.md): the 454k lineage led until generation 10 (623k at
+    # 11.40 %), then networks near 78k were more accurate; a 706k child at 9.08 % was
+    # dominated by a 348k member (9.03 %); the front ends at 348k.
     "lr001t": Config(
         search_train={"learning_rate": 0.01},
         lemonade=_lemonade(initial=_TWO_CONV_TOPS[:3] + [[[24, 24], [48, 48], [192, 192]]],
