@@ -441,6 +441,31 @@ def test_report_plots_fronts_per_generation_and_exports_the_front(tmp_path):
   assert (tmp_path / "run" / "front" / "front.json").exists()
 
 
+def test_history_records_each_candidates_lineage(tmp_path):
+  from nasjax.search.cli import _smoke_plan
+  from nasjax.search.runner import read_history, run
+
+  class Args:
+    devices = None
+
+  evaluator, config, _ = _smoke_plan("lemonade", Args)
+  run("lemonade", evaluator, Budget(max_evals=8), tmp_path / "run", 0, config, quiet=True)
+  history = read_history(tmp_path / "run")
+  assert len(history) == 8
+  by_uid = {}
+  for e in history:
+    lin = e["lineage"]
+    assert lin["uid"] not in by_uid
+    by_uid[lin["uid"]] = lin
+    if lin["parent"] == -1:  # an initial network
+      assert lin["ops"] == ["initial"] and lin["depth"] == 1
+    else:  # a child of an earlier candidate, one step deeper, made by 1-2 morphisms
+      assert lin["parent"] in by_uid
+      assert lin["depth"] == by_uid[lin["parent"]]["depth"] + 1
+      assert 1 <= len(lin["ops"]) <= config.get("max_morphisms", 1)
+  assert sum(lin["parent"] != -1 for lin in by_uid.values()) >= 1
+
+
 def test_fmnist_experiment_ladder_tiny_trains_each_size_once(tmp_path):
   import json
 

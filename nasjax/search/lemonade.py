@@ -440,6 +440,14 @@ class Lemonade:
       return self._emit_codes(state, chosen)
     return self._emit_networks(k_make, state, chosen)
 
+  def lineage(self, state: LemonadeState) -> list[dict[str, Any]]:
+    """Where each candidate of the last ``ask`` came from, in candidate order: its
+    ``uid``, its ``parent``'s uid (-1 for an initial network), the ``ops`` that made it,
+    whether they were all ``exact``, and its lineage ``depth``. The runner records it in
+    each history entry, so that a finished search's lineages can be traced."""
+    return [{"uid": ind.uid, "parent": ind.parent, "ops": list(ind.ops),
+             "exact": bool(ind.exact), "depth": ind.depth} for ind in state.pending]
+
   def tell(self, key, state: LemonadeState, candidates, fitness) -> LemonadeState:
     """Score the pending children and keep the Pareto front of population and children.
 

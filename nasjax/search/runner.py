@@ -4,6 +4,8 @@
 
     WORKDIR/config.json      strategy, its config, the evaluator's config, budget, seed
     WORKDIR/history.jsonl    one JSON object per evaluation, in order
+                             (with a ``lineage``: uid, parent, ops, depth, where the
+                             strategy tracks parents, as LEMONADE does)
     WORKDIR/checkpoint.pkl   the complete search state after the last full generation
     WORKDIR/best.json        the best architecture (and the Pareto front if several
                              objectives), with the benchmark's own result where known
@@ -378,12 +380,15 @@ def _strategy_name_config(strategy) -> tuple[str, dict]:
 
 
 def _entry(rec: Record, index: int, generation: int, elapsed: float, wall: float,
-           names, compiled: float) -> dict:
-  return _json_safe({
+           names, compiled: float, lineage: dict | None = None) -> dict:
+  entry = {
       "eval": index, "generation": generation, "arch": rec.arch, "code": rec.code,
       "objectives": dict(zip(names, rec.objectives)), "status": rec.status,
       "cost": rec.cost, "elapsed": elapsed, "wall": wall, "compile": compiled,
-      "metrics": rec.metrics})
+      "metrics": rec.metrics}
+  if lineage is not None:
+    entry["lineage"] = lineage
+  return _json_safe(entry)
 
 
 def _cache_key(space, cand) -> str:
@@ -569,6 +574,8 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
     if budget.max_evals is not None:
       items = items[:budget.max_evals - counters["evals"]]
     records = _evaluate(evaluator, items, k_eval, cache, processes)
+    # A strategy that tracks parents (LEMONADE) says where each candidate came from.
+    lineage = strategy.lineage(asked) if callable(getattr(strategy, "lineage", None)) else []
     lines, kept = [], []
     elapsed = counters["elapsed"]
     wall = wall0 + time.perf_counter() - session_start
@@ -576,8 +583,9 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
       if budget.time_budget is not None and elapsed >= budget.time_budget:
         break
       elapsed += rec.cost
-      entry = _entry(rec, counters["evals"] + len(kept), counters["generation"], elapsed,
-                     wall, names, compiled())
+      i = len(kept)
+      entry = _entry(rec, counters["evals"] + i, counters["generation"], elapsed,
+                     wall, names, compiled(), lineage[i] if i < len(lineage) else None)
       kept.append(rec)
       history.append(entry)
       lines.append(json.dumps(entry) + "\n")
