@@ -98,6 +98,8 @@ def _lemonade(**overrides) -> dict[str, Any]:
 # 163k parameters).
 _TWO_CONV_TOPS = [[[8], [16], [32]], [[8, 8], [16, 16], [32, 32]],
                   [[16, 16], [32, 32], [64, 64]], [[24, 24], [48, 48], [96, 96]]]
+# A 454k top of two convs per block with a wide last block (lr003t, lr003u, lr001t).
+_WIDE_TOP = [[24, 24], [48, 48], [192, 192]]
 
 VARIANTS = {
     "default": Config(),
@@ -168,7 +170,7 @@ VARIANTS = {
     # validation error) and dominated at once; here the next smaller start is the 73k one.
     "lr003t": Config(
         search_train={"learning_rate": 0.03},
-        lemonade=_lemonade(initial=_TWO_CONV_TOPS[:3] + [[[24, 24], [48, 48], [192, 192]]],
+        lemonade=_lemonade(initial=_TWO_CONV_TOPS[:3] + [_WIDE_TOP],
                            monotone_widths=True, widen_to_monotone=True)),
     # lr003t without its 73k start. In the lr003t search (docs/results/lemonade.md) the
     # 454k start's lineage was on the front until generation 12 (406k, 9.48 % validation
@@ -179,22 +181,22 @@ VARIANTS = {
     # member (7.90 %); the front ends at 284k.
     "lr003u": Config(
         search_train={"learning_rate": 0.03},
-        lemonade=_lemonade(initial=_TWO_CONV_TOPS[:2] + [[[24, 24], [48, 48], [192, 192]]],
+        lemonade=_lemonade(initial=_TWO_CONV_TOPS[:2] + [_WIDE_TOP],
                            monotone_widths=True, widen_to_monotone=True)),
     # lr003t's starts with children trained at a peak rate of 0.01. Each child of a
     # long lineage restarts its schedule: at 0.03 the restart undoes part of the parent's
     # training, so a child grown past 500k was less accurate after its epoch than a
     # smaller member and was dominated at once (lr003u: 551k at 8.68 % against a 303k
-    # member at 8.32 %). At 0.01 a child fine-tunes what it inherits,
-    # and in the under-trained regime of a one-hour search a larger network gains more
-    # per epoch, so the front should keep its larger networks (the comparison retrains
-    # every member's architecture from scratch at the baselines' rate). Measured
+    # member at 8.32 %). At 0.01 a child fine-tunes what it inherits, and in the
+    # under-trained regime of a one-hour search a larger network gains more per epoch,
+    # so the front should keep its larger networks (the comparison retrains every
+    # member's architecture from scratch at the baselines' rate). Measured
     # (docs/results/lemonade.md): the 454k lineage led until generation 10 (623k at
     # 11.40 %), then networks near 78k were more accurate; a 706k child at 9.08 % was
     # dominated by a 348k member (9.03 %); the front ends at 348k.
     "lr001t": Config(
         search_train={"learning_rate": 0.01},
-        lemonade=_lemonade(initial=_TWO_CONV_TOPS[:3] + [[[24, 24], [48, 48], [192, 192]]],
+        lemonade=_lemonade(initial=_TWO_CONV_TOPS[:3] + [_WIDE_TOP],
                            monotone_widths=True, widen_to_monotone=True)),
     "tiny": Config(
         dataset="synthetic", data_limit=None, val_fraction=0.1,

@@ -418,8 +418,8 @@ def test_fmnist_experiment_tiny_variant_runs_end_to_end(tmp_path):
   assert nasjax.count_params(net.arch) == front[0]["params"]
 
 
-def test_report_plots_fronts_per_generation_and_exports_the_front(tmp_path):
-  from nasjax.search import report as report_lib
+def _smoke_run(workdir, max_evals):
+  """Runs LEMONADE's ``smoke`` preset into ``workdir``; returns the strategy config."""
   from nasjax.search.cli import _smoke_plan
   from nasjax.search.runner import run
 
@@ -427,7 +427,14 @@ def test_report_plots_fronts_per_generation_and_exports_the_front(tmp_path):
     devices = None
 
   evaluator, config, _ = _smoke_plan("lemonade", Args)
-  run("lemonade", evaluator, Budget(max_evals=4), tmp_path / "run", 0, config, quiet=True)
+  run("lemonade", evaluator, Budget(max_evals=max_evals), workdir, 0, config, quiet=True)
+  return config
+
+
+def test_report_plots_fronts_per_generation_and_exports_the_front(tmp_path):
+  from nasjax.search import report as report_lib
+
+  _smoke_run(tmp_path / "run", max_evals=4)
   summary = report_lib.report(tmp_path / "run")
   assert (tmp_path / "run" / "fronts_params.png").stat().st_size > 1000
   assert str(tmp_path / "run" / "fronts_params.png") in summary["plots"]
@@ -442,14 +449,9 @@ def test_report_plots_fronts_per_generation_and_exports_the_front(tmp_path):
 
 
 def test_history_records_each_candidates_lineage(tmp_path):
-  from nasjax.search.cli import _smoke_plan
-  from nasjax.search.runner import read_history, run
+  from nasjax.search.runner import read_history
 
-  class Args:
-    devices = None
-
-  evaluator, config, _ = _smoke_plan("lemonade", Args)
-  run("lemonade", evaluator, Budget(max_evals=8), tmp_path / "run", 0, config, quiet=True)
+  config = _smoke_run(tmp_path / "run", max_evals=8)
   history = read_history(tmp_path / "run")
   assert len(history) == 8
   by_uid = {}
@@ -459,7 +461,7 @@ def test_history_records_each_candidates_lineage(tmp_path):
     by_uid[lin["uid"]] = lin
     if lin["parent"] == -1:  # an initial network
       assert lin["ops"] == ["initial"] and lin["depth"] == 1
-    else:  # a child of an earlier candidate, one step deeper, made by 1-2 morphisms
+    else:  # a child of an earlier candidate, one step deeper, by 1 to max_morphisms
       assert lin["parent"] in by_uid
       assert lin["depth"] == by_uid[lin["parent"]]["depth"] + 1
       assert 1 <= len(lin["ops"]) <= config.get("max_morphisms", 1)
