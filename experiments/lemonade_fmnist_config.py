@@ -198,6 +198,16 @@ VARIANTS = {
         search_train={"learning_rate": 0.01},
         lemonade=_lemonade(initial=_TWO_CONV_TOPS[:3] + [_WIDE_TOP],
                            monotone_widths=True, widen_to_monotone=True)),
+    # lr003's three one-conv starts with monotone_widths and widen_to_monotone. lr003 is
+    # the one search whose front reached past 500k (1.1M); on retraining its one clear
+    # loss was a bottleneck member (a 32-filter stem, then 16-filter convs), which
+    # monotone_widths rules out. lr003m added monotone_widths alone, and its front ended
+    # at 329k: a Net2Wider step could then only widen a network's last convs, which
+    # widen_to_monotone lifts (a later conv left narrower is widened too).
+    "lr003v": Config(
+        search_train={"learning_rate": 0.03},
+        lemonade=_lemonade(initial=[[[16], [32]], [[16], [32], [64]], [[32], [64], [128]]],
+                           monotone_widths=True, widen_to_monotone=True)),
     "tiny": Config(
         dataset="synthetic", data_limit=None, val_fraction=0.1,
         train={"epochs": 1.0, "batch_size": 32, "max_steps": 2, "learning_rate": 0.05},

@@ -632,3 +632,7 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
   assert starts("lr003u") == [6274, 18482, 454210]
   assert starts("lr001t") == starts("lr003t")
   assert variants["lr001t"].search_train == {"learning_rate": 0.01}
+  assert starts("lr003v") == starts("lr003") == [5178, 24058, 94186]  # one conv a block
+  assert variants["lr003v"].lemonade["monotone_widths"] is True
+  assert variants["lr003v"].lemonade["widen_to_monotone"] is True
+  assert variants["lr003v"].search_train == variants["lr003"].search_train
