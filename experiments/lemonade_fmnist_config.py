@@ -94,6 +94,8 @@ def _lemonade(**overrides) -> dict[str, Any]:
   return {**Config().lemonade, **overrides}
 
 
+# lr003's three starts of one conv per block (5k, 24k and 94k parameters).
+_ONE_CONV_STARTS = [[[16], [32]], [[16], [32], [64]], [[32], [64], [128]]]
 # lr003w's two small starts and two cheaper tops of two convs per block (6k, 18k, 73k and
 # 163k parameters).
 _TWO_CONV_TOPS = [[[8], [16], [32]], [[8, 8], [16, 16], [32, 32]],
@@ -110,13 +112,13 @@ VARIANTS = {
     # scratch with ``train`` (peak 0.1, the better rate for both).
     "lr003": Config(
         search_train={"learning_rate": 0.03},
-        lemonade=_lemonade(initial=[[[16], [32]], [[16], [32], [64]], [[32], [64], [128]]])),
+        lemonade=_lemonade(initial=_ONE_CONV_STARTS)),
     # lr003 with widths that never shrink with depth (``monotone_widths``): the lr003
     # front's one clear loss on retraining was a bottleneck member (a 32-filter stem,
     # then 16-filter convs), which the hand-designed baselines never are.
     "lr003m": Config(
         search_train={"learning_rate": 0.03},
-        lemonade=_lemonade(initial=[[[16], [32]], [[16], [32], [64]], [[32], [64], [128]]],
+        lemonade=_lemonade(initial=_ONE_CONV_STARTS,
                            monotone_widths=True)),
     # lr003m started from three-block networks, one of them with two convs per block:
     # lr003m's retrained front lost to three-block baselines at 6k-15k parameters and to
@@ -206,7 +208,7 @@ VARIANTS = {
     # widen_to_monotone lifts (a later conv left narrower is widened too).
     "lr003v": Config(
         search_train={"learning_rate": 0.03},
-        lemonade=_lemonade(initial=[[[16], [32]], [[16], [32], [64]], [[32], [64], [128]]],
+        lemonade=_lemonade(initial=_ONE_CONV_STARTS,
                            monotone_widths=True, widen_to_monotone=True)),
     "tiny": Config(
         dataset="synthetic", data_limit=None, val_fraction=0.1,
