@@ -636,3 +636,6 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
   assert variants["lr003v"].lemonade["monotone_widths"] is True
   assert variants["lr003v"].lemonade["widen_to_monotone"] is True
   assert variants["lr003v"].search_train == variants["lr003"].search_train
+  assert starts("lr003b") == [6274, 24058, 94186]  # three blocks at the small end
+  assert variants["lr003b"].lemonade["widen_to_monotone"] is True
+  assert variants["lr003b"].search_train == variants["lr003v"].search_train
