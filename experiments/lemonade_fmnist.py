@@ -1,8 +1,9 @@
 """LEMONADE on Fashion-MNIST: a Pareto front of error against size, from trivial networks.
 
     python experiments/lemonade_fmnist.py [--variant NAME (default, lr003, lr003m, lr003d, lr003w,
-        lr003c, lr003g, lr003t, lr003u or tiny)]
-        [--workdir DIR] [--search-seconds S] [--plots DIR] [--json PATH] [--no-search]
+        lr003c, lr003g, lr003t, lr003u, lr001t, lr003v, lr003b or tiny)]
+        [--workdir DIR] [--search-seconds S] [--search-seed N] [--plots DIR] [--json PATH]
+        [--no-search]
         [--search-only] [--scratch] [--scratch-epochs E] [--shard I/N]
     python experiments/lemonade_fmnist.py --ladder EPOCHS [--ladder-min-params N]
 
@@ -10,6 +11,8 @@
    with a training evaluator (validation error, parameters and batch-1 latency recorded;
    the front is taken over error and parameters), until ``search_seconds`` of training
    are charged. Started again with the same ``--workdir`` it resumes the search.
+   ``--search-seed N`` repeats the search with another seed, on the same data split and
+   against the same baselines (the config's ``seed``).
 2. Report: the front after each generation (error against parameters and against
    latency) as PNGs, and the final front's networks with their weights
    (:func:`nasjax.search.lemonade.report_run`); the seconds and share of wall time the
@@ -79,7 +82,8 @@ def search(cfg, workdir: Path, quiet: bool = True) -> runner.RunResult:
                                 objectives=tuple(cfg.objectives), data_limit=cfg.data_limit,
                                 val_fraction=cfg.val_fraction, data_seed=cfg.seed)
   budget = {"time_budget": cfg.search_seconds, "max_evals": cfg.max_evals}
-  return runner.run("lemonade", evaluator, budget, workdir, cfg.seed, dict(cfg.lemonade),
+  seed = cfg.seed if cfg.search_seed is None else cfg.search_seed
+  return runner.run("lemonade", evaluator, budget, workdir, seed, dict(cfg.lemonade),
                     quiet=quiet)
 
 
@@ -310,6 +314,9 @@ def main(argv=None) -> int:
   parser.add_argument("--workdir", default="runs/lemonade_fmnist")
   parser.add_argument("--search-seconds", type=float, default=None,
                       help="override the config's search budget (charged seconds)")
+  parser.add_argument("--search-seed", type=int, default=None,
+                      help="override the search's seed (the data split and the trainings "
+                      "from scratch keep the config's seed)")
   parser.add_argument("--plots", help="also copy the front plots into this directory")
   parser.add_argument("--json", help="write the comparison rows to this file")
   parser.add_argument("--verbose", action="store_true", help="show the search's progress")
@@ -344,6 +351,8 @@ def main(argv=None) -> int:
   cfg = variants[args.variant]
   if args.search_seconds is not None:
     cfg = dataclasses.replace(cfg, search_seconds=args.search_seconds)
+  if args.search_seed is not None:
+    cfg = dataclasses.replace(cfg, search_seed=args.search_seed)
   workdir = Path(args.workdir)
   shard = parse_shard(args.shard) if args.shard else (0, 1)
   start = time.perf_counter()

@@ -33,7 +33,10 @@ class Config:
       the comparison for front members of similar size.
     baseline_max_epochs: optional cap on a baseline's training epochs (``None``: a
       baseline trains exactly as many epochs as the member's lineage did).
-    seed: the search seed (baselines use it too).
+    seed: the seed of the data split and of every training from scratch, and the
+      search's seed unless ``search_seed`` is given.
+    search_seed: optional seed of the search alone (its sampling, morphisms and children's
+      training), so that repeated searches share one data split and one set of baselines.
   """
 
   dataset: str = "fashion_mnist"
@@ -88,6 +91,7 @@ class Config:
   )
   baseline_max_epochs: float | None = None
   seed: int = 0
+  search_seed: int | None = None
 
 
 def _lemonade(**overrides) -> dict[str, Any]:

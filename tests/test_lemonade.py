@@ -607,6 +607,18 @@ def test_fmnist_experiment_search_train_overrides_only_the_children(tmp_path):
   assert lr003.train["learning_rate"] == pytest.approx(0.1, abs=0.0)
 
 
+def test_fmnist_experiment_search_seed_changes_only_the_search(tmp_path):
+  import dataclasses
+  import json
+
+  module = _experiment("lemonade_fmnist")
+  cfg = dataclasses.replace(module.load_variants()["tiny"], max_evals=2, search_seed=3)
+  module.search(cfg, tmp_path / "search")
+  saved = json.loads((tmp_path / "search" / "config.json").read_text())
+  assert saved["seed"] == 3  # the search's sampling, morphisms and children
+  assert saved["evaluator"]["data_seed"] == cfg.seed == 0  # one data split for all seeds
+
+
 def test_fmnist_experiment_variants_start_inside_their_own_bounds():
   from nasjax.models import plain_cnn
 
