@@ -8,7 +8,7 @@ import pytest
 import nasjax
 from nasjax import data as data_lib
 from nasjax import train as train_lib
-from nasjax.ops import EXACT
+from nasjax.ops import EXACT, MORPHISMS
 from nasjax.search import bench, kde, lemonade, nsga2, pareto
 from nasjax.search import Budget
 from nasjax.search.base import generation_keys, init_keys, make_strategy
@@ -651,3 +651,6 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
   assert starts("lr003b") == [6274, 24058, 94186]  # three blocks at the small end
   assert variants["lr003b"].lemonade["widen_to_monotone"] is True
   assert variants["lr003b"].search_train == variants["lr003v"].search_train
+  assert starts("lr003x") == starts("lr003v")
+  assert "to_sepconv" not in variants["lr003x"].lemonade["morphisms"]
+  assert set(variants["lr003x"].lemonade["morphisms"]) == set(MORPHISMS) - {"to_sepconv"}
