@@ -364,7 +364,42 @@ def test_pareto_population_drops_dominated_and_duplicate_members():
   assert [p.uid for p in lemonade.pareto_population(inds)] == [6, 7]
 
 
+def test_pareto_population_with_a_margin_keeps_near_ties():
+  ind = lambda uid, f, c: lemonade.Individual(uid, None, (c,), (f, c))
+  inds = [ind(0, 9.42, 37_722.0), ind(1, 9.43, 556_730.0), ind(2, 9.80, 600_000.0),
+          ind(3, 12.0, 5_000.0)]
+  assert [p.uid for p in lemonade.pareto_population(inds, (0, 1))] == [0, 3]
+  # 0.15 points of error: the 556k network (0.01 behind) stays, the 600k one (0.38
+  # behind) does not.
+  kept = lemonade.pareto_population(inds, (0, 1), (0.15, 0.0))
+  assert [p.uid for p in kept] == [0, 1, 3]
+  strategy = lemonade.Lemonade(NB201Space(), num_objectives=3, front_objectives=(0, 1),
+                               dominance_margin=(0.15, 0))
+  assert strategy.config()["dominance_margin"] == [0.15, 0.0]
+  state = lemonade.LemonadeState(pending=tuple(
+      lemonade.Individual(i.uid, (0,) * 6, i.cheap) for i in inds))
+  state = strategy.tell(None, state, [(0,) * 6] * 4,
+                        [[i.fitness[0], i.fitness[1], 0.0] for i in inds])
+  assert sorted(p.uid for p in state.population) == [0, 1, 3]
+
+
+def test_fronts_by_generation_and_report_use_the_margin():
+  history = [{"generation": 0, "status": "ok", "objectives": {"val_error": e, "params": p}}
+             for e, p in ((9.42, 37_722), (9.43, 556_730), (9.80, 600_000))]
+  (_, plain), = lemonade.fronts_by_generation(history, "params", "val_error")
+  (_, tolerant), = lemonade.fronts_by_generation(history, "params", "val_error", 0.15)
+  np.testing.assert_allclose(plain, [[37_722, 9.42]], rtol=0, atol=1e-12)
+  np.testing.assert_allclose(tolerant, [[37_722, 9.42], [556_730, 9.43]], rtol=0, atol=1e-12)
+
+
 def test_bad_options_are_rejected():
+  with pytest.raises(ValueError, match="dominance_margin has 1 values, but the front is "
+                     "taken over 2"):
+    lemonade.Lemonade(NB201Space(), num_objectives=2, dominance_margin=(0.1,))
+  with pytest.raises(ValueError, match="dominance_margin values must be finite and >= 0, "
+                     "got -0.1"):
+    lemonade.Lemonade(NB201Space(), num_objectives=2, front_objectives=(0, 1),
+                      dominance_margin=(-0.1, 0))
   with pytest.raises(ValueError, match="n_ac"):
     lemonade.Lemonade(NB201Space(), n_pc=2, n_ac=3)
   with pytest.raises(ValueError, match="cheap objective 'size'"):
@@ -654,3 +689,7 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
   assert starts("lr003x") == starts("lr003v")
   assert "to_sepconv" not in variants["lr003x"].lemonade["morphisms"]
   assert set(variants["lr003x"].lemonade["morphisms"]) == set(MORPHISMS) - {"to_sepconv"}
+  assert starts("lr003n") == starts("lr003b")
+  assert variants["lr003n"].lemonade["morphisms"] == variants["lr003x"].lemonade["morphisms"]
+  assert variants["lr003n"].lemonade["dominance_margin"] == [0.15, 0.0]
+  assert variants["lr003n"].lemonade["front_objectives"] == [0, 1]

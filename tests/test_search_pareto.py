@@ -102,3 +102,39 @@ def test_domination_counts_jittable_matches_numpy():
   finite = ~np.isnan(F).any(axis=1)
   expected = D.sum(axis=0) + np.where(finite, 0, finite.sum())
   np.testing.assert_array_equal(counts, expected)
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_pareto_mask_with_a_margin_matches_brute_force(m):
+  rng = np.random.default_rng(10 + m)
+  margin = np.array([0.5] + [0.0] * (m - 1))
+  for trial in range(20):
+    F = rng.integers(0, 5, size=(12, m)).astype(float) + rng.choice([0.0, 0.3], (12, m))
+    if trial % 3 == 0:
+      F[rng.integers(0, 12)] = np.nan
+
+    def beats(a, b):
+      return (all(x + t <= y for x, t, y in zip(a, margin, b))
+              and any(x < y for x, y in zip(a, b)))
+
+    ok = ~np.isnan(F).any(axis=1)
+    brute = [bool(ok[i]) and not any(ok[j] and beats(F[j], F[i]) for j in range(len(F)))
+             for i in range(len(F))]
+    np.testing.assert_array_equal(pareto.pareto_mask(F, margin), brute)
+    # A margin only keeps more points: the plain front is inside the tolerant one.
+    assert np.all(pareto.pareto_mask(F, margin) >= pareto.pareto_mask(F))
+    np.testing.assert_array_equal(pareto.pareto_mask(F, np.zeros(m)), pareto.pareto_mask(F))
+
+
+def test_margin_keeps_a_point_only_within_its_tolerance():
+  # (error, size): the larger network is 0.01 worse than a smaller one.
+  F = np.array([[9.42, 37722.0], [9.43, 556730.0], [9.60, 600000.0]])
+  np.testing.assert_array_equal(pareto.pareto_mask(F), [True, False, False])
+  np.testing.assert_array_equal(pareto.pareto_mask(F, [0.15, 0.0]), [True, True, False])
+  np.testing.assert_array_equal(pareto.pareto_mask(F, [0.2, 0.0]), [True, True, True])
+  assert pareto.dominance_matrix(F, [0.15, 0.0])[0, 2]
+  assert not pareto.dominance_matrix(F, [0.15, 0.0])[0, 1]
+  with pytest.raises(ValueError, match=r"margin has 3 values, but the points have 2"):
+    pareto.pareto_mask(F, [0.1, 0.0, 0.0])
+  with pytest.raises(ValueError, match=r"finite and >= 0, got \[-0.1, 0.0\]"):
+    pareto.pareto_mask(F, [-0.1, 0.0])

@@ -197,6 +197,15 @@ class Lemonade:
     front_objectives: the columns of the told fitness that the Pareto front uses (empty:
       all), e.g. ``(0, 1)`` to search error and size while the evaluator also records
       latency.
+    dominance_margin: optional tolerances, one per column of ``front_objectives`` (of the
+      whole fitness when that is empty), in the fitness's units: a network leaves the
+      population only when another is no worse in every objective and better by at
+      least this margin in those columns (:func:`nasjax.search.pareto.dominance_matrix`),
+      e.g. ``(0.15, 0)`` to keep networks within 0.15 points of validation error of a
+      smaller one. A validation error measured on a few thousand images moves by more
+      than that between two trainings, and with plain dominance such a difference can
+      remove a whole lineage (a network 0.01 points less accurate than a smaller one is
+      never a parent again). Empty or all zero: plain Pareto dominance.
     log_scale: estimate the density on the log of the cheap objectives.
     min_bandwidth: the smallest kernel width (log units when ``log_scale``).
     accept_density: ``"joint"`` (density of the population and the proposed children,
@@ -241,6 +250,7 @@ class Lemonade:
   n_ac: int = 4
   cheap_objectives: tuple[str, ...] = ("params",)
   front_objectives: tuple[int, ...] = ()
+  dominance_margin: tuple[float, ...] = ()
   log_scale: bool = True
   min_bandwidth: float = 0.1
   accept_density: str = "joint"
@@ -291,6 +301,17 @@ class Lemonade:
         raise ValueError(f"front_objectives names column {c!r}, but the fitness has "
                          f"{self.num_objectives} objectives")
     object.__setattr__(self, "front_objectives", columns)
+    margin = tuple(self.dominance_margin or ())
+    if margin:
+      width = len(columns) or self.num_objectives
+      if len(margin) != width:
+        raise ValueError(f"dominance_margin has {len(margin)} values, but the front is "
+                         f"taken over {width} fitness columns")
+      for v in margin:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
+            math.isfinite(v) and v >= 0):
+          raise ValueError(f"dominance_margin values must be finite and >= 0, got {v!r}")
+    object.__setattr__(self, "dominance_margin", tuple(float(v) for v in margin))
     if self.accept_density not in ("joint", "population"):
       raise ValueError(f"accept_density must be 'joint' or 'population', got "
                        f"{self.accept_density!r}")
@@ -355,7 +376,8 @@ class Lemonade:
   def config(self) -> dict:
     return {"n_pc": self.n_pc, "n_ac": self.n_ac,
             "cheap_objectives": list(self.cheap_objectives),
-            "front_objectives": list(self.front_objectives), "log_scale": self.log_scale,
+            "front_objectives": list(self.front_objectives),
+            "dominance_margin": list(self.dominance_margin), "log_scale": self.log_scale,
             "min_bandwidth": self.min_bandwidth, "accept_density": self.accept_density,
             "representation": self.representation,
             "initial": [[list(b) for b in spec] for spec in self.initial],
@@ -485,7 +507,8 @@ class Lemonade:
                            f"{list(genome)}")
       if np.all(np.isfinite(f)):
         new.append(dataclasses.replace(ind, genome=genome, fitness=tuple(float(v) for v in f)))
-    population = pareto_population(state.population + tuple(new), self.front_objectives)
+    population = pareto_population(state.population + tuple(new), self.front_objectives,
+                                   self.dominance_margin)
     return dataclasses.replace(state, population=population, pending=(),
                                generation=state.generation + 1,
                                count=state.count + len(pending))
@@ -703,20 +726,24 @@ def widen_to_monotone(arch: Arch, ops: Sequence = ()) -> tuple[Arch, list]:
   return arch, ops
 
 
-def pareto_population(individuals: Sequence[Individual],
-                      columns: Sequence[int] = ()) -> tuple[Individual, ...]:
+def pareto_population(individuals: Sequence[Individual], columns: Sequence[int] = (),
+                      margin: Sequence[float] = ()) -> tuple[Individual, ...]:
   """The non-dominated individuals, oldest first.
 
   Dominance is over :meth:`Individual.objectives` (the fitness ``columns``, all when
-  empty, and the cheap objectives). Of several with equal objective vectors only the
-  oldest is kept, so a front never holds copies.
+  empty, and the cheap objectives); ``margin`` (one value per fitness column, see
+  ``Lemonade.dominance_margin``) makes it tolerant of noise in those columns. Of several
+  with equal objective vectors only the oldest is kept, so a front never holds copies.
   """
   inds = sorted(individuals, key=lambda ind: ind.uid)
   if not inds:
     return ()
   F = np.array([ind.objectives(columns) for ind in inds], np.float64)
+  tol = None
+  if margin and any(margin):
+    tol = list(margin) + [0.0] * (F.shape[1] - len(margin))
   keep, seen = [], set()
-  for ind, f, ok in zip(inds, F, pareto_mask(F)):
+  for ind, f, ok in zip(inds, F, pareto_mask(F, tol)):
     if ok and tuple(f) not in seen:
       seen.add(tuple(f))
       keep.append(ind)
@@ -733,7 +760,7 @@ def _entry_value(entry: Mapping, name: str) -> float:
   return math.nan
 
 
-def fronts_by_generation(history: Sequence[Mapping], x: str, y: str
+def fronts_by_generation(history: Sequence[Mapping], x: str, y: str, margin: float = 0.0
                          ) -> list[tuple[int, np.ndarray]]:
   """The ``(y, x)`` Pareto front of the evaluations up to each generation.
 
@@ -741,6 +768,10 @@ def fronts_by_generation(history: Sequence[Mapping], x: str, y: str
     history: run history entries (``nasjax.search.read_history``).
     x: the size-like value (``"params"``, ``"latency"``, ...: an objective or a metric).
     y: the error-like objective.
+    margin: tolerance on ``y`` (``Lemonade.dominance_margin``): a point is dropped only
+      where another no larger is better by at least this much. The front is then taken
+      over all evaluations so far, a superset of a run's population, which also lost the
+      points its members dominated when they were told.
 
   Returns:
     ``[(generation, front (k, 2) sorted by x)]`` for every generation with a successful
@@ -752,7 +783,7 @@ def fronts_by_generation(history: Sequence[Mapping], x: str, y: str
   out = []
   for g in sorted({r[0] for r in rows}):
     P = np.array([(r[1], r[2]) for r in rows if r[0] <= g], np.float64)
-    front = P[pareto_mask(P)]
+    front = P[pareto_mask(P, [0.0, margin] if margin else None)]
     out.append((g, np.unique(front, axis=0)))
   return out
 
@@ -847,9 +878,13 @@ def report_run(workdir, out=None) -> dict:
   cfg = read_config(workdir)
   history = read_history(workdir)
   names = list(cfg["objectives"])
+  scfg = cfg.get("strategy_config") or {}
+  columns = list(scfg.get("front_objectives") or range(len(names)))
+  margins = list(scfg.get("dominance_margin") or ())
+  margin = float(margins[columns.index(0)]) if margins and 0 in columns else 0.0
   plots = []
   for x, label in (("params", "parameters"), ("latency", "latency (s, batch 1)")):
-    fronts = fronts_by_generation(history, x, names[0])
+    fronts = fronts_by_generation(history, x, names[0], margin)
     if fronts:
       plots.append(plot_fronts(fronts, out / f"fronts_{x}.png", xlabel=label,
                                ylabel=names[0], title=f"LEMONADE: {names[0]} vs {x}, "
@@ -866,6 +901,7 @@ def _make(space: SearchSpace, config: dict) -> Lemonade:
   num_objectives = config.pop("num_objectives")
   config["cheap_objectives"] = tuple(config["cheap_objectives"])
   config["front_objectives"] = tuple(config["front_objectives"] or ())
+  config["dominance_margin"] = tuple(config.get("dominance_margin") or ())
   config["morphisms"] = tuple(config["morphisms"] or ())
   config["initial"] = tuple(config["initial"])
   return Lemonade(space, num_objectives=num_objectives, **config)
@@ -873,6 +909,7 @@ def _make(space: SearchSpace, config: dict) -> Lemonade:
 
 DEFAULT_CONFIG = {
     "n_pc": 16, "n_ac": 4, "cheap_objectives": ["params"], "front_objectives": [],
+    "dominance_margin": [],
     "log_scale": True,
     "min_bandwidth": 0.1, "accept_density": "joint", "representation": "auto",
     "initial": [[list(b) for b in spec] for spec in DEFAULT_INITIAL], "morphisms": [],

@@ -30,17 +30,37 @@ def dominates(a, b) -> bool:
   return bool(np.all(a <= b) and np.any(a < b))
 
 
-def dominance_matrix(F) -> np.ndarray:
+def _margin(margin, m: int) -> np.ndarray | None:
+  """``margin`` as an ``(m,)`` vector, or None where it is absent or all zero."""
+  if margin is None:
+    return None
+  v = np.broadcast_to(np.asarray(margin, np.float64), (m,)) if np.ndim(margin) == 0 else (
+      np.asarray(margin, np.float64))
+  if v.shape != (m,):
+    raise ValueError(f"margin has {v.size} values, but the points have {m} objectives")
+  if not np.all(np.isfinite(v)) or np.any(v < 0):
+    raise ValueError(f"margin values must be finite and >= 0, got {v.tolist()}")
+  return v if np.any(v > 0) else None
+
+
+def dominance_matrix(F, margin=None) -> np.ndarray:
   """``D[i, j]`` is True when point i dominates point j.
 
   Args:
     F: ``(n, m)`` objective values.
+    margin: optional ``(m,)`` (or scalar) non-negative tolerances: point i then dominates
+      j only where it is better by at least ``margin`` in every objective (``F[i] +
+      margin <= F[j]``, and better somewhere), so that differences within a measurement's
+      noise decide nothing. Zero everywhere (the default): plain Pareto dominance. With a
+      margin dominance is not transitive.
 
   Returns:
     ``(n, n)`` bool matrix; rows and columns of failed (NaN) points are all False.
   """
   F = _as_points(F)
-  le = np.all(F[:, None, :] <= F[None, :, :], axis=-1)
+  m = _margin(margin, F.shape[1])
+  shifted = F if m is None else F + m
+  le = np.all(shifted[:, None, :] <= F[None, :, :], axis=-1)
   lt = np.any(F[:, None, :] < F[None, :, :], axis=-1)
   ok = ~np.isnan(F).any(axis=1)
   return le & lt & ok[:, None] & ok[None, :]
@@ -87,10 +107,13 @@ def _pareto_mask_2d(F: np.ndarray) -> np.ndarray:
   return mask
 
 
-def pareto_mask(F) -> np.ndarray:
-  """``(n,)`` bool: the finite points that no other point dominates."""
+def pareto_mask(F, margin=None) -> np.ndarray:
+  """``(n,)`` bool: the finite points that no other point dominates (by more than
+  ``margin``, see :func:`dominance_matrix`)."""
   F = _as_points(F)
   ok = ~np.isnan(F).any(axis=1)
+  if _margin(margin, F.shape[1]) is not None:
+    return ok & ~dominance_matrix(F, margin).any(axis=0)
   if F.shape[1] == 2:
     mask = np.zeros(len(F), bool)
     mask[ok] = _pareto_mask_2d(F[ok])
