@@ -739,9 +739,8 @@ def pareto_population(individuals: Sequence[Individual], columns: Sequence[int] 
   if not inds:
     return ()
   F = np.array([ind.objectives(columns) for ind in inds], np.float64)
-  tol = None
-  if margin and any(margin):
-    tol = list(margin) + [0.0] * (F.shape[1] - len(margin))
+  # Only the fitness columns get a margin; an all-zero one is plain dominance.
+  tol = list(margin) + [0.0] * (F.shape[1] - len(margin)) if margin else None
   keep, seen = [], set()
   for ind, f, ok in zip(inds, F, pareto_mask(F, tol)):
     if ok and tuple(f) not in seen:

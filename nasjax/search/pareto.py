@@ -34,8 +34,8 @@ def _margin(margin, m: int) -> np.ndarray | None:
   """``margin`` as an ``(m,)`` vector, or None where it is absent or all zero."""
   if margin is None:
     return None
-  v = np.broadcast_to(np.asarray(margin, np.float64), (m,)) if np.ndim(margin) == 0 else (
-      np.asarray(margin, np.float64))
+  v = np.asarray(margin, np.float64)
+  v = np.full(m, float(v)) if v.ndim == 0 else v
   if v.shape != (m,):
     raise ValueError(f"margin has {v.size} values, but the points have {m} objectives")
   if not np.all(np.isfinite(v)) or np.any(v < 0):
@@ -112,7 +112,8 @@ def pareto_mask(F, margin=None) -> np.ndarray:
   ``margin``, see :func:`dominance_matrix`)."""
   F = _as_points(F)
   ok = ~np.isnan(F).any(axis=1)
-  if _margin(margin, F.shape[1]) is not None:
+  margin = _margin(margin, F.shape[1])
+  if margin is not None:
     return ok & ~dominance_matrix(F, margin).any(axis=0)
   if F.shape[1] == 2:
     mask = np.zeros(len(F), bool)
