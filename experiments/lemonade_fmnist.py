@@ -5,6 +5,7 @@
         [--workdir DIR] [--search-seconds S] [--search-seed N] [--plots DIR] [--json PATH]
         [--no-search]
         [--search-only] [--scratch] [--scratch-epochs E] [--shard I/N]
+        [--seeds S,S,... --members P,P,...]
     python experiments/lemonade_fmnist.py --ladder EPOCHS [--ladder-min-params N]
 
 1. Search: LEMONADE (:mod:`nasjax.search.lemonade`) in the run directory ``DIR/search``
@@ -32,6 +33,12 @@
    ``DIR/shards.json`` by the first shard), so that N processes fill the cache side by
    side (after a ``--search-only`` run has exported the front), and a last run without
    ``--shard`` prints the table.
+
+``--seeds S,S,... --members P,P,...`` (with ``--scratch-epochs E``, after a
+``--search-only`` run) measures how much of a comparison is seed noise: the front members
+with those parameter counts and their baselines are trained from scratch for E epochs with
+the config's seed and each listed one (initialisation and data order; the data split
+stays), and each network's errors and mean are printed.
 
 ``--ladder EPOCHS`` instead trains the config's hand-designed networks (from
 ``--ladder-min-params`` parameters up) from scratch for ``EPOCHS`` epochs, sharing the
@@ -104,9 +111,14 @@ def baseline_for(cfg, params: int, input_shape, num_classes) -> tuple[list, int]
   return best[1], best[2]
 
 
-def _cache_key(cfg, name, epochs: float) -> str:
-  return json.dumps([name, epochs, {k: v for k, v in sorted(cfg.train.items())
-                                    if k not in ("epochs", "max_steps")}])
+def _cache_key(cfg, name, epochs: float, seed: int | None = None) -> str:
+  """The cache entry of ``name`` trained from scratch for ``epochs`` with ``cfg.train``
+  (and with ``seed`` for initialisation and data order, where it is not the config's)."""
+  key = [name, epochs, {k: v for k, v in sorted(cfg.train.items())
+                        if k not in ("epochs", "max_steps")}]
+  if seed is not None and seed != cfg.seed:
+    key.append({"seed": seed})
+  return json.dumps(key)
 
 
 @contextlib.contextmanager
@@ -162,18 +174,20 @@ def train_baseline(cfg, blocks, epochs: float, data, cache: dict, cache_path: Pa
 
 
 def train_from_scratch(cfg, arch, name, epochs: float, data, cache: dict,
-                       cache_path: Path) -> dict:
+                       cache_path: Path, seed: int | None = None) -> dict:
   """Train ``arch`` from a fresh initialisation for ``epochs`` with ``cfg.train`` (cached
-  by ``name``, the epochs and the training settings)."""
-  key = _cache_key(cfg, name, epochs)
+  by ``name``, the epochs and the training settings). ``seed`` (default: the config's)
+  draws the initialisation and the data order; the data split is ``data``'s."""
+  key = _cache_key(cfg, name, epochs, seed)
   if key in cache:
     return cache[key]
-  net = nasjax.init(arch, jax.random.key(cfg.seed))
+  seed = cfg.seed if seed is None else seed
+  net = nasjax.init(arch, jax.random.key(seed))
   tc = train_lib.TrainConfig(**{**cfg.train, "epochs": epochs, "max_steps": None})
   start = time.perf_counter()
-  net, hist = train_lib.fit(net, data, tc, jax.random.key(cfg.seed + 1))
+  net, hist = train_lib.fit(net, data, tc, jax.random.key(seed + 1))
   _store(cache, cache_path, key, {
-      "blocks": name, "params": nasjax.count_params(arch), "epochs": epochs,
+      "blocks": name, "params": nasjax.count_params(arch), "epochs": epochs, "seed": seed,
       "val_error": 100.0 * (1.0 - hist.val_accuracy[-1]), "test_error": _test_error(net, data),
       "status": hist.status, "seconds": time.perf_counter() - start})
   return cache[key]
@@ -199,6 +213,92 @@ def parse_shard(text: str) -> tuple[int, int]:
   if not (n >= 1 and 0 <= i < n):
     raise ValueError(f"--shard I/N needs 0 <= I < N, got {text!r}")
   return i, n
+
+
+def _member_name(rec: dict, net) -> str:
+  """A front member's name in the cache: by uid and architecture (a uid alone names
+  different networks in different runs, and a cache may be carried over from another
+  run)."""
+  digest = hashlib.sha256(net.arch.to_json().encode()).hexdigest()[:12]
+  return f"member {rec['uid']} {digest}"
+
+
+def parse_ints(text: str, flag: str) -> list[int]:
+  """``"1,2"`` as ``[1, 2]`` (for ``flag``'s error message)."""
+  try:
+    values = [int(x) for x in text.split(",")]
+  except ValueError:
+    raise ValueError(f"{flag} must be integers separated by commas, got {text!r}") from None
+  return list(dict.fromkeys(values))
+
+
+def seed_spread(cfg, workdir: Path, front: list[dict], epochs: float, seeds: list[int],
+                members: list[int]) -> list[dict]:
+  """How much of a member's gain over its baseline is seed noise: the front members with
+  ``members`` parameters and their baselines, each trained from scratch for ``epochs``
+  with the config's seed and every one of ``seeds`` (initialisation and data order; the
+  data split stays the config's), cached with the comparison's trainings.
+
+  Returns one row per network (members first, in the order asked, then their baselines):
+  its name, parameters, test error per seed and their mean; a member's row also names its
+  baseline and that baseline's mean.
+  """
+  if not epochs > 0:
+    raise ValueError(f"--scratch-epochs must be positive, got {epochs}")
+  data, cache, cache_path = _data_and_cache(cfg, workdir)
+  seeds = list(dict.fromkeys([cfg.seed, *seeds]))
+  chosen = []
+  for params in members:
+    found = [rec for rec in front if rec["params"] == params]
+    if len(found) != 1:
+      sizes = ", ".join(f"{rec['params']}" for rec in sorted(front, key=lambda r: r["params"]))
+      raise ValueError(f"--members {params}: {len(found)} front members have {params} "
+                       f"parameters, need exactly one (the front: {sizes})")
+    chosen.append(found[0])
+
+  def errors(arch, name):
+    out = {}
+    for seed in seeds:
+      r = train_from_scratch(cfg, arch, name, epochs, data, cache, cache_path, seed=seed)
+      out[seed] = r["test_error"]
+    return out
+
+  rows, base_rows = [], {}
+  for rec in chosen:
+    net = nasjax.load(rec["network"])
+    blocks, _ = baseline_for(cfg, rec["params"], data.input_shape, data.num_classes)
+    key = _blocks_str(blocks)
+    if key not in base_rows:
+      arch = models.plain_cnn(blocks, input_shape=data.input_shape,
+                              num_classes=data.num_classes)
+      errs = errors(arch, blocks)
+      base_rows[key] = {"network": key, "params": nasjax.count_params(arch),
+                        "errors": errs, "mean": sum(errs.values()) / len(errs)}
+    errs = errors(net.arch, _member_name(rec, net))
+    rows.append({"network": f"member {rec['uid']}", "params": rec["params"],
+                 "errors": errs, "mean": sum(errs.values()) / len(errs),
+                 "baseline": key, "baseline_mean": base_rows[key]["mean"]})
+  return rows + list(base_rows.values())
+
+
+def format_spread(rows: list[dict]) -> str:
+  """:func:`seed_spread`'s rows as a Markdown table, then a verdict line per member."""
+  seeds = list(rows[0]["errors"])
+  lines = ["| network | params | " + " | ".join(f"seed {s}" for s in seeds) + " | mean |",
+           "| --- | ---: | " + " | ".join("---:" for _ in seeds) + " | ---: |"]
+  for r in rows:
+    name = r["network"].replace("|", "\\|")  # a Markdown cell
+    lines.append(f"| {name} | {r['params']:,} | "
+                 + " | ".join(f"{r['errors'][s]:.2f}" for s in seeds)
+                 + f" | {r['mean']:.2f} |")
+  for r in rows:
+    if "baseline" in r:
+      gap = r["baseline_mean"] - r["mean"]
+      lines.append(f"{r['network']} ({r['params']:,} params): mean {r['mean']:.2f} % "
+                   f"against {r['baseline_mean']:.2f} % for {r['baseline']}: "
+                   + ("as accurate or better" if gap >= 0 else "less accurate")
+                   + f" ({gap:+.2f} points)")
+  return "\n".join(lines)
 
 
 def compare(cfg, workdir: Path, report: dict, scratch: bool = False,
@@ -233,10 +333,7 @@ def compare(cfg, workdir: Path, report: dict, scratch: bool = False,
     base_arch = models.plain_cnn(blocks, input_shape=data.input_shape,
                                  num_classes=data.num_classes)
     jobs.setdefault(_cache_key(cfg, blocks, epochs), (base_arch, blocks, epochs))
-    # Named by uid and architecture: a uid alone names different networks in
-    # different runs, and a cache may be carried over from another run.
-    digest = hashlib.sha256(net.arch.to_json().encode()).hexdigest()[:12]
-    name = f"member {rec['uid']} {digest}"
+    name = _member_name(rec, net)
     if scratch:
       jobs.setdefault(_cache_key(cfg, name, epochs), (net.arch, name, epochs))
     plan.append((rec, net, blocks, epochs, name))
@@ -339,6 +436,13 @@ def main(argv=None) -> int:
   parser.add_argument("--no-search", action="store_true",
                       help="report and compare what the run directory holds, without "
                       "searching further (e.g. after a search was stopped by a time cap)")
+  parser.add_argument("--seeds", metavar="S,S,...",
+                      help="seed spread: train the --members and their baselines from "
+                      "scratch for --scratch-epochs with the config's seed and these "
+                      "(initialisation and data order; same data split), print each "
+                      "network's errors and mean; needs an exported front")
+  parser.add_argument("--members", metavar="P,P,...",
+                      help="with --seeds: the front members, by parameter count")
   parser.add_argument("--ladder", type=float, metavar="EPOCHS",
                       help="only train the config's hand-designed networks (those with at "
                       "least --ladder-min-params parameters) from scratch for EPOCHS "
@@ -364,6 +468,21 @@ def main(argv=None) -> int:
     compare(cfg, workdir, {"front": json.loads(front_json.read_text())},
             scratch=args.scratch, scratch_epochs=args.scratch_epochs, shard=shard)
     print(f"shard {args.shard}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    return 0
+  if args.seeds is not None or args.members is not None:
+    if args.seeds is None or args.members is None or args.scratch_epochs is None:
+      raise ValueError("--seeds and --members go together, with --scratch-epochs")
+    front_json = workdir / "report" / "front" / "front.json"
+    if not front_json.exists():
+      raise ValueError(f"--seeds needs the exported front {front_json}: run with "
+                       "--search-only first")
+    rows = seed_spread(cfg, workdir, json.loads(front_json.read_text()),
+                       args.scratch_epochs, parse_ints(args.seeds, "--seeds"),
+                       parse_ints(args.members, "--members"))
+    print(format_spread(rows), flush=True)
+    if args.json:
+      Path(args.json).write_text(json.dumps({"variant": args.variant, "spread": rows},
+                                            indent=1))
     return 0
   if args.ladder is not None:
     rows = ladder(cfg, workdir, args.ladder, args.ladder_min_params)

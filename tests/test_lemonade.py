@@ -612,6 +612,62 @@ def test_fmnist_experiment_retraining_in_shards_trains_each_network_once(tmp_pat
     module.main(base + ["--no-search", "--scratch-epochs", "-1"])
 
 
+def test_fmnist_experiment_seed_spread_trains_members_and_baselines_per_seed(tmp_path,
+                                                                          capsys):
+  import json
+
+  module = _experiment("lemonade_fmnist")
+  run = tmp_path / "run"
+  base = ["--variant", "tiny", "--workdir", str(run), "--scratch-epochs", "1"]
+  with pytest.raises(ValueError, match="front.json"):  # no exported front yet
+    module.main(base + ["--seeds", "1", "--members", "100"])
+  assert module.main(["--variant", "tiny", "--workdir", str(run), "--search-only"]) == 0
+  front = json.loads((run / "report" / "front" / "front.json").read_text())
+  sizes = [r["params"] for r in front]
+  member = next(r for r in front if sizes.count(r["params"]) == 1)
+  out = tmp_path / "spread.json"
+  capsys.readouterr()
+  assert module.main(base + ["--seeds", "1,1", "--members", str(member["params"]),
+                             "--json", str(out)]) == 0
+  printed = capsys.readouterr().out
+  rows = json.loads(out.read_text())["spread"]
+  assert [r["network"] for r in rows] == [f"member {member['uid']}", rows[1]["network"]]
+  assert rows[0]["baseline"] == rows[1]["network"]
+  for r in rows:
+    assert list(r["errors"]) == ["0", "1"]  # the config's seed, then the one asked for
+    assert r["mean"] == pytest.approx(sum(r["errors"].values()) / 2, abs=1e-9)
+  assert rows[0]["baseline_mean"] == pytest.approx(rows[1]["mean"], abs=0.0)
+  assert f"mean {rows[0]['mean']:.2f} %" in printed
+  # The config's seed is the comparison's own cache entry; another seed gets its own.
+  cfg = module.load_variants()["tiny"]
+  cache = json.loads((run / "baselines.json").read_text())
+  assert len(cache) == 4
+  net = nasjax.load(member["network"])
+  name = module._member_name(member, net)
+  same = cache[module._cache_key(cfg, name, 1.0)]
+  other = cache[module._cache_key(cfg, name, 1.0, seed=1)]
+  assert module._cache_key(cfg, name, 1.0, seed=0) == module._cache_key(cfg, name, 1.0)
+  assert same["seed"] == 0 and other["seed"] == 1
+  assert (same["test_error"], other["test_error"]) == pytest.approx(
+      (rows[0]["errors"]["0"], rows[0]["errors"]["1"]), abs=0.0)
+  # Trained again without the cache, seed 1 gives the same network: nothing is random
+  # beyond the seed.
+  data, _, _ = module._data_and_cache(cfg, tmp_path / "fresh")
+  again = module.train_from_scratch(cfg, net.arch, name, 1.0, data, {},
+                                    tmp_path / "fresh" / "baselines.json", seed=1)
+  assert again["test_error"] == pytest.approx(other["test_error"], abs=1e-6)
+  with pytest.raises(ValueError, match="12345"):
+    module.main(base + ["--seeds", "1", "--members", "12345"])
+  with pytest.raises(ValueError, match="'x'"):
+    module.main(base + ["--seeds", "x", "--members", str(member["params"])])
+  with pytest.raises(ValueError, match="go together"):
+    module.main(base + ["--seeds", "1"])
+  with pytest.raises(ValueError, match="go together"):
+    module.main(["--variant", "tiny", "--workdir", str(run), "--seeds", "1", "--members",
+                 str(member["params"])])
+  assert len(json.loads((run / "baselines.json").read_text())) == 4  # nothing lost
+
+
 def test_fmnist_experiment_cache_writes_merge_what_others_saved(tmp_path):
   import json
 
