@@ -215,6 +215,20 @@ def parse_shard(text: str) -> tuple[int, int]:
   return i, n
 
 
+def _check_scratch_epochs(epochs: float) -> None:
+  if not epochs > 0:
+    raise ValueError(f"--scratch-epochs must be positive, got {epochs}")
+
+
+def _exported_front(workdir: Path, flag: str) -> list[dict]:
+  """The front a ``--search-only`` run exported to ``DIR/report/front/front.json``."""
+  front_json = workdir / "report" / "front" / "front.json"
+  if not front_json.exists():
+    raise ValueError(f"{flag} needs the exported front {front_json}: run with "
+                     "--search-only first")
+  return json.loads(front_json.read_text())
+
+
 def _member_name(rec: dict, net) -> str:
   """A front member's name in the cache: by uid and architecture (a uid alone names
   different networks in different runs, and a cache may be carried over from another
@@ -243,8 +257,7 @@ def seed_spread(cfg, workdir: Path, front: list[dict], epochs: float, seeds: lis
   its name, parameters, test error per seed and their mean; a member's row also names its
   baseline and that baseline's mean.
   """
-  if not epochs > 0:
-    raise ValueError(f"--scratch-epochs must be positive, got {epochs}")
+  _check_scratch_epochs(epochs)
   data, cache, cache_path = _data_and_cache(cfg, workdir)
   seeds = list(dict.fromkeys([cfg.seed, *seeds]))
   chosen = []
@@ -266,13 +279,14 @@ def seed_spread(cfg, workdir: Path, front: list[dict], epochs: float, seeds: lis
   rows, base_rows = [], {}
   for rec in chosen:
     net = nasjax.load(rec["network"])
-    blocks, _ = baseline_for(cfg, rec["params"], data.input_shape, data.num_classes)
+    blocks, base_params = baseline_for(cfg, rec["params"], data.input_shape,
+                                       data.num_classes)
     key = _blocks_str(blocks)
     if key not in base_rows:
       arch = models.plain_cnn(blocks, input_shape=data.input_shape,
                               num_classes=data.num_classes)
       errs = errors(arch, blocks)
-      base_rows[key] = {"network": key, "params": nasjax.count_params(arch),
+      base_rows[key] = {"network": key, "params": base_params,
                         "errors": errs, "mean": sum(errs.values()) / len(errs)}
     errs = errors(net.arch, _member_name(rec, net))
     rows.append({"network": f"member {rec['uid']}", "params": rec["params"],
@@ -316,8 +330,8 @@ def compare(cfg, workdir: Path, report: dict, scratch: bool = False,
   without ``shard`` then makes the table from the cache (training whatever is still
   missing).
   """
-  if scratch_epochs is not None and not scratch_epochs > 0:
-    raise ValueError(f"--scratch-epochs must be positive, got {scratch_epochs}")
+  if scratch_epochs is not None:
+    _check_scratch_epochs(scratch_epochs)
   scratch = scratch or scratch_epochs is not None
   data, cache, cache_path = _data_and_cache(cfg, workdir)
   plan, jobs = [], {}
@@ -461,22 +475,14 @@ def main(argv=None) -> int:
   shard = parse_shard(args.shard) if args.shard else (0, 1)
   start = time.perf_counter()
   if shard[1] > 1:
-    front_json = workdir / "report" / "front" / "front.json"
-    if not front_json.exists():
-      raise ValueError(f"--shard {args.shard} needs the exported front {front_json}: run "
-                       "with --search-only first")
-    compare(cfg, workdir, {"front": json.loads(front_json.read_text())},
+    compare(cfg, workdir, {"front": _exported_front(workdir, f"--shard {args.shard}")},
             scratch=args.scratch, scratch_epochs=args.scratch_epochs, shard=shard)
     print(f"shard {args.shard}: done in {time.perf_counter() - start:.0f} s", flush=True)
     return 0
   if args.seeds is not None or args.members is not None:
     if args.seeds is None or args.members is None or args.scratch_epochs is None:
       raise ValueError("--seeds and --members go together, with --scratch-epochs")
-    front_json = workdir / "report" / "front" / "front.json"
-    if not front_json.exists():
-      raise ValueError(f"--seeds needs the exported front {front_json}: run with "
-                       "--search-only first")
-    rows = seed_spread(cfg, workdir, json.loads(front_json.read_text()),
+    rows = seed_spread(cfg, workdir, _exported_front(workdir, "--seeds"),
                        args.scratch_epochs, parse_ints(args.seeds, "--seeds"),
                        parse_ints(args.members, "--members"))
     print(format_spread(rows), flush=True)
