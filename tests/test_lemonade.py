@@ -1,5 +1,7 @@
 """LEMONADE and the NSGA-II baseline: densities, sampling, inheritance, fronts."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -392,6 +394,58 @@ def test_fronts_by_generation_and_report_use_the_margin():
   np.testing.assert_allclose(tolerant, [[37_722, 9.42], [556_730, 9.43]], rtol=0, atol=1e-12)
 
 
+def test_constraints_bound_the_returned_front_not_the_population(tmp_path):
+  import json
+
+  rng = np.random.default_rng(0)
+  strategy = lemonade.Lemonade(NB201Space(), num_objectives=3, front_objectives=(0, 1),
+                               dominance_margin=(0.15, 0), constraints=((0, 14.0),))
+  assert strategy.config()["constraints"] == [[0, 14.0]]
+  rebuilt = lemonade._make(NB201Space(), {**strategy.config(), "num_objectives": 3})
+  assert rebuilt.constraints == ((0, 14.0),)
+  state, told, uid = lemonade.LemonadeState(), [], 0
+  for _ in range(6):  # six generations of eight children of 4k-1M parameters, the
+    # smaller the less accurate: 22% error at 4k, 11% at 1M, +-1.5 points of noise
+    size = np.exp(rng.uniform(np.log(4e3), np.log(1e6), 8)).round()
+    err = 22.0 - 2.0 * np.log(size / 4e3) + rng.uniform(-1.5, 1.5, 8)
+    inds = [lemonade.Individual(uid + i, (0,) * 6, (float(c),)) for i, c in enumerate(size)]
+    uid += len(inds)
+    state = strategy.tell(None, dataclasses.replace(state, pending=tuple(inds)),
+                          [(0,) * 6] * len(inds), np.stack([err, size, 0 * err], 1))
+    told += [(i.uid, e, c) for i, e, c in zip(inds, err, size)]
+  front = strategy.front(state)
+  assert all(ind.fitness[0] <= 14.0 for ind in front)
+  # The population keeps infeasible networks (the smallest ones, as parents) ...
+  assert any(ind.fitness[0] > 14.0 for ind in state.population)
+  assert {i.uid for i in front} < {i.uid for i in state.population}
+  # ... and its feasible part is the tolerant Pareto front of the feasible networks told.
+  ok = [(u, e, c) for u, e, c in told if e <= 14.0]
+  brute = [u for u, e, c in ok
+           if not any(e2 + 0.15 <= e and c2 <= c for _, e2, c2 in ok)]
+  assert sorted(ind.uid for ind in front) == sorted(brute) and len(brute) >= 3
+  # export_front writes exactly that front; without constraints, the population.
+  names = ("val_error", "params", "latency")
+  records = lemonade.export_front(state, tmp_path / "front", names, strategy.constraints)
+  assert [r["uid"] for r in records] == [ind.uid for ind in front]
+  saved = json.loads((tmp_path / "front" / "front.json").read_text())
+  assert [r["uid"] for r in saved] == [ind.uid for ind in front]
+  assert all(r["fitness"]["val_error"] <= 14.0 for r in saved)
+  everyone = lemonade.export_front(state, tmp_path / "all", names)
+  assert [r["uid"] for r in everyone] == [ind.uid for ind in state.population]
+
+
+def test_fronts_by_generation_leaves_out_evaluations_over_a_bound():
+  history = [{"generation": g, "status": "ok", "objectives": {"val_error": e, "params": p}}
+             for g, e, p in ((0, 20.0, 5_000), (0, 13.0, 40_000), (1, 12.0, 9_000))]
+  (g0, f0), (g1, f1) = lemonade.fronts_by_generation(history, "params", "val_error",
+                                                      bounds={"val_error": 14.0})
+  assert (g0, g1) == (0, 1)
+  np.testing.assert_allclose(f0, [[40_000, 13.0]], rtol=0, atol=1e-12)
+  np.testing.assert_allclose(f1, [[9_000, 12.0]], rtol=0, atol=1e-12)
+  (_, plain), _ = lemonade.fronts_by_generation(history, "params", "val_error")
+  np.testing.assert_allclose(plain, [[5_000, 20.0], [40_000, 13.0]], rtol=0, atol=1e-12)
+
+
 def test_bad_options_are_rejected():
   with pytest.raises(ValueError, match="dominance_margin has 1 values, but the front is "
                      "taken over 2"):
@@ -410,6 +464,16 @@ def test_bad_options_are_rejected():
     lemonade.Lemonade(NB201Space(), num_objectives=2, front_objectives=(0, 2))
   with pytest.raises(ValueError, match="accept_density"):
     lemonade.Lemonade(NB201Space(), accept_density="parents")
+  two = dict(num_objectives=3, front_objectives=(0, 1))
+  with pytest.raises(ValueError, match=r"constraint column 2 is not one of the fitness "
+                     r"columns the front is taken over, \[0, 1\]"):
+    lemonade.Lemonade(NB201Space(), constraints=((2, 0.01),), **two)
+  with pytest.raises(ValueError, match="constraint bound must be a finite number, got nan"):
+    lemonade.Lemonade(NB201Space(), constraints=((0, float("nan")),), **two)
+  with pytest.raises(ValueError, match=r"constraints need \(column, bound\) pairs, got 14.0"):
+    lemonade.Lemonade(NB201Space(), constraints=(14.0,), **two)
+  with pytest.raises(ValueError, match="constraints bound column 0 twice"):
+    lemonade.Lemonade(NB201Space(), constraints=((0, 14.0), (0, 12.0)), **two)
 
 
 # ------------------------------------------------------------------------- experiment
@@ -481,6 +545,24 @@ def test_report_plots_fronts_per_generation_and_exports_the_front(tmp_path):
     x = np.zeros((2, *net.arch.input_shape), np.float32)
     assert np.all(np.isfinite(np.asarray(nasjax.apply(net, x))))
   assert (tmp_path / "run" / "front" / "front.json").exists()
+
+
+def test_report_exports_only_the_front_within_the_runs_constraints(tmp_path):
+  import json
+
+  _smoke_run(tmp_path / "run", max_evals=4)
+  everyone = lemonade.report_run(tmp_path / "run", tmp_path / "all")["front"]
+  errors = [r["fitness"]["val_error"] for r in everyone]
+  cfg_path = tmp_path / "run" / "config.json"
+  cfg = json.loads(cfg_path.read_text())
+  cfg["strategy_config"]["constraints"] = [[0, min(errors)]]
+  cfg_path.write_text(json.dumps(cfg))
+  bounded = lemonade.report_run(tmp_path / "run", tmp_path / "bounded")["front"]
+  assert [r["uid"] for r in bounded] == [r["uid"] for r in everyone
+                                         if r["fitness"]["val_error"] <= min(errors)]
+  assert len(bounded) == 1 and len(everyone) >= 2
+  saved = json.loads((tmp_path / "bounded" / "front" / "front.json").read_text())
+  assert [r["uid"] for r in saved] == [r["uid"] for r in bounded]
 
 
 def test_history_records_each_candidates_lineage(tmp_path):

@@ -206,6 +206,18 @@ class Lemonade:
       than that between two trainings, and with plain dominance such a difference can
       remove a whole lineage (a network 0.01 points less accurate than a smaller one is
       never a parent again). Empty or all zero: plain Pareto dominance.
+    constraints: pairs ``(column, bound)`` of the told fitness, each column one the front
+      is taken over: a network whose value in that column exceeds the bound is
+      infeasible, e.g. ``((0, 14.0),)`` for at most 14% validation error. The front the
+      search returns (:meth:`front`, :func:`export_front`, the report) is the feasible
+      part of the population, which is the Pareto front of the feasible networks (an
+      infeasible network is worse in a bounded column than every feasible one, so it
+      never dominates one). The population, the parents, keeps infeasible networks: in a
+      Lamarckian search a network's error falls as its lineage trains, and a small
+      network over the bound is the way to a small network under it. A small network
+      can otherwise be on the returned front for its size alone, its error (one or two
+      inherited trainings) saying more about how little it was trained than about its
+      architecture.
     log_scale: estimate the density on the log of the cheap objectives.
     min_bandwidth: the smallest kernel width (log units when ``log_scale``).
     accept_density: ``"joint"`` (density of the population and the proposed children,
@@ -251,6 +263,7 @@ class Lemonade:
   cheap_objectives: tuple[str, ...] = ("params",)
   front_objectives: tuple[int, ...] = ()
   dominance_margin: tuple[float, ...] = ()
+  constraints: tuple[tuple[int, float], ...] = ()
   log_scale: bool = True
   min_bandwidth: float = 0.1
   accept_density: str = "joint"
@@ -312,6 +325,8 @@ class Lemonade:
             math.isfinite(v) and v >= 0):
           raise ValueError(f"dominance_margin values must be finite and >= 0, got {v!r}")
     object.__setattr__(self, "dominance_margin", tuple(float(v) for v in margin))
+    object.__setattr__(self, "constraints", _check_constraints(
+        self.constraints, columns or tuple(range(self.num_objectives))))
     if self.accept_density not in ("joint", "population"):
       raise ValueError(f"accept_density must be 'joint' or 'population', got "
                        f"{self.accept_density!r}")
@@ -377,7 +392,8 @@ class Lemonade:
     return {"n_pc": self.n_pc, "n_ac": self.n_ac,
             "cheap_objectives": list(self.cheap_objectives),
             "front_objectives": list(self.front_objectives),
-            "dominance_margin": list(self.dominance_margin), "log_scale": self.log_scale,
+            "dominance_margin": list(self.dominance_margin),
+            "constraints": [[c, b] for c, b in self.constraints], "log_scale": self.log_scale,
             "min_bandwidth": self.min_bandwidth, "accept_density": self.accept_density,
             "representation": self.representation,
             "initial": [[list(b) for b in spec] for spec in self.initial],
@@ -469,6 +485,11 @@ class Lemonade:
     each history entry, so that a finished search's lineages can be traced."""
     return [{"uid": ind.uid, "parent": ind.parent, "ops": list(ind.ops),
              "exact": bool(ind.exact), "depth": ind.depth} for ind in state.pending]
+
+  def front(self, state: LemonadeState) -> tuple[Individual, ...]:
+    """The front the search has found: the population's members within
+    ``constraints`` (all of them without constraints)."""
+    return tuple(ind for ind in state.population if feasible(ind.fitness, self.constraints))
 
   def tell(self, key, state: LemonadeState, candidates, fitness) -> LemonadeState:
     """Score the pending children and keep the Pareto front of population and children.
@@ -726,6 +747,31 @@ def widen_to_monotone(arch: Arch, ops: Sequence = ()) -> tuple[Arch, list]:
   return arch, ops
 
 
+def _check_constraints(constraints, columns: Sequence[int]) -> tuple[tuple[int, float], ...]:
+  """``Lemonade.constraints`` validated against the front's fitness ``columns``."""
+  out = []
+  for pair in constraints or ():
+    try:
+      column, bound = pair
+    except (TypeError, ValueError):
+      raise ValueError(f"constraints need (column, bound) pairs, got {pair!r}") from None
+    if isinstance(column, bool) or not isinstance(column, int) or column not in columns:
+      raise ValueError(f"constraint column {column!r} is not one of the fitness columns "
+                       f"the front is taken over, {list(columns)}")
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(
+        bound):
+      raise ValueError(f"constraint bound must be a finite number, got {bound!r}")
+    if column in {c for c, _ in out}:
+      raise ValueError(f"constraints bound column {column} twice")
+    out.append((column, float(bound)))
+  return tuple(out)
+
+
+def feasible(fitness: Sequence[float], constraints: Sequence[tuple[int, float]]) -> bool:
+  """Whether ``fitness`` is within every ``(column, bound)`` of ``constraints``."""
+  return all(fitness[c] <= b for c, b in constraints)
+
+
 def pareto_population(individuals: Sequence[Individual], columns: Sequence[int] = (),
                       margin: Sequence[float] = ()) -> tuple[Individual, ...]:
   """The non-dominated individuals, oldest first.
@@ -759,7 +805,8 @@ def _entry_value(entry: Mapping, name: str) -> float:
   return math.nan
 
 
-def fronts_by_generation(history: Sequence[Mapping], x: str, y: str, margin: float = 0.0
+def fronts_by_generation(history: Sequence[Mapping], x: str, y: str, margin: float = 0.0,
+                         bounds: Mapping[str, float] | None = None
                          ) -> list[tuple[int, np.ndarray]]:
   """The ``(y, x)`` Pareto front of the evaluations up to each generation.
 
@@ -771,13 +818,17 @@ def fronts_by_generation(history: Sequence[Mapping], x: str, y: str, margin: flo
       where another no larger is better by at least this much. The front is then taken
       over all evaluations so far, a superset of a run's population, which also lost the
       points its members dominated when they were told.
+    bounds: ``{objective: upper bound}`` (``Lemonade.constraints`` by name): evaluations
+      over a bound are left out (a generation with none within them has no front).
 
   Returns:
     ``[(generation, front (k, 2) sorted by x)]`` for every generation with a successful
     evaluation; columns are ``(x, y)``.
   """
+  bounds = dict(bounds or {})
   rows = [(int(e["generation"]), _entry_value(e, x), _entry_value(e, y)) for e in history
-          if e.get("status") == "ok"]
+          if e.get("status") == "ok"
+          and all(_entry_value(e, name) <= b for name, b in bounds.items())]
   rows = [r for r in rows if math.isfinite(r[1]) and math.isfinite(r[2])]
   out = []
   for g in sorted({r[0] for r in rows}):
@@ -817,14 +868,17 @@ def plot_fronts(fronts: list[tuple[int, np.ndarray]], path, *, xlabel: str, ylab
   return str(path)
 
 
-def export_front(state: LemonadeState, out, names: Sequence[str] = ()) -> list[dict]:
-  """Write the population of ``state``: ``front.json``, and each network with its weights.
+def export_front(state: LemonadeState, out, names: Sequence[str] = (),
+                 constraints: Sequence[tuple[int, float]] = ()) -> list[dict]:
+  """Write the front of ``state``: ``front.json``, and each network with its weights.
 
   Args:
     state: a LEMONADE state (e.g. ``load_checkpoint(workdir)["state"]``).
     out: directory; networks go to ``out/member_<uid>.npz`` (:func:`nasjax.save`, with the
       member's record as metadata).
     names: names of the told objectives, for the records.
+    constraints: ``Lemonade.constraints``: only the population's feasible members are
+      the front (:meth:`Lemonade.front`); none: the whole population.
 
   Returns:
     The member records (uid, parent, ops, generation, depth, fitness, cheap and the
@@ -839,6 +893,8 @@ def export_front(state: LemonadeState, out, names: Sequence[str] = ()) -> list[d
   out.mkdir(parents=True, exist_ok=True)
   records = []
   for ind in state.population:
+    if not feasible(ind.fitness, constraints):
+      continue
     fitness = ind.fitness
     rec = {"uid": ind.uid, "parent": ind.parent, "ops": list(ind.ops),
            "generation": ind.generation, "depth": ind.depth, "exact": ind.exact,
@@ -881,9 +937,11 @@ def report_run(workdir, out=None) -> dict:
   columns = list(scfg.get("front_objectives") or range(len(names)))
   margins = list(scfg.get("dominance_margin") or ())
   margin = float(margins[columns.index(0)]) if margins and 0 in columns else 0.0
+  constraints = _check_constraints(scfg.get("constraints") or (), columns)
+  bounds = {names[c]: b for c, b in constraints}
   plots = []
   for x, label in (("params", "parameters"), ("latency", "latency (s, batch 1)")):
-    fronts = fronts_by_generation(history, x, names[0], margin)
+    fronts = fronts_by_generation(history, x, names[0], margin, bounds)
     if fronts:
       plots.append(plot_fronts(fronts, out / f"fronts_{x}.png", xlabel=label,
                                ylabel=names[0], title=f"LEMONADE: {names[0]} vs {x}, "
@@ -891,7 +949,7 @@ def report_run(workdir, out=None) -> dict:
   ckpt = load_checkpoint(workdir)
   front = []
   if ckpt is not None and isinstance(ckpt["state"], LemonadeState):
-    front = export_front(ckpt["state"], out / "front", names)
+    front = export_front(ckpt["state"], out / "front", names, constraints)
   return {"plots": plots, "front": front}
 
 
@@ -908,7 +966,7 @@ def _make(space: SearchSpace, config: dict) -> Lemonade:
 
 DEFAULT_CONFIG = {
     "n_pc": 16, "n_ac": 4, "cheap_objectives": ["params"], "front_objectives": [],
-    "dominance_margin": [],
+    "dominance_margin": [], "constraints": [],
     "log_scale": True,
     "min_bandwidth": 0.1, "accept_density": "joint", "representation": "auto",
     "initial": [[list(b) for b in spec] for spec in DEFAULT_INITIAL], "morphisms": [],
@@ -931,7 +989,7 @@ register_strategy(
                 "(Elsken et al. 2019)",
     report=report_run)
 
-__all__ = ["Lemonade", "LemonadeState", "Individual", "pareto_population",
+__all__ = ["Lemonade", "LemonadeState", "Individual", "pareto_population", "feasible",
            "cheap_objectives", "arch_latency", "narrowing_conv", "widen_to_monotone",
            "fronts_by_generation",
            "plot_fronts",
