@@ -525,6 +525,9 @@ def main(argv=None) -> int:
     return 0
   rows = compare(cfg, workdir, report, scratch=args.scratch,
                  scratch_epochs=args.scratch_epochs)
+  if not rows:
+    print("front: no network within the search's constraints", flush=True)
+    return 0
   print(format_table(rows), flush=True)
   wins = sum(r["test_error"] <= r["baseline_test_error"] for r in rows)
   print(f"front: {len(rows)} networks, {min(r['params'] for r in rows):,} to "
