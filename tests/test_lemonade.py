@@ -792,6 +792,23 @@ def test_fmnist_experiment_search_seed_changes_only_the_search(tmp_path):
   assert saved["evaluator"]["data_seed"] == cfg.seed == 0  # one data split for all seeds
 
 
+def test_fmnist_experiment_with_no_network_within_the_constraints(tmp_path, capsys,
+                                                                   monkeypatch):
+  import json
+
+  module = _experiment("lemonade_fmnist")
+  tiny = module.load_variants()["tiny"]
+  bounded = dataclasses.replace(tiny, max_evals=2,
+                                lemonade={**tiny.lemonade, "constraints": [[0, 0.0]]})
+  monkeypatch.setattr(module, "load_variants", lambda: {"tiny": bounded})
+  assert module.main(["--variant", "tiny", "--workdir", str(tmp_path / "run")]) == 0
+  assert "front: no network within the search's constraints" in capsys.readouterr().out
+  front = json.loads((tmp_path / "run" / "report" / "front" / "front.json").read_text())
+  assert front == []
+  saved = json.loads((tmp_path / "run" / "search" / "config.json").read_text())
+  assert saved["strategy_config"]["constraints"] == [[0, 0.0]]
+
+
 def test_fmnist_experiment_variants_start_inside_their_own_bounds():
   from nasjax.models import plain_cnn
 
