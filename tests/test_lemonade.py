@@ -848,3 +848,8 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
   assert variants["lr003n"].lemonade["morphisms"] == variants["lr003x"].lemonade["morphisms"]
   assert variants["lr003n"].lemonade["dominance_margin"] == [0.15, 0.0]
   assert variants["lr003n"].lemonade["front_objectives"] == [0, 1]
+  # lr003f: lr003n with the front bounded at 14 % validation error, another search seed.
+  assert variants["lr003f"].lemonade == {**variants["lr003n"].lemonade,
+                                         "constraints": [[0, 14.0]]}
+  assert variants["lr003f"].search_seed == 1 and variants["lr003n"].search_seed is None
+  assert variants["lr003f"].search_train == variants["lr003n"].search_train
