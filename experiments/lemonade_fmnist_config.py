@@ -109,6 +109,11 @@ _NO_SEPCONV = ["net2wider", "net2deeper", "insert_conv_bn_relu", "add_skip", "wi
                "remove_layer", "remove_skip", "prune_filters"]
 # A 454k top of two convs per block with a wide last block (lr003t, lr003u, lr001t).
 _WIDE_TOP = [[24, 24], [48, 48], [192, 192]]
+# lr003n's search: lr003b's starts, no separable convs, widths that never shrink, a
+# 0.15-point margin on dominance (lr003n, lr003f).
+_LR003N = _lemonade(initial=[[[8], [16], [32]]] + _ONE_CONV_STARTS[1:],
+                    morphisms=_NO_SEPCONV, dominance_margin=[0.15, 0.0],
+                    monotone_widths=True, widen_to_monotone=True)
 
 VARIANTS = {
     "default": Config(),
@@ -248,11 +253,7 @@ VARIANTS = {
     # margin such a network stays in the population, and a parent. Measured: front of 23
     # from 5.8k to 519k; retrained, 15 of 23 as accurate as their baseline, none of the
     # seven under 9k.
-    "lr003n": Config(
-        search_train={"learning_rate": 0.03},
-        lemonade=_lemonade(initial=[[[8], [16], [32]]] + _ONE_CONV_STARTS[1:],
-                           morphisms=_NO_SEPCONV, dominance_margin=[0.15, 0.0],
-                           monotone_widths=True, widen_to_monotone=True)),
+    "lr003n": Config(search_train={"learning_rate": 0.03}, lemonade=_LR003N),
     # lr003n with the front bounded at 14% validation error (``constraints``), searched
     # with another seed. lr003n's retrained members under 9k parameters all lost; as
     # found they had 14.2-27.1% validation error, on the front for their size after one
@@ -261,12 +262,8 @@ VARIANTS = {
     # bound leaves the population, the parents, as in lr003n: only the front returned
     # is bounded. Measured: front of 14 from 37.5k to 345k (none under 20k within the
     # bound); retrained, 7 of 14 as accurate as their baseline.
-    "lr003f": Config(
-        search_train={"learning_rate": 0.03}, search_seed=1,
-        lemonade=_lemonade(initial=[[[8], [16], [32]]] + _ONE_CONV_STARTS[1:],
-                           morphisms=_NO_SEPCONV, dominance_margin=[0.15, 0.0],
-                           constraints=[[0, 14.0]],
-                           monotone_widths=True, widen_to_monotone=True)),
+    "lr003f": Config(search_train={"learning_rate": 0.03}, search_seed=1,
+                     lemonade={**_LR003N, "constraints": [[0, 14.0]]}),
     "tiny": Config(
         dataset="synthetic", data_limit=None, val_fraction=0.1,
         train={"epochs": 1.0, "batch_size": 32, "max_steps": 2, "learning_rate": 0.05},

@@ -765,7 +765,6 @@ def test_fmnist_experiment_cache_writes_merge_what_others_saved(tmp_path):
 
 
 def test_fmnist_experiment_search_train_overrides_only_the_children(tmp_path):
-  import dataclasses
   import json
 
   module = _experiment("lemonade_fmnist")
@@ -781,7 +780,6 @@ def test_fmnist_experiment_search_train_overrides_only_the_children(tmp_path):
 
 
 def test_fmnist_experiment_search_seed_changes_only_the_search(tmp_path):
-  import dataclasses
   import json
 
   module = _experiment("lemonade_fmnist")

@@ -489,7 +489,7 @@ class Lemonade:
   def front(self, state: LemonadeState) -> tuple[Individual, ...]:
     """The front the search has found: the population's members within
     ``constraints`` (all of them without constraints)."""
-    return tuple(ind for ind in state.population if feasible(ind.fitness, self.constraints))
+    return _within(state.population, self.constraints)
 
   def tell(self, key, state: LemonadeState, candidates, fitness) -> LemonadeState:
     """Score the pending children and keep the Pareto front of population and children.
@@ -772,6 +772,12 @@ def feasible(fitness: Sequence[float], constraints: Sequence[tuple[int, float]])
   return all(fitness[c] <= b for c, b in constraints)
 
 
+def _within(population: Sequence[Individual], constraints: Sequence[tuple[int, float]]
+            ) -> tuple[Individual, ...]:
+  """The members of ``population`` within ``constraints``, in order."""
+  return tuple(ind for ind in population if feasible(ind.fitness, constraints))
+
+
 def pareto_population(individuals: Sequence[Individual], columns: Sequence[int] = (),
                       margin: Sequence[float] = ()) -> tuple[Individual, ...]:
   """The non-dominated individuals, oldest first.
@@ -892,9 +898,7 @@ def export_front(state: LemonadeState, out, names: Sequence[str] = (),
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   records = []
-  for ind in state.population:
-    if not feasible(ind.fitness, constraints):
-      continue
+  for ind in _within(state.population, constraints):
     fitness = ind.fitness
     rec = {"uid": ind.uid, "parent": ind.parent, "ops": list(ind.ops),
            "generation": ind.generation, "depth": ind.depth, "exact": ind.exact,
