@@ -264,6 +264,18 @@ VARIANTS = {
     # bound); retrained, 7 of 14 as accurate as their baseline.
     "lr003f": Config(search_train={"learning_rate": 0.03}, search_seed=1,
                      lemonade={**_LR003N, "constraints": [[0, 14.0]]}),
+    # lr003g's starts (two convs per block from 18k to 163k) with lr003n's dominance
+    # margin, without separable convs, and with lr003f's bound of 14 % validation error.
+    # lr003g's front stopped at 309k after its 318k and 408k children were dominated by
+    # 0.05 to 0.09 points, within the margin; retrained, every member of 51k to 170k won
+    # (by 0.37 to 2.11 points), where the one-conv lineages of lr003n and lr003f lost to
+    # the two-convs-per-block baseline at 68k-73k and to (32|64|128,128) at 231k-244k.
+    # Its losses were under 8k parameters and near 33k, members over 14 % as found
+    # but one.
+    "lr003h": Config(search_train={"learning_rate": 0.03},
+                     lemonade=_lemonade(initial=_TWO_CONV_TOPS, morphisms=_NO_SEPCONV,
+                                        dominance_margin=[0.15, 0.0], monotone_widths=True,
+                                        widen_to_monotone=True, constraints=[[0, 14.0]])),
     "tiny": Config(
         dataset="synthetic", data_limit=None, val_fraction=0.1,
         train={"epochs": 1.0, "batch_size": 32, "max_steps": 2, "learning_rate": 0.05},
