@@ -851,3 +851,11 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
                                          "constraints": [[0, 14.0]]}
   assert variants["lr003f"].search_seed == 1 and variants["lr003n"].search_seed is None
   assert variants["lr003f"].search_train == variants["lr003n"].search_train
+  # lr003h: lr003g's starts and widening with lr003n's margin and morphisms, lr003f's bound.
+  lr003h = variants["lr003h"].lemonade
+  assert starts("lr003h") == starts("lr003g")
+  assert lr003h == {**variants["lr003g"].lemonade,
+                    "morphisms": variants["lr003n"].lemonade["morphisms"],
+                    "dominance_margin": [0.15, 0.0], "constraints": [[0, 14.0]]}
+  assert variants["lr003h"].search_seed is None
+  assert variants["lr003h"].search_train == variants["lr003g"].search_train
