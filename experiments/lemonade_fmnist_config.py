@@ -271,7 +271,9 @@ VARIANTS = {
     # (by 0.37 to 2.11 points), where the one-conv lineages of lr003n and lr003f lost to
     # the two-convs-per-block baseline at 68k-73k and to (32|64|128,128) at 231k-244k.
     # Its losses were under 8k parameters and near 33k, members over 14 % as found
-    # but one.
+    # but one. Measured (docs/results/lemonade.md): front of 22 from 9.2k to 261k (the
+    # largest network trained had 288k); retrained, 15 of 22 as accurate as their
+    # baseline, the six near 80k losing to (16,16|32,32|64,64).
     "lr003h": Config(search_train={"learning_rate": 0.03},
                      lemonade=_lemonade(initial=_TWO_CONV_TOPS, morphisms=_NO_SEPCONV,
                                         dominance_margin=[0.15, 0.0], monotone_widths=True,
