@@ -1,7 +1,8 @@
 """LEMONADE on Fashion-MNIST: a Pareto front of error against size, from trivial networks.
 
     python experiments/lemonade_fmnist.py [--variant NAME (default, lr003, lr003m, lr003d, lr003w,
-        lr003c, lr003g, lr003t, lr003u, lr001t, lr003v, lr003b, lr003x, lr003n, lr003f, lr003h or tiny)]
+        lr003c, lr003g, lr003t, lr003u, lr001t, lr003v, lr003b, lr003x, lr003n, lr003f, lr003h
+        or tiny)]
         [--workdir DIR] [--search-seconds S] [--search-seed N] [--plots DIR] [--json PATH]
         [--no-search]
         [--search-only] [--scratch] [--scratch-epochs E] [--shard I/N]
