@@ -279,6 +279,16 @@ VARIANTS = {
                      lemonade=_lemonade(initial=_TWO_CONV_TOPS, morphisms=_NO_SEPCONV,
                                         dominance_margin=[0.15, 0.0], monotone_widths=True,
                                         widen_to_monotone=True, constraints=[[0, 14.0]])),
+    # lr003t's starts (two convs per block, 6k to 73k, and the 454k top with a wide last
+    # block) with lr003h's margin, bound and morphisms. lr003h's front won 15 of 22 on
+    # retraining, all nine of 158k-261k, but ended at 261k; in lr003t, lr003u and lr001t
+    # the top lineage's 551k-706k children were dominated by smaller members by 0.05 to
+    # 0.36 points, where the 0.15-point margin keeps those within 0.15 on the front.
+    "lr003k": Config(search_train={"learning_rate": 0.03},
+                     lemonade=_lemonade(initial=_TWO_CONV_TOPS[:3] + [_WIDE_TOP],
+                                        morphisms=_NO_SEPCONV, dominance_margin=[0.15, 0.0],
+                                        monotone_widths=True, widen_to_monotone=True,
+                                        constraints=[[0, 14.0]])),
     "tiny": Config(
         dataset="synthetic", data_limit=None, val_fraction=0.1,
         train={"epochs": 1.0, "batch_size": 32, "max_steps": 2, "learning_rate": 0.05},

@@ -859,3 +859,11 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
                     "dominance_margin": [0.15, 0.0], "constraints": [[0, 14.0]]}
   assert variants["lr003h"].search_seed is None
   assert variants["lr003h"].search_train == variants["lr003g"].search_train
+  # lr003k: lr003t's starts and widening with lr003h's margin, morphisms and bound.
+  lr003k = variants["lr003k"].lemonade
+  assert starts("lr003k") == starts("lr003t")
+  assert lr003k == {**variants["lr003t"].lemonade,
+                    "morphisms": variants["lr003h"].lemonade["morphisms"],
+                    "dominance_margin": [0.15, 0.0], "constraints": [[0, 14.0]]}
+  assert variants["lr003k"].search_seed is None
+  assert variants["lr003k"].search_train == variants["lr003t"].search_train
