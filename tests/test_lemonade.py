@@ -851,19 +851,13 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
                                          "constraints": [[0, 14.0]]}
   assert variants["lr003f"].search_seed == 1 and variants["lr003n"].search_seed is None
   assert variants["lr003f"].search_train == variants["lr003n"].search_train
-  # lr003h: lr003g's starts and widening with lr003n's margin and morphisms, lr003f's bound.
-  lr003h = variants["lr003h"].lemonade
-  assert starts("lr003h") == starts("lr003g")
-  assert lr003h == {**variants["lr003g"].lemonade,
-                    "morphisms": variants["lr003n"].lemonade["morphisms"],
-                    "dominance_margin": [0.15, 0.0], "constraints": [[0, 14.0]]}
-  assert variants["lr003h"].search_seed is None
-  assert variants["lr003h"].search_train == variants["lr003g"].search_train
-  # lr003k: lr003t's starts and widening with lr003h's margin, morphisms and bound.
-  lr003k = variants["lr003k"].lemonade
-  assert starts("lr003k") == starts("lr003t")
-  assert lr003k == {**variants["lr003t"].lemonade,
-                    "morphisms": variants["lr003h"].lemonade["morphisms"],
-                    "dominance_margin": [0.15, 0.0], "constraints": [[0, 14.0]]}
-  assert variants["lr003k"].search_seed is None
-  assert variants["lr003k"].search_train == variants["lr003t"].search_train
+  # lr003h and lr003k: the starts and widening of lr003g and lr003t with lr003n's margin
+  # and morphisms and lr003f's bound.
+  for name, base in (("lr003h", "lr003g"), ("lr003k", "lr003t")):
+    assert starts(name) == starts(base)
+    assert variants[name].lemonade == {**variants[base].lemonade,
+                                       "morphisms": variants["lr003n"].lemonade["morphisms"],
+                                       "dominance_margin": [0.15, 0.0],
+                                       "constraints": [[0, 14.0]]}, name
+    assert variants[name].search_seed is None
+    assert variants[name].search_train == variants[base].search_train
