@@ -291,6 +291,19 @@ VARIANTS = {
                                         morphisms=_NO_SEPCONV, dominance_margin=[0.15, 0.0],
                                         monotone_widths=True, widen_to_monotone=True,
                                         constraints=[[0, 14.0]])),
+    # lr003k with children accepted with probability proportional to
+    # 1 / (p_KDE * FLOPs ** 0.55) rather than 1 / p_KDE (``cost_objective``): an epoch's
+    # charged seconds grew as FLOPs ** 0.55 over lr003k's networks (6k to 660k
+    # parameters, 8 to 133 s). In lr003k (seeds 0 and 1) the 454k start's lineage, alone
+    # at the sparse top of the front, drew most of the children and 87 % of the charged
+    # seconds; the 18 networks under 20k (196 s) did not reach the 14 % bound there,
+    # where lr003h's 67 under 20k did from generation 14 on.
+    "lr003s": Config(search_train={"learning_rate": 0.03},
+                     lemonade=_lemonade(initial=_TWO_CONV_TOPS[:3] + [_WIDE_TOP],
+                                        morphisms=_NO_SEPCONV, dominance_margin=[0.15, 0.0],
+                                        monotone_widths=True, widen_to_monotone=True,
+                                        constraints=[[0, 14.0]], cost_objective="flops",
+                                        cost_exponent=0.55)),
     "tiny": Config(
         dataset="synthetic", data_limit=None, val_fraction=0.1,
         train={"epochs": 1.0, "batch_size": 32, "max_steps": 2, "learning_rate": 0.05},

@@ -96,6 +96,56 @@ def test_acceptance_density_counts_the_proposed_children():
   assert q[1] < q[0] and q[0] == pytest.approx(q[2], rel=1e-9)
 
 
+def test_cost_weighted_acceptance_divides_by_a_power_of_the_cost():
+  from nasjax.models import plain_cnn
+
+  archs = [plain_cnn(spec, input_shape=(28, 28, 1), num_classes=10)
+           for spec in ([[8], [16], [32]], [[24, 24], [48, 48], [192, 192]])]
+  cost = np.array([nasjax.flops(a) for a in archs], np.float64)
+  assert cost[1] / cost[0] == pytest.approx(56.5, rel=0.01)  # 52.7M and 0.93M FLOPs
+  pop = np.exp([[0.0], [10.0]])
+  children = np.exp([[5.0], [5.0]])  # the same density: only the cost tells them apart
+  plain = lemonade.Lemonade(NB201Space())
+  weighted = lemonade.Lemonade(NB201Space(), cost_objective="flops", cost_exponent=0.5)
+  base = plain.accept_log_weight(pop, children, archs)
+  np.testing.assert_allclose(base, plain.child_log_density(pop, children), rtol=1e-12)
+  np.testing.assert_allclose(kde.inverse_density_probs(base), 0.5, rtol=1e-12)
+  log_w = weighted.accept_log_weight(pop, children, archs)
+  np.testing.assert_allclose(log_w, base + 0.5 * np.log(cost), rtol=1e-12)
+  p = kde.inverse_density_probs(log_w)
+  # Acceptance odds are the inverse square root of the FLOPs ratio: 7.5 to 1.
+  assert p[0] / p[1] == pytest.approx(np.sqrt(cost[1] / cost[0]), rel=1e-9)
+  zero = lemonade.Lemonade(NB201Space(), cost_objective="flops", cost_exponent=0)
+  np.testing.assert_allclose(zero.accept_log_weight(pop, children, archs), base, rtol=1e-12)
+
+
+def test_cost_weighted_acceptance_spends_less_on_costly_children_on_macro():
+  ev = MacroEvaluator()
+
+  def accepted_flops(config):
+    s = make_strategy("lemonade", ev.space, {"n_pc": 16, "n_ac": 2, **config},
+                      num_objectives=2)
+    key, k0 = init_keys(0)
+    state, out = s.init(k0), []
+    for _ in range(25):
+      key, k_ask, _, k_tell = generation_keys(key)
+      codes, state = s.ask(k_ask, state)
+      if state.generation > 0:  # the children, not the initial networks
+        out += [ind.cheap[0] for ind in state.pending]
+      recs = ev.evaluate(np.asarray(codes))
+      state = s.tell(k_tell, state, codes, np.array([r.objectives for r in recs]))
+    return np.array(out)
+
+  plain = accepted_flops({"cheap_objectives": ["params"]})
+  cheap = accepted_flops({"cheap_objectives": ["params"], "cost_objective": "params",
+                          "cost_exponent": 8.0})
+  assert len(plain) == len(cheap) == 48
+  # Geometric mean size of the accepted children: 1.55x smaller with the cost (1.55x to
+  # 1.85x over seeds 0-3; with exponent 2, 1.17x to 1.42x).
+  ratio = np.exp(np.mean(np.log(plain)) - np.mean(np.log(cheap)))
+  assert ratio > 1.4, ratio
+
+
 # ---------------------------------------------------------------------------- NSGA-II
 def test_nsga2_ranks_and_crowding_match_the_host_versions():
   rng = np.random.default_rng(1)
@@ -464,6 +514,10 @@ def test_bad_options_are_rejected():
     lemonade.Lemonade(NB201Space(), num_objectives=2, front_objectives=(0, 2))
   with pytest.raises(ValueError, match="accept_density"):
     lemonade.Lemonade(NB201Space(), accept_density="parents")
+  with pytest.raises(ValueError, match="unknown cost_objective 'time'"):
+    lemonade.Lemonade(NB201Space(), cost_objective="time")
+  with pytest.raises(ValueError, match="cost_exponent must be a finite number >= 0, got -1"):
+    lemonade.Lemonade(NB201Space(), cost_objective="flops", cost_exponent=-1)
   two = dict(num_objectives=3, front_objectives=(0, 1))
   with pytest.raises(ValueError, match=r"constraint column 2 is not one of the fitness "
                      r"columns the front is taken over, \[0, 1\]"):
@@ -861,3 +915,8 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
                                        "constraints": [[0, 14.0]]}, name
     assert variants[name].search_seed is None
     assert variants[name].search_train == variants[base].search_train
+  # lr003s: lr003k with acceptance divided by FLOPs ** 0.55 (spent training time).
+  assert variants["lr003s"].lemonade == {**variants["lr003k"].lemonade,
+                                         "cost_objective": "flops", "cost_exponent": 0.55}
+  assert variants["lr003s"].search_train == variants["lr003k"].search_train
+  assert variants["lr003s"].search_seed is None
