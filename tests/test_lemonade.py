@@ -354,6 +354,24 @@ def test_monotone_widths_drops_exactly_the_narrowing_children(first_generation):
     _strategy(monotone_widths="yes")
 
 
+def test_min_width_drops_exactly_the_children_with_a_narrower_conv(first_generation):
+  _, state = first_generation
+  parents = np.zeros(32, np.int32)
+  kw = dict(morphisms=("insert_conv_bn_relu", "prune_filters"), n_pc=32, n_ac=2)
+  free = _strategy(**kw)._propose_networks(jax.random.key(0), state, parents)
+  kept = _strategy(min_width=4, **kw)._propose_networks(jax.random.key(0), state, parents)
+
+  def narrowest(arch):
+    return min(arch[n]["features"] for n in arch.topo_order if arch[n].op == "conv")
+
+  # The parent's convs have 4 and 8 filters; a conv inserted after the 3-channel input
+  # has 3, a pruned one fewer than before.
+  assert sum(narrowest(p.arch) < 4 for p in free) >= 3 and len(free) == 32
+  assert [p.arch for p in kept] == [p.arch for p in free if narrowest(p.arch) >= 4]
+  with pytest.raises(ValueError, match="min_width must be a positive int or None, got 0"):
+    _strategy(min_width=0)
+
+
 def test_widen_to_monotone_widens_a_block_and_preserves_the_function():
   from nasjax.models import plain_cnn
   from nasjax.ops import MORPHISMS

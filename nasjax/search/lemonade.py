@@ -253,6 +253,10 @@ class Lemonade:
       convolution before it (on any path from the input) are not proposed: the prior of
       hand-designed CNNs that widths never shrink with depth, which keeps bottleneck
       layers (a cheap way to a small parameter count that retrains poorly) off the front.
+    min_width: children with a convolution of fewer filters than this are not proposed
+      (None: no limit). A conv inserted by an exact morphism has its input's width, so on
+      one-channel images a child can start with 1-filter convs: an identity while its
+      weights are inherited, a bottleneck when the architecture is trained from scratch.
     widen_to_monotone: with ``monotone_widths``, a child grown by exact morphisms only
       whose widening left a later convolution narrower than an earlier one gets that
       convolution widened too (an exact Net2Wider step, repeated down the network until
@@ -293,6 +297,7 @@ class Lemonade:
   max_params: int | None = None
   min_params: int | None = None
   monotone_widths: bool = False
+  min_width: int | None = None
   widen_to_monotone: bool = False
   distill_steps: int = 50
   distill_temperature: float = 4.0
@@ -385,6 +390,9 @@ class Lemonade:
       raise ValueError(f"max_params must be a positive count or None, got {self.max_params!r}")
     if self.min_params is not None and not self.min_params >= 1:
       raise ValueError(f"min_params must be a positive count or None, got {self.min_params!r}")
+    if self.min_width is not None and (isinstance(self.min_width, bool) or not isinstance(
+        self.min_width, int) or self.min_width < 1):
+      raise ValueError(f"min_width must be a positive int or None, got {self.min_width!r}")
     if not isinstance(self.monotone_widths, bool):
       raise ValueError(f"monotone_widths must be True or False, got {self.monotone_widths!r}")
     if not isinstance(self.widen_to_monotone, bool):
@@ -426,7 +434,7 @@ class Lemonade:
             "morphisms": list(self.morphisms), "max_morphisms": self.max_morphisms,
             "morphism_options": {k: dict(v) for k, v in self.morphism_options.items()},
             "max_params": self.max_params, "min_params": self.min_params,
-            "monotone_widths": self.monotone_widths,
+            "monotone_widths": self.monotone_widths, "min_width": self.min_width,
             "widen_to_monotone": self.widen_to_monotone, "distill_steps": self.distill_steps,
             "distill_temperature": self.distill_temperature,
             "distill_learning_rate": self.distill_learning_rate,
@@ -445,10 +453,12 @@ class Lemonade:
 
   def allowed(self, arch: Arch) -> bool:
     """Whether a child ``arch`` may be proposed: its parameter count within
-    ``[min_params, max_params]`` and, with ``monotone_widths``, no narrowing conv."""
+    ``[min_params, max_params]``, no conv narrower than ``min_width`` and, with
+    ``monotone_widths``, no narrowing conv."""
     n = count_params(arch)
     return ((self.max_params is None or n <= self.max_params)
             and (self.min_params is None or n >= self.min_params)
+            and (self.min_width is None or _narrowest(arch) >= self.min_width)
             and not (self.monotone_widths and narrowing_conv(arch) is not None))
 
   # -- densities ----------------------------------------------------------------------
@@ -748,6 +758,12 @@ def _narrowing(arch: Arch) -> tuple[str, int] | None:
   return None
 
 
+def _narrowest(arch: Arch) -> float:
+  """The fewest filters of any convolution of ``arch`` (inf without one)."""
+  return min((arch[n]["features"] for n in arch.topo_order if arch[n].op in _CONV_OPS),
+             default=math.inf)
+
+
 def narrowing_conv(arch: Arch) -> str | None:
   """The first convolution of ``arch`` with fewer filters than a convolution before it.
 
@@ -1019,7 +1035,7 @@ DEFAULT_CONFIG = {
     "cost_exponent": 1.0, "representation": "auto",
     "initial": [[list(b) for b in spec] for spec in DEFAULT_INITIAL], "morphisms": [],
     "max_morphisms": 1, "morphism_options": {"net2wider": {"noise": 0.1}},
-    "max_params": None, "min_params": None, "monotone_widths": False,
+    "max_params": None, "min_params": None, "monotone_widths": False, "min_width": None,
     "widen_to_monotone": False, "distill_steps": 50,
     "distill_temperature": 4.0,
     "distill_learning_rate": 0.02, "distill_batch_size": 64, "distill_train": {},
