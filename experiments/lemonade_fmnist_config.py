@@ -299,7 +299,7 @@ VARIANTS = {
     # seconds; the 18 networks under 20k (196 s) did not reach the 14 % bound there,
     # where lr003h's 67 under 20k did from generation 14 on. Measured: 113 networks, 37 %
     # of the charged seconds under 20k (lr003k: 6 %); front of 17 from 9.7k to 862k;
-    # retrained, 9 of the first 11 as accurate as their baseline (docs/results/lemonade.md).
+    # retrained, 10 of the first 12 as accurate as their baseline (docs/results/lemonade.md).
     "lr003s": Config(search_train={"learning_rate": 0.03},
                      lemonade=_lemonade(initial=_TWO_CONV_TOPS[:3] + [_WIDE_TOP],
                                         morphisms=_NO_SEPCONV, dominance_margin=[0.15, 0.0],
