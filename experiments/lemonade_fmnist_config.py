@@ -114,6 +114,10 @@ _WIDE_TOP = [[24, 24], [48, 48], [192, 192]]
 _LR003N = _lemonade(initial=[[[8], [16], [32]]] + _ONE_CONV_STARTS[1:],
                     morphisms=_NO_SEPCONV, dominance_margin=[0.15, 0.0],
                     monotone_widths=True, widen_to_monotone=True)
+# lr003t's starts with lr003h's margin, bound and morphisms (lr003k, lr003s).
+_LR003K = _lemonade(initial=_TWO_CONV_TOPS[:3] + [_WIDE_TOP], morphisms=_NO_SEPCONV,
+                    dominance_margin=[0.15, 0.0], monotone_widths=True,
+                    widen_to_monotone=True, constraints=[[0, 14.0]])
 
 VARIANTS = {
     "default": Config(),
@@ -286,11 +290,7 @@ VARIANTS = {
     # 0.36 points, where the 0.15-point margin keeps those within 0.15 on the front.
     # Measured: front of 12 from 45k to 1.5M (nothing under 20k within the bound);
     # retrained, 12 of 12 as accurate as their baseline.
-    "lr003k": Config(search_train={"learning_rate": 0.03},
-                     lemonade=_lemonade(initial=_TWO_CONV_TOPS[:3] + [_WIDE_TOP],
-                                        morphisms=_NO_SEPCONV, dominance_margin=[0.15, 0.0],
-                                        monotone_widths=True, widen_to_monotone=True,
-                                        constraints=[[0, 14.0]])),
+    "lr003k": Config(search_train={"learning_rate": 0.03}, lemonade=_LR003K),
     # lr003k with children accepted with probability proportional to
     # 1 / (p_KDE * FLOPs ** 0.55) rather than 1 / p_KDE (``cost_objective``): an epoch's
     # charged seconds grew as FLOPs ** 0.55 over lr003k's networks (6k to 660k
@@ -301,11 +301,7 @@ VARIANTS = {
     # of the charged seconds under 20k (lr003k: 6 %); front of 17 from 9.7k to 862k;
     # retrained, 10 of the first 12 as accurate as their baseline (docs/results/lemonade.md).
     "lr003s": Config(search_train={"learning_rate": 0.03},
-                     lemonade=_lemonade(initial=_TWO_CONV_TOPS[:3] + [_WIDE_TOP],
-                                        morphisms=_NO_SEPCONV, dominance_margin=[0.15, 0.0],
-                                        monotone_widths=True, widen_to_monotone=True,
-                                        constraints=[[0, 14.0]], cost_objective="flops",
-                                        cost_exponent=0.55)),
+                     lemonade={**_LR003K, "cost_objective": "flops", "cost_exponent": 0.55}),
     "tiny": Config(
         dataset="synthetic", data_limit=None, val_fraction=0.1,
         train={"epochs": 1.0, "batch_size": 32, "max_steps": 2, "learning_rate": 0.05},

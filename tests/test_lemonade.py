@@ -122,7 +122,7 @@ def test_cost_weighted_acceptance_divides_by_a_power_of_the_cost():
 def test_cost_weighted_acceptance_spends_less_on_costly_children_on_macro():
   ev = MacroEvaluator()
 
-  def accepted_flops(config):
+  def accepted_sizes(config):
     s = make_strategy("lemonade", ev.space, {"n_pc": 16, "n_ac": 2, **config},
                       num_objectives=2)
     key, k0 = init_keys(0)
@@ -136,8 +136,8 @@ def test_cost_weighted_acceptance_spends_less_on_costly_children_on_macro():
       state = s.tell(k_tell, state, codes, np.array([r.objectives for r in recs]))
     return np.array(out)
 
-  plain = accepted_flops({"cheap_objectives": ["params"]})
-  cheap = accepted_flops({"cheap_objectives": ["params"], "cost_objective": "params",
+  plain = accepted_sizes({"cheap_objectives": ["params"]})
+  cheap = accepted_sizes({"cheap_objectives": ["params"], "cost_objective": "params",
                           "cost_exponent": 8.0})
   assert len(plain) == len(cheap) == 48
   # Geometric mean size of the accepted children: 1.55x smaller with the cost (1.55x to
