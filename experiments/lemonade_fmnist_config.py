@@ -302,6 +302,13 @@ VARIANTS = {
     # retrained, 10 of the first 12 as accurate as their baseline (docs/results/lemonade.md).
     "lr003s": Config(search_train={"learning_rate": 0.03},
                      lemonade={**_LR003K, "cost_objective": "flops", "cost_exponent": 0.55}),
+    # lr003s with no child proposed that has a conv of fewer than 4 filters
+    # (``min_width``): lr003s's two members that lost on retraining (9.7k and 12.2k) were
+    # one lineage whose first two convs had one filter, inserted on the one-channel input;
+    # its 4-filter lineage (11.3k, 11.4k) won.
+    "lr003r": Config(search_train={"learning_rate": 0.03},
+                     lemonade={**_LR003K, "cost_objective": "flops", "cost_exponent": 0.55,
+                               "min_width": 4}),
     "tiny": Config(
         dataset="synthetic", data_limit=None, val_fraction=0.1,
         train={"epochs": 1.0, "batch_size": 32, "max_steps": 2, "learning_rate": 0.05},

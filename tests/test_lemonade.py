@@ -938,3 +938,7 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
                                          "cost_objective": "flops", "cost_exponent": 0.55}
   assert variants["lr003s"].search_train == variants["lr003k"].search_train
   assert variants["lr003s"].search_seed is None
+  # lr003r: lr003s without children that have a conv of fewer than 4 filters.
+  assert variants["lr003r"].lemonade == {**variants["lr003s"].lemonade, "min_width": 4}
+  assert variants["lr003r"].search_train == variants["lr003s"].search_train
+  assert variants["lr003r"].search_seed is None
