@@ -372,6 +372,56 @@ def test_min_width_drops_exactly_the_children_with_a_narrower_conv(first_generat
     _strategy(min_width=0)
 
 
+def test_initial_depth_trains_the_starts_again_unchanged_before_any_morphism(tiny):
+  data, cfg = tiny
+  s = _strategy(num_objectives=2, morphisms=EXACT, n_pc=4, n_ac=2, initial_depth=3)
+  key, k0 = init_keys(0)
+  state = s.init(k0)
+  x = data.x_val[:16]
+  # Hand-set errors: each start's lineage improves by 2 points per evaluation, so every
+  # retrained network dominates its parent (same size, lower error).
+  errors = {(((4,),)): 30.0, (((4,), (8,))): 20.0}
+  for gen in range(4):
+    key, k_ask, k_eval, k_tell = generation_keys(key)
+    nets, state = s.ask(k_ask, state)
+    pending = state.pending
+    if gen == 0:
+      assert [ind.ops for ind in pending] == [("initial",)] * 2
+    elif gen < 3:
+      by_uid = {ind.uid: ind for ind in state.population}
+      assert [ind.ops for ind in pending] == [("train",)] * 2
+      assert sorted(by_uid) == sorted(ind.parent for ind in pending)
+      for net, ind in zip(nets, pending):
+        parent = by_uid[ind.parent]
+        assert ind.depth == parent.depth + 1 == gen + 1 and ind.generation == gen
+        assert net.arch == parent.genome.arch and ind.cheap == parent.cheap
+        # The told (trained) network itself, not a re-initialised one.
+        np.testing.assert_allclose(np.asarray(nasjax.apply(net, x)),
+                                   np.asarray(nasjax.apply(parent.genome, x)), rtol=0, atol=0)
+    else:  # morphisms from the fourth generation on, on the depth-3 lineages
+      assert all(ind.ops not in (("initial",), ("train",)) for ind in pending)
+      assert len(pending) == 2 and all(ind.depth == 4 for ind in pending)
+    trained, _ = _train(nets, data, cfg, k_eval)
+    fit = []
+    for ind in pending:
+      spec = tuple((n,) for n in _conv_widths(ind.genome.arch))
+      err = errors.get(spec, 25.0) - 2.0 * (ind.depth - 1)
+      fit.append([err, ind.cheap[0]])
+    state = s.tell(k_tell, state, trained, np.array(fit))
+    if 0 < gen < 3:  # the retrained networks replaced their parents
+      assert sorted(ind.uid for ind in state.population) == sorted(
+          ind.uid for ind in pending)
+  assert [s.config()["initial_depth"], lemonade.DEFAULT_CONFIG["initial_depth"]] == [3, 1]
+  with pytest.raises(ValueError, match="initial_depth must be a positive int, got 0"):
+    _strategy(initial_depth=0)
+  with pytest.raises(ValueError, match="initial_depth=2 needs networks"):
+    lemonade.Lemonade(NB201Space(), representation="codes", initial_depth=2)
+
+
+def _conv_widths(arch):
+  return [arch[n]["features"] for n in arch.topo_order if arch[n].op == "conv"]
+
+
 def test_widen_to_monotone_widens_a_block_and_preserves_the_function():
   from nasjax.models import plain_cnn
   from nasjax.ops import MORPHISMS
@@ -888,6 +938,7 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
     if name == "tiny":
       continue
     strategy = lemonade.Lemonade(NB201Space(), num_objectives=len(cfg.objectives),
+                                 representation="networks",
                                  **cfg.lemonade)  # for its allowed() check
     for spec in cfg.lemonade["initial"]:
       assert strategy.allowed(plain_cnn(spec, input_shape=(28, 28, 1), num_classes=10)), (
@@ -942,3 +993,7 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
   assert variants["lr003r"].lemonade == {**variants["lr003s"].lemonade, "min_width": 4}
   assert variants["lr003r"].search_train == variants["lr003s"].search_train
   assert variants["lr003r"].search_seed is None
+  # lr003i: lr003r with the starts trained three times before any morphism.
+  assert variants["lr003i"].lemonade == {**variants["lr003r"].lemonade, "initial_depth": 3}
+  assert variants["lr003i"].search_train == variants["lr003r"].search_train
+  assert variants["lr003i"].search_seed is None

@@ -130,7 +130,8 @@ class Individual:
     cheap: the raw cheap objectives (e.g. the parameter count).
     fitness: the told objectives (empty while pending).
     parent: uid of the parent (-1 for an initial network).
-    ops: the morphisms (or ``"mutate"``) that made it from its parent.
+    ops: the morphisms (or ``"mutate"``) that made it from its parent; ``("train",)``: its
+      parent trained once more, unchanged (``initial_depth``).
     exact: whether all of them preserve the function.
     generation: the generation that proposed it.
     depth: evaluations along its lineage, its own included (1 for an initial network):
@@ -240,6 +241,13 @@ class Lemonade:
     representation: ``"networks"``, ``"codes"`` or ``"auto"`` (codes on
       :data:`TABULAR_SPACES`, networks elsewhere).
     initial: the initial networks as :func:`nasjax.models.plain_cnn` block lists.
+    initial_depth: how many evaluations each initial network's lineage gets before any
+      morphism (networks only; default 1). The generations after the first then train
+      the initial networks once more each, unchanged (``ops=("train",)``), until they
+      reach this lineage ``depth``. With Lamarckian inheritance a network's error falls
+      with its lineage's depth, so a start trained once can be dominated by a small
+      network many evaluations deep before any child of the start is trained; starts
+      trained as deep as that keep their region of the front.
     morphisms: names in :data:`nasjax.ops.MORPHISMS` to draw from (empty: all).
     max_morphisms: a child applies between 1 and this many morphisms (uniformly).
     morphism_options: extra keyword arguments per morphism (e.g. Net2Wider's
@@ -290,6 +298,7 @@ class Lemonade:
   cost_exponent: float = 1.0
   representation: str = "auto"
   initial: tuple = DEFAULT_INITIAL
+  initial_depth: int = 1
   morphisms: tuple[str, ...] = ()
   max_morphisms: int = 1
   morphism_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(
@@ -390,6 +399,12 @@ class Lemonade:
       raise ValueError(f"max_params must be a positive count or None, got {self.max_params!r}")
     if self.min_params is not None and not self.min_params >= 1:
       raise ValueError(f"min_params must be a positive count or None, got {self.min_params!r}")
+    if isinstance(self.initial_depth, bool) or not isinstance(self.initial_depth, int) or (
+        self.initial_depth < 1):
+      raise ValueError(f"initial_depth must be a positive int, got {self.initial_depth!r}")
+    if self.initial_depth > 1 and self.uses_codes:
+      raise ValueError(f"initial_depth={self.initial_depth} needs networks: a code has no "
+                       "weights to train again")
     if self.min_width is not None and (isinstance(self.min_width, bool) or not isinstance(
         self.min_width, int) or self.min_width < 1):
       raise ValueError(f"min_width must be a positive int or None, got {self.min_width!r}")
@@ -431,7 +446,8 @@ class Lemonade:
             "cost_objective": self.cost_objective, "cost_exponent": self.cost_exponent,
             "representation": self.representation,
             "initial": [[list(b) for b in spec] for spec in self.initial],
-            "morphisms": list(self.morphisms), "max_morphisms": self.max_morphisms,
+            "initial_depth": self.initial_depth, "morphisms": list(self.morphisms),
+            "max_morphisms": self.max_morphisms,
             "morphism_options": {k: dict(v) for k, v in self.morphism_options.items()},
             "max_params": self.max_params, "min_params": self.min_params,
             "monotone_widths": self.monotone_widths, "min_width": self.min_width,
@@ -511,6 +527,8 @@ class Lemonade:
     """
     if not state.population:
       return self._initial(key, state)
+    if state.generation < self.initial_depth and not self.uses_codes:
+      return self._train_initial(state)
     k_parent, k_propose, k_accept, k_make = jax.random.split(key, 4)
     pop = state.population
     pop_cheap = np.array([ind.cheap for ind in pop], np.float64)
@@ -683,6 +701,18 @@ class Lemonade:
                              ops=("initial",), generation=state.generation))
     return nets, dataclasses.replace(state, pending=tuple(inds),
                                      next_uid=state.next_uid + len(inds))
+
+  def _train_initial(self, state):
+    """The initial lineages' members trained in the last generation, to be trained once
+    more unchanged (their lineages are one evaluation deeper each generation)."""
+    last = [ind for ind in state.population
+            if ind.ops in (("initial",), ("train",)) and ind.depth == state.generation]
+    inds = [dataclasses.replace(ind, uid=state.next_uid + j, parent=ind.uid, ops=("train",),
+                                exact=True, generation=state.generation,
+                                depth=ind.depth + 1, fitness=(), info={})
+            for j, ind in enumerate(last)]
+    return [ind.genome for ind in inds], dataclasses.replace(
+        state, pending=tuple(inds), next_uid=state.next_uid + len(inds))
 
   def _propose_networks(self, key, state, parents) -> list[_Proposal]:
     from nasjax.ops import MORPHISMS
@@ -1033,7 +1063,8 @@ DEFAULT_CONFIG = {
     "log_scale": True,
     "min_bandwidth": 0.1, "accept_density": "joint", "cost_objective": None,
     "cost_exponent": 1.0, "representation": "auto",
-    "initial": [[list(b) for b in spec] for spec in DEFAULT_INITIAL], "morphisms": [],
+    "initial": [[list(b) for b in spec] for spec in DEFAULT_INITIAL], "initial_depth": 1,
+    "morphisms": [],
     "max_morphisms": 1, "morphism_options": {"net2wider": {"noise": 0.1}},
     "max_params": None, "min_params": None, "monotone_widths": False, "min_width": None,
     "widen_to_monotone": False, "distill_steps": 50,
