@@ -320,6 +320,14 @@ VARIANTS = {
     "lr003i": Config(search_train={"learning_rate": 0.03},
                      lemonade={**_LR003K, "cost_objective": "flops", "cost_exponent": 0.55,
                                "min_width": 4, "initial_depth": 3}),
+    # lr003i with a lower cost exponent (0.3 in place of 0.55): in lr003i the starts
+    # survived their warm-up (the 454k one 17.08, 12.72, 11.20 %), but the top lineage
+    # then had one child in 38 generations (501,506 parameters at 10.37 %), dominated by
+    # a 109,914-parameter network at 10.15 % by generation 19; networks over 400k took
+    # 11 % of the charged seconds. lr003k (exponent 0) gave them 87 %.
+    "lr003e": Config(search_train={"learning_rate": 0.03},
+                     lemonade={**_LR003K, "cost_objective": "flops", "cost_exponent": 0.3,
+                               "min_width": 4, "initial_depth": 3}),
     "tiny": Config(
         dataset="synthetic", data_limit=None, val_fraction=0.1,
         train={"epochs": 1.0, "batch_size": 32, "max_steps": 2, "learning_rate": 0.05},

@@ -997,3 +997,7 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
   assert variants["lr003i"].lemonade == {**variants["lr003r"].lemonade, "initial_depth": 3}
   assert variants["lr003i"].search_train == variants["lr003r"].search_train
   assert variants["lr003i"].search_seed is None
+  # lr003e: lr003i with a lower cost exponent.
+  assert variants["lr003e"].lemonade == {**variants["lr003i"].lemonade, "cost_exponent": 0.3}
+  assert variants["lr003e"].search_train == variants["lr003i"].search_train
+  assert variants["lr003e"].search_seed is None
