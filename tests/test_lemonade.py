@@ -503,6 +503,60 @@ def test_pareto_population_with_a_margin_keeps_near_ties():
   assert sorted(p.uid for p in state.population) == [0, 1, 3]
 
 
+def test_depth_margin_keeps_shallow_members_as_parents_not_on_the_returned_front(tmp_path):
+  import json
+
+  ind = lambda uid, f, c, d: lemonade.Individual(uid, (0,) * 6, (c,), (f, c, 0.0), depth=d)
+  # lr003i's case: the 454k start's child (4 evaluations deep) against the 73k start's
+  # lineage 5 and 12 evaluations deep.
+  top, mid, deep = ind(16, 10.37, 501_506, 4), ind(44, 10.15, 109_914, 5), ind(
+      114, 8.12, 206_866, 12)
+  plain = lambda inds: [p.uid for p in lemonade.pareto_population(inds, (0, 1), (0.15, 0))]
+  deep_ok = lambda inds, dm: [p.uid for p in lemonade.pareto_population(
+      inds, (0, 1), (0.15, 0), dm)]
+  assert plain([top, mid]) == [44]
+  # 10.15 + 0.15 + 0.25 * (5 - 4) = 10.55 > 10.37: the top stays ...
+  assert deep_ok([top, mid], 0.25) == [16, 44]
+  # ... but not against a network 8 evaluations deeper and 2.25 points better
+  # (8.12 + 0.15 + 0.25 * 8 = 10.27 <= 10.37).
+  assert deep_ok([top, mid, deep], 0.25) == [44, 114]
+  # A deeper network is never protected: the margin only counts against the deeper one.
+  assert deep_ok([ind(1, 10.0, 1000.0, 9), ind(2, 9.0, 900.0, 1)], 5.0) == [2]
+  # Against brute force on random sets (the rule of the docstring).
+  rng = np.random.default_rng(1)
+  for trial in range(30):
+    n = 12
+    err, size, depth = rng.uniform(8, 14, n), rng.integers(1, 6, n) * 1e4, rng.integers(
+        1, 10, n)
+    inds = [ind(i, float(e), float(c), int(d)) for i, (e, c, d) in enumerate(
+        zip(err, size, depth))]
+    dm = float(rng.choice([0.0, 0.1, 0.5]))
+    brute = [i for i in range(n) if not any(
+        size[j] <= size[i] and err[j] + 0.15 + dm * max(0, depth[j] - depth[i]) <= err[i]
+        for j in range(n) if j != i)]
+    assert deep_ok(inds, dm) == brute, trial
+  # tell keeps the population with it; front() and export_front leave the protected out.
+  s = _strategy(num_objectives=3, front_objectives=(0, 1), dominance_margin=(0.15, 0),
+                depth_margin=0.25, constraints=((0, 14.0),))
+  state = lemonade.LemonadeState(pending=(top, mid))
+  state = s.tell(None, state, [(0,) * 6] * 2, [list(top.fitness), list(mid.fitness)])
+  assert [p.uid for p in state.population] == [16, 44]
+  assert [p.uid for p in s.front(state)] == [44]
+  records = lemonade.export_front(state, tmp_path / "front", ("val_error", "params", "lat"),
+                                  s.constraints, s.front_objectives, s.dominance_margin)
+  assert [r["uid"] for r in records] == [44]
+  assert [r["uid"] for r in json.loads((tmp_path / "front" / "front.json").read_text())] == [44]
+  # Config round trip, default and bad values.
+  assert s.config()["depth_margin"] == 0.25 and lemonade.DEFAULT_CONFIG["depth_margin"] == 0.0
+  rebuilt = lemonade._make(NB201Space(), {**s.config(), "num_objectives": 3})
+  assert rebuilt.depth_margin == 0.25
+  for bad in (-0.1, float("nan"), True, "0.2"):
+    with pytest.raises(ValueError, match="depth_margin must be a finite number >= 0"):
+      _strategy(depth_margin=bad)
+  with pytest.raises(ValueError, match="depth_margin=0.5 needs networks"):
+    lemonade.Lemonade(NB201Space(), representation="codes", depth_margin=0.5)
+
+
 def test_fronts_by_generation_and_report_use_the_margin():
   history = [{"generation": 0, "status": "ok", "objectives": {"val_error": e, "params": p}}
              for e, p in ((9.42, 37_722), (9.43, 556_730), (9.80, 600_000))]

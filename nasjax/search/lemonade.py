@@ -61,7 +61,7 @@ from nasjax.arch import Arch
 from nasjax.network import Network, count_params, flops, init, key_seed, latency
 from nasjax.search import kde
 from nasjax.search.base import register_strategy
-from nasjax.search.pareto import pareto_mask
+from nasjax.search.pareto import dominance_matrix, pareto_mask
 from nasjax.search.spaces import SearchSpace
 
 CHEAP_OBJECTIVES = ("params", "flops", "latency")
@@ -209,6 +209,17 @@ class Lemonade:
       than that between two trainings, and with plain dominance such a difference can
       remove a whole lineage (a network 0.01 points less accurate than a smaller one is
       never a parent again). Empty or all zero: plain Pareto dominance.
+    depth_margin: points of the front's first fitness column (the expensive objective,
+      e.g. validation error) per evaluation by which a network's lineage is deeper than
+      another's (networks only; default 0). Under Lamarckian inheritance a network's
+      error falls with the number of trainings its weights went through (its ``depth``),
+      so a small network many evaluations deep can dominate a large one trained two or
+      three times, and the large one's lineage leaves the population before it has
+      trained as long. With ``depth_margin`` a network dominates a shallower one only
+      when it is better in that column by ``dominance_margin`` plus ``depth_margin``
+      times the difference in depth (:func:`pareto_population`). It protects members in
+      the population, the parents, only: the front the search returns (:meth:`front`,
+      :func:`export_front`, the report) is the population's non-dominated part without it.
     constraints: pairs ``(column, bound)`` of the told fitness, each column one the front
       is taken over: a network whose value in that column exceeds the bound is
       infeasible, e.g. ``((0, 14.0),)`` for at most 14% validation error. The front the
@@ -290,6 +301,7 @@ class Lemonade:
   cheap_objectives: tuple[str, ...] = ("params",)
   front_objectives: tuple[int, ...] = ()
   dominance_margin: tuple[float, ...] = ()
+  depth_margin: float = 0.0
   constraints: tuple[tuple[int, float], ...] = ()
   log_scale: bool = True
   min_bandwidth: float = 0.1
@@ -356,6 +368,12 @@ class Lemonade:
             math.isfinite(v) and v >= 0):
           raise ValueError(f"dominance_margin values must be finite and >= 0, got {v!r}")
     object.__setattr__(self, "dominance_margin", tuple(float(v) for v in margin))
+    if isinstance(self.depth_margin, bool) or not isinstance(
+        self.depth_margin, (int, float)) or not (
+        math.isfinite(self.depth_margin) and self.depth_margin >= 0):
+      raise ValueError(f"depth_margin must be a finite number >= 0, got "
+                       f"{self.depth_margin!r}")
+    object.__setattr__(self, "depth_margin", float(self.depth_margin))
     object.__setattr__(self, "constraints", _check_constraints(
         self.constraints, columns or tuple(range(self.num_objectives))))
     if self.accept_density not in ("joint", "population"):
@@ -402,6 +420,9 @@ class Lemonade:
     if isinstance(self.initial_depth, bool) or not isinstance(self.initial_depth, int) or (
         self.initial_depth < 1):
       raise ValueError(f"initial_depth must be a positive int, got {self.initial_depth!r}")
+    if self.depth_margin > 0 and self.uses_codes:
+      raise ValueError(f"depth_margin={self.depth_margin} needs networks: codes inherit no "
+                       "weights, so their depth says nothing about their training")
     if self.initial_depth > 1 and self.uses_codes:
       raise ValueError(f"initial_depth={self.initial_depth} needs networks: a code has no "
                        "weights to train again")
@@ -441,6 +462,7 @@ class Lemonade:
             "cheap_objectives": list(self.cheap_objectives),
             "front_objectives": list(self.front_objectives),
             "dominance_margin": list(self.dominance_margin),
+            "depth_margin": self.depth_margin,
             "constraints": [[c, b] for c, b in self.constraints], "log_scale": self.log_scale,
             "min_bandwidth": self.min_bandwidth, "accept_density": self.accept_density,
             "cost_objective": self.cost_objective, "cost_exponent": self.cost_exponent,
@@ -559,8 +581,10 @@ class Lemonade:
 
   def front(self, state: LemonadeState) -> tuple[Individual, ...]:
     """The front the search has found: the population's members within
-    ``constraints`` (all of them without constraints)."""
-    return _within(state.population, self.constraints)
+    ``constraints`` (all of them without constraints) that no member dominates without
+    ``depth_margin``."""
+    return _front(state.population, self.constraints, self.front_objectives,
+                  self.dominance_margin)
 
   def tell(self, key, state: LemonadeState, candidates, fitness) -> LemonadeState:
     """Score the pending children and keep the Pareto front of population and children.
@@ -600,7 +624,7 @@ class Lemonade:
       if np.all(np.isfinite(f)):
         new.append(dataclasses.replace(ind, genome=genome, fitness=tuple(float(v) for v in f)))
     population = pareto_population(state.population + tuple(new), self.front_objectives,
-                                   self.dominance_margin)
+                                   self.dominance_margin, self.depth_margin)
     return dataclasses.replace(state, population=population, pending=(),
                                generation=state.generation + 1,
                                count=state.count + len(pending))
@@ -867,14 +891,27 @@ def _within(population: Sequence[Individual], constraints: Sequence[tuple[int, f
   return tuple(ind for ind in population if feasible(ind.fitness, constraints))
 
 
+def _front(population: Sequence[Individual], constraints: Sequence[tuple[int, float]],
+           columns: Sequence[int] = (), margin: Sequence[float] = ()
+           ) -> tuple[Individual, ...]:
+  """The members of ``population`` within ``constraints`` that no member dominates by
+  ``margin`` alone (a population kept with ``depth_margin`` holds more), in order."""
+  front = {ind.uid for ind in pareto_population(population, columns, margin)}
+  return tuple(ind for ind in _within(population, constraints) if ind.uid in front)
+
+
 def pareto_population(individuals: Sequence[Individual], columns: Sequence[int] = (),
-                      margin: Sequence[float] = ()) -> tuple[Individual, ...]:
+                      margin: Sequence[float] = (), depth_margin: float = 0.0
+                      ) -> tuple[Individual, ...]:
   """The non-dominated individuals, oldest first.
 
   Dominance is over :meth:`Individual.objectives` (the fitness ``columns``, all when
   empty, and the cheap objectives); ``margin`` (one value per fitness column, see
-  ``Lemonade.dominance_margin``) makes it tolerant of noise in those columns. Of several
-  with equal objective vectors only the oldest is kept, so a front never holds copies.
+  ``Lemonade.dominance_margin``) makes it tolerant of noise in those columns. With
+  ``depth_margin`` (``Lemonade.depth_margin``) an individual i dominates j only where
+  also ``f_i + margin + depth_margin * max(0, depth_i - depth_j) <= f_j`` in the first
+  of those columns. Of several with equal objective vectors only the oldest is kept, so
+  a front never holds copies.
   """
   inds = sorted(individuals, key=lambda ind: ind.uid)
   if not inds:
@@ -882,8 +919,16 @@ def pareto_population(individuals: Sequence[Individual], columns: Sequence[int] 
   F = np.array([ind.objectives(columns) for ind in inds], np.float64)
   # Only the fitness columns get a margin; an all-zero one is plain dominance.
   tol = list(margin) + [0.0] * (F.shape[1] - len(margin)) if margin else None
+  if depth_margin > 0:
+    depth = np.array([ind.depth for ind in inds], np.float64)
+    deeper = np.maximum(depth[:, None] - depth[None, :], 0.0)
+    first = F[:, 0] + (tol[0] if tol else 0.0)
+    ahead = first[:, None] + depth_margin * deeper <= F[None, :, 0]
+    mask = ~(dominance_matrix(F, tol) & ahead).any(axis=0)
+  else:
+    mask = pareto_mask(F, tol)
   keep, seen = [], set()
-  for ind, f, ok in zip(inds, F, pareto_mask(F, tol)):
+  for ind, f, ok in zip(inds, F, mask):
     if ok and tuple(f) not in seen:
       seen.add(tuple(f))
       keep.append(ind)
@@ -964,7 +1009,9 @@ def plot_fronts(fronts: list[tuple[int, np.ndarray]], path, *, xlabel: str, ylab
 
 
 def export_front(state: LemonadeState, out, names: Sequence[str] = (),
-                 constraints: Sequence[tuple[int, float]] = ()) -> list[dict]:
+                 constraints: Sequence[tuple[int, float]] = (),
+                 columns: Sequence[int] | None = None, margin: Sequence[float] = ()
+                 ) -> list[dict]:
   """Write the front of ``state``: ``front.json``, and each network with its weights.
 
   Args:
@@ -974,6 +1021,10 @@ def export_front(state: LemonadeState, out, names: Sequence[str] = (),
     names: names of the told objectives, for the records.
     constraints: ``Lemonade.constraints``: only the population's feasible members are
       the front (:meth:`Lemonade.front`); none: the whole population.
+    columns, margin: ``Lemonade.front_objectives`` and ``Lemonade.dominance_margin``:
+      members that another dominates by that margin (kept in the population by
+      ``depth_margin``) are not exported. None (the default): no such filter, the
+      population's members within ``constraints``.
 
   Returns:
     The member records (uid, parent, ops, generation, depth, fitness, cheap and the
@@ -987,7 +1038,9 @@ def export_front(state: LemonadeState, out, names: Sequence[str] = (),
   out = Path(out)
   out.mkdir(parents=True, exist_ok=True)
   records = []
-  for ind in _within(state.population, constraints):
+  members = (_within(state.population, constraints) if columns is None else
+             _front(state.population, constraints, columns, margin))
+  for ind in members:
     fitness = ind.fitness
     rec = {"uid": ind.uid, "parent": ind.parent, "ops": list(ind.ops),
            "generation": ind.generation, "depth": ind.depth, "exact": ind.exact,
@@ -1042,7 +1095,9 @@ def report_run(workdir, out=None) -> dict:
   ckpt = load_checkpoint(workdir)
   front = []
   if ckpt is not None and isinstance(ckpt["state"], LemonadeState):
-    front = export_front(ckpt["state"], out / "front", names, constraints)
+    front = export_front(ckpt["state"], out / "front", names, constraints,
+                         tuple(scfg.get("front_objectives") or ()),
+                         tuple(scfg.get("dominance_margin") or ()))
   return {"plots": plots, "front": front}
 
 
@@ -1059,7 +1114,7 @@ def _make(space: SearchSpace, config: dict) -> Lemonade:
 
 DEFAULT_CONFIG = {
     "n_pc": 16, "n_ac": 4, "cheap_objectives": ["params"], "front_objectives": [],
-    "dominance_margin": [], "constraints": [],
+    "dominance_margin": [], "depth_margin": 0.0, "constraints": [],
     "log_scale": True,
     "min_bandwidth": 0.1, "accept_density": "joint", "cost_objective": None,
     "cost_exponent": 1.0, "representation": "auto",
