@@ -514,11 +514,13 @@ def test_depth_margin_keeps_shallow_members_as_parents_not_on_the_returned_front
   plain = lambda inds: [p.uid for p in lemonade.pareto_population(inds, (0, 1), (0.15, 0))]
   deep_ok = lambda inds, dm: [p.uid for p in lemonade.pareto_population(
       inds, (0, 1), (0.15, 0), dm)]
-  assert plain([top, mid]) == [44]
-  # 10.15 + 0.15 + 0.25 * (5 - 4) = 10.55 > 10.37: the top stays ...
-  assert deep_ok([top, mid], 0.25) == [16, 44]
-  # ... but not against a network 8 evaluations deeper and 2.25 points better
-  # (8.12 + 0.15 + 0.25 * 8 = 10.27 <= 10.37).
+  assert plain([top, mid]) == [44] and plain([top, mid, deep]) == [44, 114]
+  # 10.15 + 0.15 + 2 * log2(5 / 4) = 10.94 > 10.37 and 8.12 + 0.15 + 2 * log2(12 / 4) =
+  # 11.44 > 10.37: the top stays ...
+  assert deep_ok([top, mid, deep], 2.0) == [16, 44, 114]
+  # ... but not against a network twice as deep and 3.37 points better (7.0 + 0.15 +
+  # 2 * 1 = 9.15 <= 10.37), nor with a margin of 0.25 per doubling.
+  assert deep_ok([top, mid, ind(120, 7.0, 300_000, 8)], 2.0) == [44, 120]
   assert deep_ok([top, mid, deep], 0.25) == [44, 114]
   # A deeper network is never protected: the margin only counts against the deeper one.
   assert deep_ok([ind(1, 10.0, 1000.0, 9), ind(2, 9.0, 900.0, 1)], 5.0) == [2]
@@ -532,12 +534,13 @@ def test_depth_margin_keeps_shallow_members_as_parents_not_on_the_returned_front
         zip(err, size, depth))]
     dm = float(rng.choice([0.0, 0.1, 0.5]))
     brute = [i for i in range(n) if not any(
-        size[j] <= size[i] and err[j] + 0.15 + dm * max(0, depth[j] - depth[i]) <= err[i]
+        size[j] <= size[i] and err[j] + 0.15 + dm * max(0.0, np.log2(depth[j] / depth[i]))
+        <= err[i]
         for j in range(n) if j != i)]
     assert deep_ok(inds, dm) == brute, trial
   # tell keeps the population with it; front() and export_front leave the protected out.
   s = _strategy(num_objectives=3, front_objectives=(0, 1), dominance_margin=(0.15, 0),
-                depth_margin=0.25, constraints=((0, 14.0),))
+                depth_margin=2.0, constraints=((0, 14.0),))
   state = lemonade.LemonadeState(pending=(top, mid))
   state = s.tell(None, state, [(0,) * 6] * 2, [list(top.fitness), list(mid.fitness)])
   assert [p.uid for p in state.population] == [16, 44]
@@ -547,9 +550,9 @@ def test_depth_margin_keeps_shallow_members_as_parents_not_on_the_returned_front
   assert [r["uid"] for r in records] == [44]
   assert [r["uid"] for r in json.loads((tmp_path / "front" / "front.json").read_text())] == [44]
   # Config round trip, default and bad values.
-  assert s.config()["depth_margin"] == 0.25 and lemonade.DEFAULT_CONFIG["depth_margin"] == 0.0
+  assert s.config()["depth_margin"] == 2.0 and lemonade.DEFAULT_CONFIG["depth_margin"] == 0.0
   rebuilt = lemonade._make(NB201Space(), {**s.config(), "num_objectives": 3})
-  assert rebuilt.depth_margin == 0.25
+  assert rebuilt.depth_margin == 2.0
   for bad in (-0.1, float("nan"), True, "0.2"):
     with pytest.raises(ValueError, match="depth_margin must be a finite number >= 0"):
       _strategy(depth_margin=bad)

@@ -210,16 +210,17 @@ class Lemonade:
       remove a whole lineage (a network 0.01 points less accurate than a smaller one is
       never a parent again). Empty or all zero: plain Pareto dominance.
     depth_margin: points of the front's first fitness column (the expensive objective,
-      e.g. validation error) per evaluation by which a network's lineage is deeper than
-      another's (networks only; default 0). Under Lamarckian inheritance a network's
-      error falls with the number of trainings its weights went through (its ``depth``),
-      so a small network many evaluations deep can dominate a large one trained two or
-      three times, and the large one's lineage leaves the population before it has
-      trained as long. With ``depth_margin`` a network dominates a shallower one only
-      when it is better in that column by ``dominance_margin`` plus ``depth_margin``
-      times the difference in depth (:func:`pareto_population`). It protects members in
-      the population, the parents, only: the front the search returns (:meth:`front`,
-      :func:`export_front`, the report) is the population's non-dominated part without it.
+      e.g. validation error) per doubling of lineage depth (networks only; default 0).
+      Under Lamarckian inheritance a network's error falls with the number of trainings
+      its weights went through (its ``depth``), so a small network many evaluations deep
+      can dominate a large one trained two or three times, and the large one's lineage
+      leaves the population before it has trained as long. With ``depth_margin`` a
+      network dominates a shallower one only when it is better in that column by
+      ``dominance_margin`` plus ``depth_margin * log2(its depth / the other's depth)``
+      (:func:`pareto_population`); the gain per evaluation shrinks with depth, hence the
+      logarithm. It protects members of the population, the parents, only: the front the
+      search returns (:meth:`front`, :func:`export_front`, the report) is the
+      population's non-dominated part without it.
     constraints: pairs ``(column, bound)`` of the told fitness, each column one the front
       is taken over: a network whose value in that column exceeds the bound is
       infeasible, e.g. ``((0, 14.0),)`` for at most 14% validation error. The front the
@@ -909,8 +910,8 @@ def pareto_population(individuals: Sequence[Individual], columns: Sequence[int] 
   empty, and the cheap objectives); ``margin`` (one value per fitness column, see
   ``Lemonade.dominance_margin``) makes it tolerant of noise in those columns. With
   ``depth_margin`` (``Lemonade.depth_margin``) an individual i dominates j only where
-  also ``f_i + margin + depth_margin * max(0, depth_i - depth_j) <= f_j`` in the first
-  of those columns. Of several with equal objective vectors only the oldest is kept, so
+  also ``f_i + margin + depth_margin * max(0, log2(depth_i / depth_j)) <= f_j`` in the
+  first of those columns. Of several with equal objective vectors only the oldest is kept, so
   a front never holds copies.
   """
   inds = sorted(individuals, key=lambda ind: ind.uid)
@@ -921,7 +922,7 @@ def pareto_population(individuals: Sequence[Individual], columns: Sequence[int] 
   tol = list(margin) + [0.0] * (F.shape[1] - len(margin)) if margin else None
   if depth_margin > 0:
     depth = np.array([ind.depth for ind in inds], np.float64)
-    deeper = np.maximum(depth[:, None] - depth[None, :], 0.0)
+    deeper = np.maximum(np.log2(depth[:, None] / depth[None, :]), 0.0)
     first = F[:, 0] + (tol[0] if tol else 0.0)
     ahead = first[:, None] + depth_margin * deeper <= F[None, :, 0]
     mask = ~(dominance_matrix(F, tol) & ahead).any(axis=0)
