@@ -369,11 +369,7 @@ class Lemonade:
             math.isfinite(v) and v >= 0):
           raise ValueError(f"dominance_margin values must be finite and >= 0, got {v!r}")
     object.__setattr__(self, "dominance_margin", tuple(float(v) for v in margin))
-    if isinstance(self.depth_margin, bool) or not isinstance(
-        self.depth_margin, (int, float)) or not (
-        math.isfinite(self.depth_margin) and self.depth_margin >= 0):
-      raise ValueError(f"depth_margin must be a finite number >= 0, got "
-                       f"{self.depth_margin!r}")
+    _check_nonnegative("depth_margin", self.depth_margin)
     object.__setattr__(self, "depth_margin", float(self.depth_margin))
     object.__setattr__(self, "constraints", _check_constraints(
         self.constraints, columns or tuple(range(self.num_objectives))))
@@ -383,11 +379,7 @@ class Lemonade:
     if self.cost_objective is not None and self.cost_objective not in CHEAP_OBJECTIVES:
       raise ValueError(f"unknown cost_objective {self.cost_objective!r}; choose from "
                        f"{list(CHEAP_OBJECTIVES)} or None")
-    if isinstance(self.cost_exponent, bool) or not isinstance(
-        self.cost_exponent, (int, float)) or not (
-        math.isfinite(self.cost_exponent) and self.cost_exponent >= 0):
-      raise ValueError(f"cost_exponent must be a finite number >= 0, got "
-                       f"{self.cost_exponent!r}")
+    _check_nonnegative("cost_exponent", self.cost_exponent)
     if self.representation not in REPRESENTATIONS:
       raise ValueError(f"representation must be one of {REPRESENTATIONS}, got "
                        f"{self.representation!r}")
@@ -859,6 +851,13 @@ def widen_to_monotone(arch: Arch, ops: Sequence = ()) -> tuple[Arch, list]:
     ops.append(("net2wider", kwargs))
     arch = plan.arch
   return arch, ops
+
+
+def _check_nonnegative(name: str, value) -> None:
+  """Raise unless ``value`` is a finite real number >= 0 (not a bool)."""
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+      math.isfinite(value) and value >= 0):
+    raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 def _check_constraints(constraints, columns: Sequence[int]) -> tuple[tuple[int, float], ...]:
