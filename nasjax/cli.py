@@ -3,16 +3,77 @@
 Subcommands: ``info`` (versions, devices, cache), ``train`` (train one architecture),
 and the search commands ``search``, ``resume``, ``report`` and ``bench`` from
 :mod:`nasjax.search.cli`.
+
+Bad input (an unknown name, a bad value, a path that cannot be read or written) is a
+``ValueError`` or ``OSError``; :func:`main` prints it as one line,
+``nasjax COMMAND: error: MESSAGE``, and exits with status 2, as argparse does for bad
+arguments. Other exceptions are bugs and propagate with their traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import os
 import platform
 import sys
 import time
 from importlib import metadata
+from pathlib import Path
+
+# The seeds jax.random.key takes (int64); the data split's NumPy generator takes no negative.
+SEED_RANGE = (-2**63, 2**63 - 1)
+
+
+def check_seed(seed: int, flag: str = "--seed", count: int = 1, low: int = SEED_RANGE[0]
+               ) -> None:
+  """Raise ``ValueError`` unless seeds ``seed .. seed + count - 1`` lie in
+  ``[low, 2**63 - 1]``: a seed out of range would fail only after a run has begun."""
+  high = SEED_RANGE[1] - (count - 1)
+  if not low <= seed <= high:
+    lo = "0" if low == 0 else "-2**63"
+    hi = (f"2**63 - {count} (its {count} runs use seeds {flag} to {flag} + {count - 1})"
+          if count > 1 else "2**63 - 1")
+    raise ValueError(f"{flag} must be an integer from {lo} to {hi}, got {seed}")
+
+
+def check_output_dir(path: str | os.PathLike, flag: str) -> None:
+  """Raise ``ValueError`` unless ``path`` is a directory or one can be made there.
+
+  Nothing is created: the check runs before any work whose result would be written.
+  """
+  p = Path(path)
+  if p.exists() and not p.is_dir():
+    raise ValueError(f"{flag} {str(path)!r} is a file, not a directory")
+  # The nearest existing ancestor must be a writable directory for makedirs to work.
+  for parent in (p, *p.absolute().parents):
+    if parent.exists():
+      if not parent.is_dir():
+        raise ValueError(f"{flag} {str(path)!r} lies under the file {str(parent)!r}")
+      if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {str(path)!r}: {str(parent)!r} is not writable")
+      return
+
+
+def error_line(e: BaseException) -> str:
+  """The message of ``e`` on one line (an ``OSError`` as ``path: reason``)."""
+  if isinstance(e, OSError) and e.strerror and e.filename is not None:
+    msg = f"{os.fsdecode(e.filename)}: {e.strerror}"
+  elif isinstance(e, OSError) and e.strerror:
+    msg = e.strerror  # without the "[Errno N]" that str() puts first
+  else:
+    msg = str(e) or type(e).__name__
+  return " ".join(msg.split())
+
+
+def run_command(args) -> int:
+  """Run the command of parsed ``args``; bad input becomes one line on stderr, exit 2."""
+  try:
+    return int(args.func(args) or 0)
+  except (ValueError, OSError) as e:
+    print(f"nasjax {args.command}: error: {error_line(e)}", file=sys.stderr)
+    return 2
 
 
 def _version(pkg: str) -> str:
@@ -48,27 +109,52 @@ def cmd_info(args) -> int:
   return 0
 
 
-def _load_arch(args, input_shape, num_classes):
+# Keywords of every model family that the data set decides.
+DATA_KEYWORDS = ("input_shape", "num_classes")
+
+
+def _family_args(args) -> dict:
+  """The checked ``--family`` keyword arguments (``{}`` with ``--arch``)."""
+  from nasjax import models
+
+  if args.arch:
+    if args.family_args:
+      raise ValueError("--family-args applies to --family, not to --arch")
+    return {}
+  if args.family not in models.FAMILIES:
+    raise ValueError(f"unknown --family {args.family!r}; choose from {sorted(models.FAMILIES)}")
+  try:
+    kwargs = json.loads(args.family_args) if args.family_args else {}
+  except json.JSONDecodeError as e:
+    raise ValueError(f"--family-args is not valid JSON ({e}): {args.family_args!r}") from None
+  if not isinstance(kwargs, dict):
+    raise ValueError(f"--family-args must be a JSON object, got {args.family_args!r}")
+  params = inspect.signature(models.FAMILIES[args.family]).parameters
+  for k in kwargs:
+    if k in DATA_KEYWORDS:
+      raise ValueError(f"--family-args key {k!r} comes from --dataset; leave it out")
+    if k not in params:
+      known = sorted(set(params) - set(DATA_KEYWORDS))
+      raise ValueError(f"--family-args key {k!r} is not an option of family {args.family!r}; "
+                       f"it takes {known}")
+  return kwargs
+
+
+def _load_arch(args, kwargs, input_shape, num_classes):
   from nasjax import models
   from nasjax.arch import Arch
 
   if args.arch:
+    with open(args.arch) as f:
+      text = f.read()
     try:
-      with open(args.arch) as f:
-        arch = Arch.from_json(f.read())
-    except OSError as e:
-      raise SystemExit(f"nasjax train: cannot read --arch {args.arch!r}: {e.strerror}")
+      arch = Arch.from_json(text)
+    except ValueError as e:
+      raise ValueError(f"--arch {args.arch!r}: {e}") from None
     if arch.input_shape != tuple(input_shape):
-      raise SystemExit(f"nasjax train: the architecture's input shape {arch.input_shape} does "
-                       f"not match dataset images {tuple(input_shape)}")
+      raise ValueError(f"the input shape {arch.input_shape} of --arch {args.arch!r} does not "
+                       f"match the images of --dataset {args.dataset!r}, {tuple(input_shape)}")
     return arch
-  if args.family not in models.FAMILIES:
-    raise SystemExit(f"nasjax train: unknown --family {args.family!r}; choose from "
-                     f"{sorted(models.FAMILIES)}")
-  try:
-    kwargs = json.loads(args.family_args) if args.family_args else {}
-  except json.JSONDecodeError as e:
-    raise SystemExit(f"nasjax train: --family-args is not valid JSON: {e}")
   return models.FAMILIES[args.family](input_shape=tuple(input_shape),
                                       num_classes=num_classes, **kwargs)
 
@@ -80,13 +166,19 @@ def cmd_train(args) -> int:
   from nasjax import data as data_lib
   from nasjax import train as train_lib
 
-  ds = data_lib.load(args.dataset, limit=args.limit, seed=args.seed,
-                     data_dir=args.data_dir)
-  arch = _load_arch(args, ds.input_shape, ds.num_classes)
+  # Every argument is checked before the data is loaded and the network trained.
+  check_seed(args.seed, low=0)
+  if args.out:
+    check_output_dir(args.out, "--out")
+  data_lib.check_options(args.dataset, limit=args.limit)
+  kwargs = _family_args(args)
   config = train_lib.TrainConfig(
       epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer,
       learning_rate=args.lr, weight_decay=args.weight_decay, augment=args.augment,
       dtype=args.dtype)
+  ds = data_lib.load(args.dataset, limit=args.limit, seed=args.seed,
+                     data_dir=args.data_dir)
+  arch = _load_arch(args, kwargs, ds.input_shape, ds.num_classes)
   key_init, key_fit = jax.random.split(jax.random.key(args.seed))
   net = nasjax.init(arch, key_init)
   t0 = time.perf_counter()
@@ -102,7 +194,6 @@ def cmd_train(args) -> int:
       "compile_seconds": hist.compile_seconds,
   }
   if args.out:
-    import os
     os.makedirs(args.out, exist_ok=True)
     nasjax.save(net, os.path.join(args.out, "net.npz"), metadata=result)
     with open(os.path.join(args.out, "arch.json"), "w") as f:
@@ -158,13 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-  parser = build_parser()
-  args = parser.parse_args(argv)
-  try:
-    return int(args.func(args) or 0)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"nasjax {args.command}: error: {e}", file=sys.stderr)
-    return 2
+  return run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

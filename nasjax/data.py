@@ -31,6 +31,7 @@ import dataclasses
 import gzip
 import importlib.resources
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
@@ -347,6 +348,22 @@ def embedded_path() -> Path:
   return Path(str(importlib.resources.files("nasjax").joinpath("datasets", EMBEDDED_FILE)))
 
 
+def check_options(name: str, *, val_fraction: float = 0.1, limit: int | None = None) -> None:
+  """Check the options of :func:`load` without loading anything.
+
+  Raises:
+    ValueError: naming the value, for an unknown data set, a ``val_fraction`` outside
+      ``[0, 1)`` or a ``limit`` that is not a positive int or None.
+  """
+  if name not in DATASETS:
+    raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
+  if not 0.0 <= val_fraction < 1.0:
+    raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
+  if limit is not None and (isinstance(limit, bool) or not isinstance(limit, numbers.Integral)
+                            or limit < 1):
+    raise ValueError(f"limit must be a positive number of examples, got {limit!r}")
+
+
 def load(name: str = "fashion_mnist_small", *, val_fraction: float = 0.1, seed: int = 0,
          data_dir: str | os.PathLike | None = None, limit: int | None = None,
          download: bool = False) -> Dataset:
@@ -375,12 +392,7 @@ def load(name: str = "fashion_mnist_small", *, val_fraction: float = 0.1, seed: 
     DatasetNotFoundError: if the data is not on this machine; the message says how to
       get it.
   """
-  if name not in DATASETS:
-    raise ValueError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}")
-  if not 0.0 <= val_fraction < 1.0:
-    raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
-  if limit is not None and limit < 1:
-    raise ValueError(f"limit must be a positive number of examples, got {limit}")
+  check_options(name, val_fraction=val_fraction, limit=limit)
   if name == "synthetic":
     data = synthetic(seed=seed)
     if limit is not None and limit < len(data.y_train):

@@ -8,6 +8,9 @@ nasjax.search.cli`` runs them on their own. Examples::
     nasjax search --strategy random --dataset fashion_mnist_small --space plain_cnn \\
         --max-evals 20 --workdir runs/random
     nasjax search --strategy rea --preset smoke
+    nasjax search --strategy rea --preset smoke --train '{"max_steps": 5}' --max-evals 3
+    nasjax search --strategy rea --dataset fashion_mnist_small --space plain_cnn \\
+        --reward mnas --target-latency 0.002 --max-evals 20 --workdir runs/rea-mnas
     nasjax search ... --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0
     nasjax resume runs/rea
     nasjax report runs/rea
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 
@@ -47,70 +51,160 @@ def _json_arg(text: str | None, what: str) -> dict:
   return value
 
 
-def _smoke_plan(name: str, args) -> tuple[object, dict, object]:
-  """``(evaluator, strategy config, budget)`` of the smoke preset of strategy ``name``."""
+# ``--target-COST`` flag of each cost of the MnasNet reward (its attribute in the args).
+REWARD_TARGETS = {"latency": "target_latency", "params": "target_params",
+                  "flops": "target_flops"}
+
+
+def _reward(args) -> dict | None:
+  """The evaluator's reward config from ``--reward``, ``--target-*`` and ``--reward-mode``."""
+  targets = {cost: getattr(args, attr) for cost, attr in REWARD_TARGETS.items()
+             if getattr(args, attr, None) is not None}
+  if getattr(args, "reward", None) is None:
+    if targets:
+      raise ValueError(f"--target-{next(iter(targets))} applies to --reward mnas; give it too")
+    if getattr(args, "reward_mode", None) is not None:
+      raise ValueError("--reward-mode applies to --reward mnas; give it too")
+    return None
+  if not targets:
+    raise ValueError(f"--reward {args.reward} needs a target cost: --target-latency SECONDS, "
+                     "--target-params N or --target-flops N")
+  (cost, target), = targets.items()
+  return {"kind": args.reward, "target": target, "cost": cost,
+          "mode": args.reward_mode or "soft"}
+
+
+def _options(args) -> argparse.Namespace:
+  """The search options: ``args`` with the JSON options parsed (None where not given)
+  and, under ``--preset smoke``, the preset's choices where the user made none."""
+  o = argparse.Namespace(**vars(args))
+  o.config = _json_arg(args.config, "--config")
+  o.train = _json_arg(args.train, "--train") if args.train else None
+  o.space_config = (_json_arg(args.space_config, "--space-config") if args.space_config
+                    else None)
+  o.objectives = tuple(args.objectives.split(",")) if args.objectives else None
+  o.reward = _reward(args)
+  o.benchmark_flag = f"--benchmark {args.benchmark}"
+  if args.preset == "smoke":
+    _apply_smoke(o)
+  return o
+
+
+# The evaluator config keys a smoke preset may fix, as search options.
+SMOKE_EVALUATOR_KEYS = ("dataset", "data_dir", "objectives", "reward")
+
+
+def _apply_smoke(o: argparse.Namespace) -> None:
+  """Fill in the smoke preset of strategy ``o.strategy`` where the options are not given.
+
+  The options given on the command line apply on top of the preset (``--train`` fields
+  over the preset's, ``--max-evals``, ``--time-budget``, ``--limit``, ``--dataset``, ...);
+  a choice the preset fixes (the benchmark, the space) cannot be changed.
+  """
   from nasjax.search.base import strategy_entry
-  from nasjax.search.evaluators import TrainingEvaluator, make_evaluator
-  from nasjax.search.runner import Budget
-  from nasjax.search.spaces import make_space
 
-  entry = strategy_entry(name)
+  entry = strategy_entry(o.strategy)
   smoke = dict(entry.smoke)
-  budget = Budget(max_evals=int(smoke.get("max_evals", 4)))
+  preset = f"--preset smoke of strategy {o.strategy!r}"
   if "evaluator" in smoke:
-    return make_evaluator(smoke["evaluator"]), dict(smoke.get("config", {})), budget
-  space_name = smoke.get("space")
-  if space_name is None:
-    space_name = next((s for s in TRAINABLE_SPACES if entry.supports(s)), None)
-  if space_name is None:
-    raise ValueError(f"strategy {name!r} supports none of the trainable spaces "
-                     f"{list(TRAINABLE_SPACES)}; give its smoke preset an 'evaluator'")
-  space = make_space(space_name, **{**SMOKE_SPACE_CONFIGS.get(space_name, {}),
-                                    **smoke.get("space_config", {})})
-  evaluator = TrainingEvaluator(space, dataset=SMOKE_DATASET,
-                                train={**SMOKE_TRAIN, **smoke.get("train", {})},
-                                data_limit=SMOKE_LIMIT, devices=args.devices,
-                                parallel=getattr(args, "parallel", "auto"))
-  return evaluator, dict(smoke.get("config", {})), budget
+    ev = dict(smoke["evaluator"])
+    kind = ev.pop("kind", None)
+    if kind not in ("nb201", "macro"):
+      raise ValueError(f"{preset} has evaluator kind {kind!r}; a preset evaluator is a "
+                       "benchmark, nb201 or macro")
+    if o.benchmark not in (None, kind):
+      raise ValueError(f"{preset} searches --benchmark {kind}; it cannot apply --benchmark "
+                       f"{o.benchmark} (drop --preset)")
+    o.benchmark = kind
+    o.benchmark_flag = f"--benchmark {kind} (the benchmark of {preset})"
+    for k, v in ev.items():
+      if k not in SMOKE_EVALUATOR_KEYS:
+        raise ValueError(f"{preset} sets the evaluator option {k!r}; presets set only "
+                         f"{list(SMOKE_EVALUATOR_KEYS)}")
+      if getattr(o, k) is None:
+        setattr(o, k, tuple(v) if k == "objectives" else v)
+  else:
+    if o.benchmark is not None:
+      raise ValueError(f"{preset} trains networks; it cannot apply --benchmark {o.benchmark} "
+                       "(drop --preset)")
+    space = smoke.get("space")
+    if space is None:
+      space = next((s for s in TRAINABLE_SPACES if entry.supports(s)), None)
+    if space is None:
+      raise ValueError(f"strategy {o.strategy!r} supports none of the trainable spaces "
+                       f"{list(TRAINABLE_SPACES)}; give its smoke preset an 'evaluator'")
+    if o.space not in (None, space):
+      raise ValueError(f"{preset} searches --space {space}; it cannot apply --space {o.space} "
+                       "(drop --preset)")
+    o.space = space
+    o.space_config = {**SMOKE_SPACE_CONFIGS.get(space, {}), **smoke.get("space_config", {}),
+                      **(o.space_config or {})}
+    o.train = {**SMOKE_TRAIN, **smoke.get("train", {}), **(o.train or {})}
+    o.dataset = o.dataset or SMOKE_DATASET
+    o.limit = SMOKE_LIMIT if o.limit is None else o.limit
+  o.config = {**smoke.get("config", {}), **o.config}
+  if o.max_evals is None and o.time_budget is None:
+    o.max_evals = int(smoke.get("max_evals", 4))
 
 
-def _plan(args) -> tuple[object, dict, object]:
-  """``(evaluator, strategy config, budget)`` from the command-line options."""
+def _plan(o: argparse.Namespace) -> tuple[object, object]:
+  """``(evaluator, budget)`` from the search options of :func:`_options`."""
   from nasjax.search.evaluators import MacroEvaluator, NB201Evaluator, TrainingEvaluator
   from nasjax.search.runner import Budget
   from nasjax.search.spaces import make_space
 
-  config = _json_arg(args.config, "--config")
-  objectives = tuple(args.objectives.split(",")) if args.objectives else None
-  if args.benchmark == "nb201":
-    if args.space:
+  if o.benchmark is not None:
+    for flag, value in (("--space-config", o.space_config), ("--train", o.train),
+                        ("--limit", o.limit), ("--devices", o.devices)):
+      if value is not None:
+        raise ValueError(f"{flag} applies to training searches, not to {o.benchmark_flag}")
+  if o.benchmark == "nb201":
+    if o.space:
       raise ValueError("--space does not apply to --benchmark nb201 (its space is nb201)")
-    if objectives and objectives != ("val_error",):
+    if o.objectives and o.objectives != ("val_error",):
       raise ValueError(f"NB201's protocol has the single objective val_error, got "
-                       f"--objectives {args.objectives!r}")
-    evaluator = NB201Evaluator(args.dataset or "cifar10", data_dir=args.data_dir)
-  elif args.benchmark == "macro":
-    if args.dataset not in (None, "cifar10"):
-      raise ValueError(f"NAS-Bench-Macro has only cifar10, got --dataset {args.dataset!r}")
-    evaluator = MacroEvaluator(objectives or ("error", "params"), data_dir=args.data_dir)
+                       f"--objectives {','.join(o.objectives)!r}")
+    if o.reward is not None:
+      raise ValueError("--reward needs a cost, and NAS-Bench-201's table has none (no "
+                       "latency, params or flops)")
+    evaluator = NB201Evaluator(o.dataset or "cifar10", data_dir=o.data_dir)
+  elif o.benchmark == "macro":
+    if o.space:
+      raise ValueError("--space does not apply to --benchmark macro (its space is macro)")
+    if o.dataset not in (None, "cifar10"):
+      raise ValueError(f"NAS-Bench-Macro has only cifar10, got --dataset {o.dataset!r}")
+    if o.reward is not None and o.reward["cost"] == "latency":
+      raise ValueError("--target-latency: NAS-Bench-Macro has no latency; give "
+                       "--target-params or --target-flops")
+    evaluator = MacroEvaluator(o.objectives, data_dir=o.data_dir, reward=o.reward)
   else:
-    if not args.dataset or not args.space:
+    if not o.dataset or not o.space:
       raise ValueError("give --benchmark nb201|macro, or --dataset and --space (training)")
-    space = make_space(args.space, **_json_arg(args.space_config, "--space-config"))
-    evaluator = TrainingEvaluator(space, dataset=args.dataset,
-                                  train=_json_arg(args.train, "--train"),
-                                  objectives=objectives or ("val_error",),
-                                  devices=args.devices, parallel=args.parallel,
-                                  data_limit=args.limit,
-                                  data_dir=args.data_dir)
-  if args.max_evals is None and args.time_budget is None:
-    if args.benchmark == "nb201":
-      args.time_budget = 12000.0
+    space = make_space(o.space, **(o.space_config or {}))
+    evaluator = TrainingEvaluator(space, dataset=o.dataset, train=o.train or {},
+                                  objectives=o.objectives, devices=o.devices,
+                                  parallel=o.parallel, data_limit=o.limit,
+                                  data_dir=o.data_dir, reward=o.reward)
+  if o.max_evals is None and o.time_budget is None:
+    if o.benchmark == "nb201":
+      o.time_budget = 12000.0
     else:
       raise ValueError("give --max-evals or --time-budget")
-  if args.benchmark == "macro" and args.max_evals is None:
+  if o.benchmark == "macro" and o.max_evals is None:
     raise ValueError("NAS-Bench-Macro queries cost no time; give --max-evals")
-  return evaluator, config, Budget(args.max_evals, args.time_budget)
+  return evaluator, Budget(o.max_evals, o.time_budget)
+
+
+def _smoke_plan(name: str, args=None) -> tuple[object, dict, object]:
+  """``(evaluator, strategy config, budget)`` of ``nasjax search --strategy NAME --preset
+  smoke``, with the search options that ``args`` has (e.g. ``devices``) applied on top."""
+  ns = build_parser().parse_args(["search", "--strategy", name, "--preset", "smoke"])
+  for k in vars(ns):
+    if k not in ("strategy", "preset") and hasattr(args, k):
+      setattr(ns, k, getattr(args, k))
+  o = _options(ns)
+  evaluator, budget = _plan(o)
+  return evaluator, o.config, budget
 
 
 def _print_result(result, as_json: bool) -> None:
@@ -145,22 +239,36 @@ def _distributed(args) -> None:
 
 
 def cmd_search(args) -> int:
+  from nasjax.cli import check_output_dir, check_seed
+  from nasjax.search.base import make_strategy
   from nasjax.search.runner import run
 
+  # Checks that need no JAX first: ``jax.distributed.initialize`` must precede the rest.
+  check_seed(args.seed)
+  if not args.workdir and args.preset is None:
+    raise ValueError("give --workdir (the run directory)")
+  if args.workdir and args.process_id in (None, 0):  # only process 0 writes it
+    check_output_dir(args.workdir, "--workdir")
   _distributed(args)
-  if args.preset == "smoke":
-    evaluator, config, budget = _smoke_plan(args.strategy, args)
-    config.update(_json_arg(args.config, "--config"))
-    workdir = args.workdir or tempfile.mkdtemp(prefix=f"nasjax-smoke-{args.strategy}-")
-  else:
-    if not args.workdir:
-      raise ValueError("give --workdir (the run directory)")
-    evaluator, config, budget = _plan(args)
-    workdir = args.workdir
-  result = run(args.strategy, evaluator, budget, workdir, args.seed, config, quiet=args.quiet,
+  o = _options(args)
+  evaluator, budget = _plan(o)
+  strategy = make_strategy(args.strategy, evaluator.space, o.config,
+                           num_objectives=len(evaluator.objectives))
+  # Everything is checked: only now is a run directory made.
+  workdir = args.workdir or tempfile.mkdtemp(prefix=f"nasjax-smoke-{args.strategy}-")
+  result = run(strategy, evaluator, budget, workdir, args.seed, quiet=args.quiet,
                metadata={"argv": sys.argv[1:]})
   _print_result(result, args.json)
   return 0
+
+
+def _check_run_dir(workdir: str) -> None:
+  """Raise unless ``workdir`` is a directory holding a search run."""
+  from nasjax.search.runner import read_config
+
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ValueError(f"{workdir!r} is a file, not a run directory")
+  read_config(workdir)  # FileNotFoundError naming the directory when it holds no run
 
 
 def cmd_resume(args) -> int:
@@ -172,8 +280,12 @@ def cmd_resume(args) -> int:
 
 
 def cmd_report(args) -> int:
+  from nasjax.cli import check_output_dir
   from nasjax.search.report import format_summary, report
 
+  _check_run_dir(args.workdir)
+  if args.out:
+    check_output_dir(args.out, "--out")
   summary = report(args.workdir, args.out)
   if args.json:
     print(json.dumps(summary))
@@ -183,8 +295,13 @@ def cmd_report(args) -> int:
 
 
 def cmd_bench(args) -> int:
+  from nasjax.cli import check_seed
   from nasjax.search import bench
 
+  for flag, value in (("--runs", args.runs), ("--evals", args.evals)):
+    if value < 1:
+      raise ValueError(f"{flag} must be a positive count, got {value}")
+  check_seed(args.seed, count=args.runs)
   config = _json_arg(args.config, "--config")
   if args.benchmark == "nb201":
     out = bench.bench_nb201(args.strategy, args.dataset or "cifar10", args.runs,
@@ -223,7 +340,19 @@ def register(subparsers) -> None:
   p.add_argument("--config", help="JSON options of the strategy, e.g. "
                  "'{\"population_size\": 20}'")
   p.add_argument("--train", help="JSON TrainConfig fields, e.g. '{\"epochs\": 2}'")
-  p.add_argument("--objectives", help="comma-separated objectives, e.g. val_error,params")
+  p.add_argument("--objectives", help="comma-separated objectives, e.g. val_error,params "
+                 "(with --reward: neg_reward and others)")
+  p.add_argument("--reward", choices=["mnas"], help="search MnasNet's reward acc * (cost / T) "
+                 "** w (objective neg_reward, its negation) with any strategy: training "
+                 "searches (any cost) and --benchmark macro (params or flops)")
+  targets = p.add_mutually_exclusive_group()
+  targets.add_argument("--target-latency", type=float, metavar="SECONDS",
+                       help="--reward's target T: inference latency at batch 1")
+  targets.add_argument("--target-params", type=float, metavar="N",
+                       help="--reward's target T: parameters")
+  targets.add_argument("--target-flops", type=float, metavar="N", help="--reward's target T: FLOPs")
+  p.add_argument("--reward-mode", choices=["soft", "hard"], help="--reward's exponents: soft "
+                 "(-0.07 both sides of T, the default) or hard (0 below T, -1 above)")
   p.add_argument("--max-evals", type=int, help="stop after this many evaluations")
   p.add_argument("--time-budget", type=float,
                  help="stop after this many charged seconds (simulated for benchmarks)")
@@ -239,7 +368,7 @@ def register(subparsers) -> None:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--workdir", help="run directory (required unless --preset smoke)")
   p.add_argument("--preset", choices=["smoke"], help="smoke: a tiny end-to-end run on "
-                 f"{SMOKE_DATASET}")
+                 f"{SMOKE_DATASET} (or the strategy's benchmark); options given apply on top")
   p.add_argument("--quiet", action="store_true", help="no progress bar")
   p.add_argument("--json", action="store_true", help="print the result as one JSON object")
   _distributed_args(p)
@@ -282,12 +411,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-  args = build_parser().parse_args(argv)
-  try:
-    return int(args.func(args) or 0)
-  except (ValueError, FileNotFoundError) as e:
-    print(f"nasjax {args.command}: error: {e}", file=sys.stderr)
-    return 2
+  from nasjax.cli import run_command
+
+  return run_command(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,11 @@ objectives; it never stops the search.
 - :class:`MacroEvaluator`: NAS-Bench-Macro accuracy, parameters and FLOPs.
 - :class:`TrainingEvaluator`: builds, initialises and trains each candidate with
   :func:`nasjax.train.fit`, several candidates at once on several local devices.
+
+The macro and training evaluators take a ``reward`` config
+(:func:`nasjax.search.hardware.make_objective`): the objective ``neg_reward``, MnasNet's
+accuracy-cost reward negated, then is what every strategy minimises, and the accuracy,
+the cost and the ``reward`` are recorded in the metrics.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 
-from nasjax.search import tabular
+from nasjax.search import hardware, tabular
 from nasjax.search.spaces import MacroSpace, NB201Space, SearchSpace, make_space
 
 
@@ -137,51 +142,91 @@ class NB201Evaluator:
 MACRO_OBJECTIVES = ("error", "params", "flops")
 
 
+def _objectives(given, known: Sequence[str], default: tuple[str, ...], reward, what: str
+                ) -> tuple[str, ...]:
+  """The checked objectives of an evaluator: ``given``, or the default (``neg_reward``
+  alone where there is a reward)."""
+  name = hardware.REWARD_OBJECTIVE
+  objectives = tuple(given) if given is not None else (name,) if reward else default
+  if not objectives:
+    raise ValueError("at least one objective is needed")
+  for n in objectives:
+    if n == name and reward is None:
+      raise ValueError(f"objective {name!r} needs a reward config, e.g. "
+                       "reward={'kind': 'mnas', 'target': 0.01, 'cost': 'latency'}")
+    if n != name and n not in known:
+      raise ValueError(f"unknown {what} objective {n!r}; choose from {list(known)}")
+  if reward is not None and name not in objectives:
+    raise ValueError(f"a reward is set but its objective {name!r} is not among the "
+                     f"objectives {list(objectives)}")
+  return objectives
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class MacroEvaluator:
   """NAS-Bench-Macro lookups.
 
-  Objectives (any of ``error`` = 100 - mean test accuracy (%), ``params``, ``flops``),
-  default ``("error", "params")``. Cost 0: budgets are numbers of evaluations.
+  Objectives (any of ``error`` = 100 - mean test accuracy (%), ``params``, ``flops``,
+  and ``neg_reward`` with a ``reward``), default ``("error", "params")``, or
+  ``("neg_reward",)`` with a ``reward``. Cost 0: budgets are numbers of evaluations.
+
+  Attributes:
+    objectives: the minimised objectives, in order (None for the default).
+    data_dir: the folder of the table.
+    reward: a MnasNet reward config whose cost is ``params`` or ``flops`` (the table
+      has no latency); its accuracy is the mean test accuracy as a fraction.
   """
 
-  objectives: tuple[str, ...] = ("error", "params")
+  objectives: tuple[str, ...] | None = None
   data_dir: str | None = None
+  reward: Mapping[str, Any] | None = None
   kind = "macro"
   cacheable = False
 
   def __post_init__(self):
-    objectives = tuple(self.objectives)
-    for name in objectives:
-      if name not in MACRO_OBJECTIVES:
-        raise ValueError(f"unknown NAS-Bench-Macro objective {name!r}; choose from "
-                         f"{list(MACRO_OBJECTIVES)}")
-    if not objectives:
-      raise ValueError("at least one objective is needed")
-    object.__setattr__(self, "objectives", objectives)
+    reward = hardware.make_objective(self.reward)
+    if reward is not None and reward.cost not in ("params", "flops"):
+      raise ValueError(f"NAS-Bench-Macro has no {reward.cost}; give the reward the cost "
+                       "params or flops")
+    object.__setattr__(self, "reward_objective", reward)
+    object.__setattr__(self, "objectives", _objectives(
+        self.objectives, MACRO_OBJECTIVES, ("error", "params"), reward, "NAS-Bench-Macro"))
     object.__setattr__(self, "table", tabular.load_macro(self.data_dir))
     object.__setattr__(self, "space", MacroSpace())
+    # ``(6561,)`` float64 rewards of every network, None without a reward.
+    object.__setattr__(self, "rewards", None if reward is None else np.asarray(
+        reward.reward(self.table.mean_acc / 100.0, self.table.objective(reward.cost)),
+        np.float64))
 
   def config(self) -> dict:
-    return {"kind": self.kind, "objectives": list(self.objectives), "data_dir": self.data_dir}
+    reward = self.reward_objective
+    return {"kind": self.kind, "objectives": list(self.objectives), "data_dir": self.data_dir,
+            "reward": None if reward is None else reward.config()}
+
+  def _column(self, name: str) -> np.ndarray:
+    """``(6561,)`` float64 values of objective ``name``."""
+    if name == hardware.REWARD_OBJECTIVE:
+      return -self.rewards
+    return self.table.objective(name)
 
   def arrays(self) -> tuple[np.ndarray, np.ndarray]:
     """``(fitness (6561, M) float64, cost (6561,) zeros)`` indexed by code rank."""
-    F = np.stack([self.table.objective(n) for n in self.objectives], axis=1)
+    F = np.stack([self._column(n) for n in self.objectives], axis=1)
     return F, np.zeros(len(self.table.keys))
 
   def evaluate(self, candidates, key=None, *, keys=None) -> list[Record]:
     del key, keys
     codes = _codes(candidates, self.space)
-    cols = [self.table.objective(n) for n in self.objectives]
+    cols = [self._column(n) for n in self.objectives]
     out = []
     for code in codes:
       r = self.space.hash(code)
+      metrics = {"mean_acc": float(self.table.mean_acc[r]),
+                 "params": int(self.table.params[r]), "flops": int(self.table.flops[r])}
+      if self.rewards is not None:
+        metrics["reward"] = float(self.rewards[r])
       out.append(Record(self.table.keys[r], [float(c[r]) for c in cols], "ok", 0.0,
-                        {"mean_acc": float(self.table.mean_acc[r]),
-                         "params": int(self.table.params[r]),
-                         "flops": int(self.table.flops[r])},
-                        [int(v) for v in code]))
+                        metrics, [int(v) for v in code]))
     return out
 
 
@@ -234,15 +279,19 @@ class TrainingEvaluator:
 
   Objectives, any of: ``val_error`` (100 - validation accuracy %, after training),
   ``params``, ``flops`` (:func:`nasjax.flops`), ``latency`` (median seconds of one
-  inference at batch 1, :func:`nasjax.latency`); all but latency are also recorded as
-  metrics, with ``compile_seconds`` (compilation of the train and eval steps, 0 when
-  they were compiled already), ``train_seconds``, ``steps`` and ``device``.
+  inference at batch 1, :func:`nasjax.latency`) and, with a ``reward``, ``neg_reward``
+  (the negated MnasNet reward of the validation accuracy and the reward's cost); all are
+  also recorded as metrics (``val_accuracy`` for ``val_error``, ``reward`` for
+  ``neg_reward``; latency only where an objective needs it), with ``compile_seconds``
+  (compilation of the train and eval steps, 0 when they were compiled already),
+  ``train_seconds``, ``steps`` and ``device``.
 
   Attributes:
     space: the search space of code candidates.
     dataset: a :func:`nasjax.data.load` name.
     train: :class:`nasjax.train.TrainConfig` fields.
-    objectives: the minimised objectives, in order.
+    objectives: the minimised objectives, in order; None for ``("val_error",)``, or
+      ``("neg_reward",)`` with a ``reward``.
     devices: the devices candidates are spread over: a count (the first ``n`` local
       devices), a list of devices, or None for all local devices.
     parallel: ``"auto"`` (concurrently over the devices when a batch has several
@@ -251,36 +300,41 @@ class TrainingEvaluator:
       ``"devices"`` (always concurrently over the devices, one candidate per device)
       or ``"sequential"`` (one candidate after another, each data parallel over the
       devices).
-    data_limit, data_seed, data_dir, val_fraction: passed to :func:`nasjax.data.load`.
+    data_limit, data_seed, data_dir, val_fraction: passed to :func:`nasjax.data.load`;
+      the data set is loaded on first use, but its name, ``data_limit`` (a positive int
+      or None) and ``val_fraction`` are checked here, so that a bad one fails before a
+      search starts rather than failing every evaluation.
+    reward: a MnasNet reward config (:func:`nasjax.search.hardware.make_objective`),
+      e.g. ``{"kind": "mnas", "target": 0.002, "cost": "latency"}``, for the objective
+      ``neg_reward``.
   """
 
   space: SearchSpace
   dataset: str = "fashion_mnist_small"
   train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  objectives: tuple[str, ...] = ("val_error",)
+  objectives: tuple[str, ...] | None = None
   devices: Any = None
   parallel: str = "auto"
   data_limit: int | None = None
   data_seed: int = 0
   data_dir: str | None = None
   val_fraction: float = 0.1
+  reward: Mapping[str, Any] | None = None
   kind = "train"
   cacheable = True
 
   def __post_init__(self):
+    from nasjax import data as data_lib
     from nasjax import train as train_lib
 
-    objectives = tuple(self.objectives)
-    for name in objectives:
-      if name not in TRAIN_OBJECTIVES:
-        raise ValueError(f"unknown training objective {name!r}; choose from "
-                         f"{list(TRAIN_OBJECTIVES)}")
-    if not objectives:
-      raise ValueError("at least one objective is needed")
+    data_lib.check_options(self.dataset, val_fraction=self.val_fraction, limit=self.data_limit)
+    reward = hardware.make_objective(self.reward)
+    object.__setattr__(self, "reward_objective", reward)
+    object.__setattr__(self, "objectives", _objectives(
+        self.objectives, TRAIN_OBJECTIVES, ("val_error",), reward, "training"))
     if self.parallel not in PARALLEL_MODES:
       raise ValueError(f"parallel must be one of {list(PARALLEL_MODES)}, got "
                        f"{self.parallel!r}")
-    object.__setattr__(self, "objectives", objectives)
     fields = {f.name for f in dataclasses.fields(train_lib.TrainConfig)}
     unknown = set(self.train) - fields
     if unknown:
@@ -297,7 +351,8 @@ class TrainingEvaluator:
             "objectives": list(self.objectives), "devices": devices,
             "parallel": self.parallel, "data_limit": self.data_limit,
             "data_seed": self.data_seed, "data_dir": self.data_dir,
-            "val_fraction": self.val_fraction}
+            "val_fraction": self.val_fraction,
+            "reward": None if self.reward_objective is None else self.reward_objective.config()}
 
   @property
   def data(self):
@@ -356,18 +411,26 @@ class TrainingEvaluator:
         finite = math.isfinite(val_acc) and all(math.isfinite(v) for v in hist.train_loss)
         if status == "ok" and not finite:
           status = "diverged"
-        if status == "ok" and "latency" in self.objectives:
+        if status == "ok" and "latency" in (*self.objectives, self._reward_cost):
           metrics["latency"] = nasjax.latency(net)
+        if status == "ok" and self.reward_objective is not None:
+          metrics["reward"] = float(self.reward_objective.reward(
+              val_acc, metrics[self.reward_objective.cost]))
     except Exception as e:  # any failure is the candidate's, not the search's
       status, net = f"error: {type(e).__name__}: {e}"[:500], None
     cost = time.perf_counter() - start
     if status == "ok":
       objectives = [100.0 * (1.0 - metrics["val_accuracy"]) if n == "val_error"
+                    else -metrics["reward"] if n == hardware.REWARD_OBJECTIVE
                     else float(metrics[n]) for n in self.objectives]
     else:
       objectives = [math.nan] * len(self.objectives)
     return Record(arch_desc, objectives, status, cost, metrics, code,
                   net if status == "ok" else None)
+
+  @property
+  def _reward_cost(self) -> str | None:
+    return None if self.reward_objective is None else self.reward_objective.cost
 
   def lanes(self, batch_size: int) -> int:
     """How many candidates of a batch of ``batch_size`` train at once."""
@@ -416,14 +479,21 @@ class TrainingEvaluator:
 def _training_from_config(cfg: Mapping) -> TrainingEvaluator:
   cfg = dict(cfg)
   space = make_space(cfg.pop("space"), **cfg.pop("space_config", {}))
-  cfg["objectives"] = tuple(cfg.get("objectives", ("val_error",)))
+  if cfg.get("objectives") is not None:
+    cfg["objectives"] = tuple(cfg["objectives"])
   return TrainingEvaluator(space, **cfg)
+
+
+def _macro_from_config(cfg: Mapping) -> MacroEvaluator:
+  cfg = dict(cfg)
+  if cfg.get("objectives") is not None:
+    cfg["objectives"] = tuple(cfg["objectives"])
+  return MacroEvaluator(**cfg)
 
 
 EVALUATORS: dict[str, Callable[[Mapping], Any]] = {
     "nb201": lambda cfg: NB201Evaluator(**cfg),
-    "macro": lambda cfg: MacroEvaluator(**{**cfg, "objectives": tuple(
-        cfg.get("objectives", ("error", "params")))}),
+    "macro": _macro_from_config,
     "train": _training_from_config,
 }
 

@@ -18,11 +18,18 @@ turns a fitness ``(B, M)`` into the minimised scalar ``(B,)``; :class:`MnasRewar
 MnasNet scalarizer (its fitness is the negated reward). :func:`make_scalarizer` builds
 one from a JSON config, and :class:`Scalarized` lets any single-objective strategy search
 with it: it passes ``ask`` through and scalarizes the fitness before ``tell``.
+
+An evaluator can also compute the reward itself: :class:`MnasObjective` (built by
+:func:`make_objective` from the evaluator's ``reward`` config) gives the objective
+``neg_reward`` (the negated reward) from a candidate's accuracy and cost, so that every
+strategy, single- or multi-objective, searches it without knowing about it
+(``nasjax search --reward mnas --target-latency T``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from typing import Any, Mapping
 
@@ -33,6 +40,7 @@ SOFT = (-0.07, -0.07)  # (alpha, beta) of MnasNet's soft constraint
 HARD = (0.0, -1.0)  # (alpha, beta) of its hard constraint
 MODES = {"soft": SOFT, "hard": HARD}
 COST_METRICS = ("latency", "params", "flops")
+REWARD_OBJECTIVE = "neg_reward"  # the objective an evaluator with a reward config reports
 
 
 def mnas_reward(accuracy, cost, target: float, alpha: float = SOFT[0],
@@ -198,6 +206,82 @@ class Scalarized:
   def tell(self, key, state, candidates, fitness):
     f = jnp.asarray(fitness, jnp.float32)
     return self.strategy.tell(key, state, candidates, self.scalarizer(f.reshape(f.shape[0], -1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class MnasObjective:
+  """The MnasNet reward as an evaluator's objective ``neg_reward``.
+
+  The objective of a candidate of accuracy ``ACC`` (a fraction) and cost ``COST`` is
+  ``-mnas_reward(ACC, COST, target, alpha, beta)``: minimising it maximises the reward.
+
+  Attributes:
+    target: the target cost ``T``, in the unit of ``cost``.
+    cost: which cost: ``latency`` (seconds), ``params`` or ``flops``.
+    mode: ``"soft"`` or ``"hard"``; ignored where ``alpha`` and ``beta`` are given.
+    alpha, beta: explicit exponents (both or neither).
+  """
+
+  target: float
+  cost: str = "latency"
+  mode: str = "soft"
+  alpha: float | None = None
+  beta: float | None = None
+  kind = "mnas"
+
+  def __post_init__(self):
+    if isinstance(self.target, numbers.Real) and not math.isfinite(self.target):
+      raise ValueError(f"target must be a finite positive cost, got {self.target!r}")
+    if self.cost not in COST_METRICS:
+      raise ValueError(f"the reward's cost must be one of {list(COST_METRICS)}, got "
+                       f"{self.cost!r}")
+    # MnasReward holds the checks of the shared fields and the exponents of each mode.
+    object.__setattr__(self, "_reward", MnasReward(self.target, mode=self.mode,
+                                                   alpha=self.alpha, beta=self.beta))
+
+  def config(self) -> dict:
+    return {"kind": self.kind, "target": self.target, "cost": self.cost, "mode": self.mode,
+            "alpha": self.alpha, "beta": self.beta}
+
+  def reward(self, accuracy, cost) -> jax.Array:
+    """``(...)`` float32 rewards of accuracies (fractions) and costs of the same shape."""
+    alpha, beta = self._reward.exponents
+    return mnas_reward(accuracy, cost, self.target, alpha, beta)
+
+  def __call__(self, accuracy, cost) -> jax.Array:
+    """``(...)`` float32 objective values: the negated rewards."""
+    return -self.reward(accuracy, cost)
+
+
+def make_objective(config: Mapping[str, Any] | None) -> MnasObjective | None:
+  """The reward objective of an evaluator from its config dict.
+
+  Args:
+    config: ``{"kind": "mnas", "target": ..., "cost": ...}`` (the fields of
+      :class:`MnasObjective`; ``kind`` defaults to ``mnas``), or None for no reward.
+
+  Returns:
+    A :class:`MnasObjective`, or None for a None config.
+
+  Raises:
+    ValueError: for an unknown kind or field, or a bad value.
+  """
+  if config is None:
+    return None
+  if not isinstance(config, Mapping):
+    raise ValueError(f"a reward config is a dict such as {{'kind': 'mnas', 'target': 0.01, "
+                     f"'cost': 'latency'}}, got {config!r}")
+  config = dict(config)
+  kind = config.pop("kind", MnasObjective.kind)
+  if kind != MnasObjective.kind:
+    raise ValueError(f"unknown reward kind {kind!r}; known: ['{MnasObjective.kind}']")
+  fields = {f.name for f in dataclasses.fields(MnasObjective)}
+  unknown = set(config) - fields
+  if unknown:
+    raise ValueError(f"unknown reward option(s) {sorted(unknown)}; it takes {sorted(fields)}")
+  if "target" not in config:
+    raise ValueError("a reward config needs a target cost, e.g. {'target': 0.01}")
+  return MnasObjective(**config)
 
 
 def measure_cost(arch, metric: str = "latency", key: jax.Array | None = None,
