@@ -4,7 +4,11 @@ An :class:`Arch` is a tuple of :class:`Node` s plus the name of the output node.
 node names its op (see :mod:`nasjax.layers`), its static attributes and its inputs by
 *name*, so inserting a node never renumbers the others and parameters stay addressed
 by stable names. Construction validates the graph and infers every node's shape;
-a bad graph raises ``ValueError`` naming the offending node.
+a bad graph raises ``ValueError`` naming the offending node (and the field, for a bad
+attribute). Every attribute is checked for its type and range (see
+:mod:`nasjax.layers`); no tensor or parameter array may exceed
+:data:`nasjax.layers.MAX_ELEMENTS` elements, and architecture JSON is at most
+:data:`MAX_JSON_CHARS` characters, so hostile input fails cleanly.
 
 Example::
 
@@ -22,11 +26,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any, Iterable, Mapping, Sequence
 
 from nasjax import layers
 
 FORMAT = "nasjax.arch/1"
+# Far above any real architecture (a 20-cell DARTS network is ~100k characters), so
+# that a corrupt or hostile file is refused before parsing rather than exhausting memory.
+MAX_JSON_CHARS = 2**26
+
+_short = layers.short_repr
 
 
 class Node:
@@ -42,18 +52,30 @@ class Node:
   __slots__ = ("name", "op", "inputs", "attrs", "_hash")
 
   def __init__(self, name: str, op: str, inputs: Sequence[str] = (), **attrs):
+    self._set(name, op, inputs, attrs)
+
+  def _set(self, name, op, inputs, attrs: Mapping[str, Any]):
+    # Shared by __init__ and from_dict, whose attribute keys may be anything (even
+    # "self"), so they are passed as a mapping rather than as keyword arguments.
     if not isinstance(name, str) or not name:
-      raise ValueError(f"node name must be a non-empty string, got {name!r}")
+      raise ValueError(f"node 'name' must be a non-empty string, got {_short(name)}")
+    if not isinstance(op, str):
+      raise ValueError(f"node {name!r}: 'op' must be a string, got {_short(op)}")
     if op not in layers.OPS:
-      raise ValueError(f"node {name!r}: unknown op {op!r}; known ops: "
+      raise ValueError(f"node {name!r}: unknown op {_short(op)}; known ops: "
                        f"{sorted(layers.OPS)}")
     if isinstance(inputs, str):
       inputs = (inputs,)
+    if (not isinstance(inputs, (list, tuple)) or
+        not all(isinstance(i, str) and i for i in inputs)):
+      raise ValueError(f"node {name!r}: 'inputs' must be a list of node names, got "
+                       f"{_short(inputs)}")
     spec = layers.OPS[op]
     unknown = set(attrs) - set(spec.attrs)
     if unknown:
-      raise ValueError(f"node {name!r}: unknown attribute(s) {sorted(unknown)} for op "
-                       f"{op!r}; it takes {sorted(spec.attrs)}")
+      raise ValueError(f"node {name!r}: unknown attribute(s) "
+                       f"{_short(sorted(map(str, unknown)))} for op {op!r}; it takes "
+                       f"{sorted(spec.attrs)}")
     full = {}
     for key, default in spec.attrs.items():
       value = attrs.get(key, default)
@@ -62,7 +84,7 @@ class Node:
       try:
         full[key] = layers.normalize_attr(op, key, value)
       except ValueError as e:
-        raise ValueError(f"node {name!r}: attribute {key!r}: {e}") from None
+        raise ValueError(f"node {name!r}: attribute {key!r} {e}") from None
     set_ = object.__setattr__
     set_(self, "name", name)
     set_(self, "op", op)
@@ -117,11 +139,26 @@ class Node:
 
   @classmethod
   def from_dict(cls, d: Mapping) -> "Node":
+    """The node of a :meth:`to_dict` entry.
+
+    Raises:
+      ValueError: naming the node and the field, for a missing or bad field.
+    """
+    if not isinstance(d, Mapping):
+      raise ValueError(f"a node entry must be a dict, got {_short(d)}")
     d = dict(d)
-    try:
-      return cls(d.pop("name"), d.pop("op"), d.pop("inputs", ()), **d)
-    except KeyError as e:
-      raise ValueError(f"node entry {d!r} lacks {e}") from None
+    if "name" not in d:
+      raise ValueError(f"node entry {_short(d)} lacks 'name'")
+    if "op" not in d:
+      raise ValueError(f"node {_short(d['name'])} lacks 'op'")
+    name, op = d.pop("name"), d.pop("op")
+    inputs = d.pop("inputs", [])
+    if not isinstance(inputs, (list, tuple)):
+      raise ValueError(f"node {_short(name)}: 'inputs' must be a list of node names, got "
+                       f"{_short(inputs)}")
+    node = cls.__new__(cls)
+    node._set(name, op, inputs, d)
+    return node
 
   def __repr__(self):
     attrs = "".join(f", {k}={v!r}" for k, v in self.attrs)
@@ -138,6 +175,7 @@ class Arch:
   Raises:
     ValueError: naming the node, for an unknown op, a dangling input, a cycle, a
       duplicate name, a shape mismatch (e.g. at an ``add``), a spatial size below 1,
+      a tensor or parameter array over :data:`nasjax.layers.MAX_ELEMENTS` elements,
       or a node with no path to the output.
   """
 
@@ -147,11 +185,17 @@ class Arch:
     nodes = tuple(nodes)
     if not nodes:
       raise ValueError("an architecture needs at least an input node")
+    for n in nodes:
+      if not isinstance(n, Node):
+        raise ValueError(f"expected Node, got {_short(n)}")
+    if output is not None and not isinstance(output, str):
+      raise ValueError(f"architecture 'output' must be a node name (a string), got "
+                       f"{_short(output)}")
     set_ = object.__setattr__
     set_(self, "nodes", nodes)
     set_(self, "output", nodes[-1].name if output is None else output)
-    set_(self, "_hash", hash((self.nodes, self.output)))
     self._validate()
+    set_(self, "_hash", hash((self.nodes, self.output)))
 
   # -- immutability and identity ----------------------------------------------------
   def __setattr__(self, key, value):
@@ -187,8 +231,6 @@ class Arch:
   def _validate(self):
     index = {}
     for i, n in enumerate(self.nodes):
-      if not isinstance(n, Node):
-        raise ValueError(f"expected Node, got {n!r}")
       if n.name in index:
         raise ValueError(f"duplicate node name {n.name!r}")
       index[n.name] = i
@@ -249,11 +291,21 @@ class Arch:
     shapes = {}
     for name in order:
       n = self[name]
+      spec, attrs, in_shapes = layers.OPS[n.op], n.attr_dict, [shapes[i] for i in n.inputs]
       try:
-        shapes[name] = tuple(int(d) for d in layers.OPS[n.op].shape(
-            n.attr_dict, [shapes[i] for i in n.inputs]))
+        shapes[name] = tuple(int(d) for d in spec.shape(attrs, in_shapes))
       except (layers.ShapeError, ValueError) as e:
         raise ValueError(f"node {name!r} ({n.op}): {e}") from None
+      # Sizes are checked here, on shapes, so that nothing downstream (init, FLOPs,
+      # compilation) is ever asked for an absurd allocation.
+      arrays = [("output", shapes[name])]
+      arrays += [(f"parameter {k!r}", v) for k, v in spec.params(attrs, in_shapes).items()]
+      arrays += [(f"state {k!r}", v) for k, v in spec.state(attrs, in_shapes).items()]
+      for what, shape in arrays:
+        size = math.prod(shape)
+        if size > layers.MAX_ELEMENTS:
+          raise ValueError(f"node {name!r} ({n.op}): {what} of shape {shape} has {size} "
+                           "elements, over the limit of 2**40 (layers.MAX_ELEMENTS)")
     object.__setattr__(self, "_shapes", shapes)
 
   # -- queries -------------------------------------------------------------------------
@@ -360,18 +412,49 @@ class Arch:
 
   @classmethod
   def from_dict(cls, d: Mapping) -> "Arch":
+    """The architecture of a :meth:`to_dict` dict.
+
+    Raises:
+      ValueError: naming the node and the field, for any missing, mistyped or
+        out-of-range field, or an invalid graph.
+    """
     if not isinstance(d, Mapping) or "nodes" not in d:
       raise ValueError("an architecture dict needs a 'nodes' list")
     fmt = d.get("format", FORMAT)
     if fmt != FORMAT:
-      raise ValueError(f"unsupported architecture format {fmt!r}; expected {FORMAT!r}")
-    return cls([Node.from_dict(n) for n in d["nodes"]], d.get("output"))
+      raise ValueError(f"unsupported architecture format {_short(fmt)}; expected "
+                       f"{FORMAT!r}")
+    nodes = d["nodes"]
+    if not isinstance(nodes, (list, tuple)):
+      raise ValueError(f"architecture field 'nodes' must be a list of node entries, got "
+                       f"{_short(nodes)}")
+    for i, n in enumerate(nodes):
+      # A node without a usable name can only be located by its position.
+      if not isinstance(n, Mapping):
+        raise ValueError(f"nodes[{i}] must be a node entry (a dict), got {_short(n)}")
+      if not isinstance(n.get("name"), str) or not n.get("name"):
+        raise ValueError(f"nodes[{i}]: node 'name' must be a non-empty string, got "
+                         f"{_short(n.get('name'))}")
+    return cls([Node.from_dict(n) for n in nodes], d.get("output"))
 
   @classmethod
-  def from_json(cls, s: str) -> "Arch":
+  def from_json(cls, s: str | bytes) -> "Arch":
+    """The architecture of :meth:`to_json` text.
+
+    Raises:
+      ValueError: for text over :data:`MAX_JSON_CHARS` characters, text that does not
+        parse or nests too deeply, or any error of :meth:`from_dict`.
+    """
+    if not isinstance(s, (str, bytes, bytearray)):
+      raise ValueError(f"architecture JSON must be a string, got {type(s).__name__}")
+    if len(s) > MAX_JSON_CHARS:
+      raise ValueError(f"architecture JSON of {len(s)} characters is over the limit of "
+                       f"{MAX_JSON_CHARS} (MAX_JSON_CHARS)")
     try:
       d = json.loads(s)
-    except json.JSONDecodeError as e:
+    except RecursionError:
+      raise ValueError("architecture JSON is nested too deeply to parse") from None
+    except ValueError as e:  # JSONDecodeError, bad UTF-8, integers too long to convert
       raise ValueError(f"architecture JSON does not parse: {e}") from None
     return cls.from_dict(d)
 

@@ -8,11 +8,18 @@ cost model all read this table, so a new op is one new entry.
 
 Shapes exclude the batch dimension: ``(H, W, C)`` for feature maps, ``(C,)`` for
 vectors. Feature maps are NHWC.
+
+Attribute values are checked strictly: integers must be ``int`` (or a NumPy integer),
+never ``bool`` or ``float``; every integer attribute, every tensor and every parameter
+array is bounded by :data:`MAX_ELEMENTS`. Shape inference, parameter counts and FLOPs
+are integer arithmetic on shapes, so they never allocate anything of a tensor's size.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 from typing import Any, Callable, Mapping
 
 import jax
@@ -21,6 +28,12 @@ import numpy as np
 
 Shape = tuple[int, ...]
 _REQUIRED = object()
+
+# Largest integer attribute, tensor (batch excluded) or parameter array, in elements:
+# 2**40 float32s are 4 TiB, beyond any one accelerator, so a larger size is a typo or
+# hostile input, refused before anything is allocated.
+MAX_ELEMENTS = 2**40
+_MAX_TEXT = "2**40"
 
 
 class ShapeError(ValueError):
@@ -34,6 +47,8 @@ class OpSpec:
   Attributes:
     name: the op's name in the IR.
     attrs: attribute name -> default (``REQUIRED`` for no default).
+    checks: attribute name -> ``value -> canonical value``; raises ``ValueError`` for
+      a value of the wrong type or out of range. One per attribute.
     arity: ``(min, max)`` number of inputs; ``max`` None for unbounded.
     shape: ``(attrs, in_shapes) -> out_shape``; raises :class:`ShapeError`.
     params: ``(attrs, in_shapes) -> {param: shape}``.
@@ -44,6 +59,7 @@ class OpSpec:
 
   name: str
   attrs: Mapping[str, Any]
+  checks: Mapping[str, Callable[[Any], Any]]
   arity: tuple[int, int | None]
   shape: Callable[..., Shape]
   params: Callable[..., dict[str, Shape]]
@@ -66,29 +82,108 @@ OPS: dict[str, OpSpec] = {}
 
 
 def _register(spec: OpSpec) -> OpSpec:
+  if set(spec.checks) != set(spec.attrs):
+    raise ValueError(f"op {spec.name!r}: checks {sorted(spec.checks)} do not match "
+                     f"attributes {sorted(spec.attrs)}")
   OPS[spec.name] = spec
   return spec
 
 
-def _pair(v) -> tuple[int, int]:
-  if isinstance(v, (tuple, list)):
-    if len(v) != 2:
-      raise ValueError(f"expected an int or a pair, got {v!r}")
-    return int(v[0]), int(v[1])
-  return int(v), int(v)
+_short_repr = reprlib.Repr()
+_short_repr.maxstring = _short_repr.maxother = 60
+
+
+def short_repr(value) -> str:
+  """``repr`` cut to a few dozen characters and levels, for one-line error messages."""
+  return _short_repr.repr(value)
+
+
+# Attribute checks: each returns the canonical, hashable value or raises ValueError.
+def _is_int(v) -> bool:
+  return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _int_in(lo: int):
+  def check(v) -> int:
+    if not _is_int(v):
+      raise ValueError(f"must be an int, got {short_repr(v)}")
+    if not lo <= v <= MAX_ELEMENTS:
+      raise ValueError(f"must be an int in [{lo}, {_MAX_TEXT}], got {int(v)}")
+    return int(v)
+  return check
+
+
+positive_int = _int_in(1)
+nonnegative_int = _int_in(0)
+
+
+def positive_pair(v) -> tuple[int, int]:
+  """An int or a pair of ints, each in [1, MAX_ELEMENTS], as a pair."""
+  pair = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+  if len(pair) != 2 or not all(_is_int(d) and 1 <= d <= MAX_ELEMENTS for d in pair):
+    raise ValueError(f"must be an int or a pair of ints in [1, {_MAX_TEXT}], got "
+                     f"{short_repr(v)}")
+  return int(pair[0]), int(pair[1])
+
+
+def optional_positive_pair(v) -> tuple[int, int] | None:
+  return None if v is None else positive_pair(v)
+
+
+def boolean(v) -> bool:
+  if not isinstance(v, (bool, np.bool_)):
+    raise ValueError(f"must be true or false, got {short_repr(v)}")
+  return bool(v)
+
+
+def _real(v) -> float:
+  if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
+                                                           np.floating)):
+    raise ValueError(f"must be a number, got {short_repr(v)}")
+  v = float(v)
+  if not math.isfinite(v):
+    raise ValueError(f"must be finite, got {v}")
+  return v
+
+
+def positive_float(v) -> float:
+  v = _real(v)
+  if v <= 0:
+    raise ValueError(f"must be > 0, got {v}")
+  return v
+
+
+def fraction(v) -> float:
+  v = _real(v)
+  if not 0 <= v <= 1:
+    raise ValueError(f"must be in [0, 1], got {v}")
+  return v
+
+
+def one_of(*choices: str):
+  def check(v) -> str:
+    if not isinstance(v, str) or v not in choices:
+      raise ValueError(f"must be one of {list(choices)}, got {short_repr(v)}")
+    return v
+  return check
+
+
+def shape_of_sizes(v) -> Shape:
+  """A non-empty list of ints in [1, MAX_ELEMENTS], as a tuple."""
+  if (not isinstance(v, (tuple, list)) or not v or
+      not all(_is_int(d) and 1 <= d <= MAX_ELEMENTS for d in v)):
+    raise ValueError(f"must be a non-empty list of ints in [1, {_MAX_TEXT}], got "
+                     f"{short_repr(v)}")
+  return tuple(int(d) for d in v)
 
 
 def normalize_attr(op: str, key: str, value):
-  """Canonical, hashable form of one attribute value."""
-  if key in ("kernel", "window", "stride", "dilation") and value is not None:
-    return _pair(value)
-  if isinstance(value, list):
-    return tuple(normalize_attr(op, key, v) for v in value)
-  if isinstance(value, np.integer):
-    return int(value)
-  if isinstance(value, np.floating):
-    return float(value)
-  return value
+  """Canonical, hashable form of one attribute value.
+
+  Raises:
+    ValueError: for a value of the wrong type or out of range, saying what it must be.
+  """
+  return OPS[op].checks[key](value)
 
 
 def _no_params(attrs, in_shapes):
@@ -100,7 +195,7 @@ def _zero_flops(attrs, in_shapes, out_shape):
 
 
 def _numel(shape: Shape) -> int:
-  return int(np.prod(shape)) if shape else 1
+  return math.prod(shape)
 
 
 def _spatial(shape: Shape, what: str) -> Shape:
@@ -119,16 +214,9 @@ def _check_out(hw: tuple[int, int], what: str) -> None:
 
 
 # ----------------------------------------------------------------------------- input
-def _input_shape(shape) -> Shape:
-  shape = tuple(int(d) for d in shape)
-  if not shape or min(shape) < 1:
-    raise ShapeError(f"input shape must be non-empty with sizes >= 1, got {shape}")
-  return shape
-
-
 _register(OpSpec(
-    name="input", attrs={"shape": REQUIRED}, arity=(0, 0),
-    shape=lambda a, s: _input_shape(a["shape"]),
+    name="input", attrs={"shape": REQUIRED}, checks={"shape": shape_of_sizes}, arity=(0, 0),
+    shape=lambda a, s: a["shape"],
     params=_no_params, state=_no_params, flops=_zero_flops,
     apply=lambda a, xs, p, st, ctx: (xs[0], None)))
 
@@ -139,8 +227,6 @@ def _conv_shape(a, s):
   if c % a["groups"] or a["features"] % a["groups"]:
     raise ShapeError(f"groups={a['groups']} must divide input channels {c} and "
                      f"features {a['features']}")
-  if a["features"] < 1:
-    raise ShapeError(f"features must be >= 1, got {a['features']}")
   out = (_same_out(h, a["stride"][0]), _same_out(w, a["stride"][1]))
   _check_out(out, "conv")
   return out + (a["features"],)
@@ -155,21 +241,50 @@ def _conv_params(a, s):
   return p
 
 
+def _floor_sum(n: int, m: int, a: int, b: int) -> int:
+  """``sum(floor((a * j + b) / m) for j in range(n))`` for ``n, m >= 1``, ``a, b >= 0``.
+
+  Euclid-like reduction (as in AtCoder Library's ``floor_sum``): O(log) steps, exact.
+  """
+  total = 0
+  while True:
+    if a >= m:
+      total += n * (n - 1) // 2 * (a // m)
+      a %= m
+    if b >= m:
+      total += n * (b // m)
+      b %= m
+    y_max = a * n + b
+    if y_max < m:
+      return total
+    n, b = divmod(y_max, m)
+    m, a = a, m
+
+
 def valid_taps(size: int, kernel: int, stride: int, dilation: int) -> int:
   """Kernel taps that land inside the input, summed over the SAME-padded outputs.
 
   Taps on the zero padding multiply nothing; XLA's cost analysis does not count them,
   and neither do we (it matters for small maps: a 5x5 kernel on an 8x8 map has 28%
-  of its taps on padding).
+  of its taps on padding). Closed form, so its cost does not grow with the sizes.
   """
   out = _same_out(size, stride)
-  span = dilation * (kernel - 1) + 1
-  pad_total = max((out - 1) * stride + span - size, 0)
+  pad_total = max((out - 1) * stride + dilation * (kernel - 1) + 1 - size, 0)
   lo = pad_total // 2
-  taps = np.arange(kernel) * dilation
-  starts = np.arange(out) * stride - lo
-  pos = starts[:, None] + taps[None, :]
-  return int(np.sum((pos >= 0) & (pos < size)))
+
+  def below(x: int) -> int:
+    # Pairs (output o, tap t) whose input position o * stride + t * dilation is < x.
+    if x <= 0:
+      return 0
+    end = min(out, -(-x // stride))  # outputs with at least tap 0 below x
+    full = min(end, max(0, -(-(x - (kernel - 1) * dilation) // stride)))  # all taps below
+    n = end - full
+    # Output o has ceil((x - o * stride) / dilation) taps below x; sum them with
+    # o = end - 1 - j so that the numerator grows with j.
+    part = _floor_sum(n, dilation, stride, x - (end - 1) * stride + dilation - 1) if n else 0
+    return full * kernel + part
+
+  return below(lo + size) - below(lo)
 
 
 def _conv_macs_per_channel(a, s):
@@ -203,6 +318,8 @@ _register(OpSpec(
     name="conv",
     attrs={"features": REQUIRED, "kernel": (3, 3), "stride": (1, 1), "dilation": (1, 1),
            "groups": 1, "use_bias": False},
+    checks={"features": positive_int, "kernel": positive_pair, "stride": positive_pair,
+            "dilation": positive_pair, "groups": positive_int, "use_bias": boolean},
     arity=(1, 1), shape=_conv_shape, params=_conv_params, state=_no_params,
     flops=_conv_flops, apply=_conv_apply))
 
@@ -210,8 +327,6 @@ _register(OpSpec(
 # ------------------------------------------------------------------------- sep_conv
 def _sep_shape(a, s):
   (h, w, c), = [_spatial(x, "sep_conv") for x in s]
-  if a["features"] < 1 or a["multiplier"] < 1:
-    raise ShapeError("features and multiplier must be >= 1")
   out = (_same_out(h, a["stride"][0]), _same_out(w, a["stride"][1]))
   _check_out(out, "sep_conv")
   return out + (a["features"],)
@@ -247,6 +362,8 @@ _register(OpSpec(
     name="sep_conv",
     attrs={"features": REQUIRED, "kernel": (3, 3), "stride": (1, 1), "dilation": (1, 1),
            "multiplier": 1, "use_bias": False},
+    checks={"features": positive_int, "kernel": positive_pair, "stride": positive_pair,
+            "dilation": positive_pair, "multiplier": positive_int, "use_bias": boolean},
     arity=(1, 1), shape=_sep_shape, params=_sep_params, state=_no_params,
     flops=_sep_flops, apply=_sep_apply))
 
@@ -257,8 +374,6 @@ def _dense_shape(a, s):
   if len(x) != 1:
     raise ShapeError(f"dense needs a vector input (C,), got shape {x}; add 'gap' or "
                      "'flatten' before it")
-  if a["features"] < 1:
-    raise ShapeError(f"features must be >= 1, got {a['features']}")
   return (a["features"],)
 
 
@@ -278,7 +393,8 @@ def _dense_apply(a, xs, p, st, ctx):
 
 
 _register(OpSpec(
-    name="dense", attrs={"features": REQUIRED, "use_bias": True}, arity=(1, 1),
+    name="dense", attrs={"features": REQUIRED, "use_bias": True},
+    checks={"features": positive_int, "use_bias": boolean}, arity=(1, 1),
     shape=_dense_shape, params=_dense_params, state=_no_params,
     flops=lambda a, s, o: 2 * s[0][0] * a["features"] + (a["features"] if a["use_bias"]
                                                           else 0),
@@ -313,7 +429,8 @@ def _bn_apply(a, xs, p, st, ctx):
 
 
 _register(OpSpec(
-    name="batchnorm", attrs={"eps": 1e-5, "momentum": 0.9}, arity=(1, 1),
+    name="batchnorm", attrs={"eps": 1e-5, "momentum": 0.9},
+    checks={"eps": positive_float, "momentum": fraction}, arity=(1, 1),
     shape=lambda a, s: s[0], params=_bn_params, state=_bn_state,
     flops=lambda a, s, o: 2 * _numel(o), apply=_bn_apply))
 
@@ -324,17 +441,17 @@ def _same_shape(a, s):
 
 
 _register(OpSpec(
-    name="relu", attrs={}, arity=(1, 1), shape=_same_shape, params=_no_params,
+    name="relu", attrs={}, checks={}, arity=(1, 1), shape=_same_shape, params=_no_params,
     state=_no_params, flops=lambda a, s, o: _numel(o),
     apply=lambda a, xs, p, st, ctx: (jax.nn.relu(xs[0]), None)))
 
 _register(OpSpec(
-    name="identity", attrs={}, arity=(1, 1), shape=_same_shape, params=_no_params,
+    name="identity", attrs={}, checks={}, arity=(1, 1), shape=_same_shape, params=_no_params,
     state=_no_params, flops=_zero_flops,
     apply=lambda a, xs, p, st, ctx: (xs[0], None)))
 
 _register(OpSpec(
-    name="zero", attrs={}, arity=(1, 1), shape=_same_shape, params=_no_params,
+    name="zero", attrs={}, checks={}, arity=(1, 1), shape=_same_shape, params=_no_params,
     state=_no_params, flops=_zero_flops,
     apply=lambda a, xs, p, st, ctx: (jnp.zeros_like(xs[0]), None)))
 
@@ -346,10 +463,8 @@ def _pool_shape(name):
     stride = a["stride"] or a["window"]
     if a["padding"] == "SAME":
       out = (_same_out(h, stride[0]), _same_out(w, stride[1]))
-    elif a["padding"] == "VALID":
+    else:  # VALID
       out = ((h - a["window"][0]) // stride[0] + 1, (w - a["window"][1]) // stride[1] + 1)
-    else:
-      raise ShapeError(f"padding must be 'SAME' or 'VALID', got {a['padding']!r}")
     _check_out(out, name)
     return out + (c,)
   return shape
@@ -396,6 +511,8 @@ def _same_counts(size: int, window: int, stride: int) -> np.ndarray:
 for _name, _fn in (("max_pool", _max_pool), ("avg_pool", _avg_pool)):
   _register(OpSpec(
       name=_name, attrs={"window": (2, 2), "stride": None, "padding": "VALID"},
+      checks={"window": positive_pair, "stride": optional_positive_pair,
+              "padding": one_of("SAME", "VALID")},
       arity=(1, 1), shape=_pool_shape(_name), params=_no_params, state=_no_params,
       flops=_pool_flops, apply=_fn))
 
@@ -405,12 +522,12 @@ def _gap_shape(a, s):
 
 
 _register(OpSpec(
-    name="gap", attrs={}, arity=(1, 1), shape=_gap_shape, params=_no_params,
+    name="gap", attrs={}, checks={}, arity=(1, 1), shape=_gap_shape, params=_no_params,
     state=_no_params, flops=lambda a, s, o: _numel(s[0]),
     apply=lambda a, xs, p, st, ctx: (jnp.mean(xs[0], axis=(1, 2)), None)))
 
 _register(OpSpec(
-    name="flatten", attrs={}, arity=(1, 1),
+    name="flatten", attrs={}, checks={}, arity=(1, 1),
     shape=lambda a, s: (_numel(s[0]),), params=_no_params, state=_no_params,
     flops=_zero_flops,
     apply=lambda a, xs, p, st, ctx: (xs[0].reshape(xs[0].shape[0], -1), None)))
@@ -419,8 +536,6 @@ _register(OpSpec(
 def _crop_shape(a, s):
   h, w, c = _spatial(s[0], "crop")
   out = (h - a["top"] - a["bottom"], w - a["left"] - a["right"])
-  if min(a["top"], a["bottom"], a["left"], a["right"]) < 0:
-    raise ShapeError("crop sizes must be >= 0")
   _check_out(out, "crop")
   return out + (c,)
 
@@ -433,7 +548,8 @@ def _crop(a, xs, p, st, ctx):
 
 # Removes border rows/columns: DARTS's factorized reduce reads the input shifted by one.
 _register(OpSpec(
-    name="crop", attrs={"top": 0, "bottom": 0, "left": 0, "right": 0}, arity=(1, 1),
+    name="crop", attrs={"top": 0, "bottom": 0, "left": 0, "right": 0},
+    checks=dict.fromkeys(("top", "bottom", "left", "right"), nonnegative_int), arity=(1, 1),
     shape=_crop_shape, params=_no_params, state=_no_params, flops=_zero_flops, apply=_crop))
 
 
@@ -451,12 +567,12 @@ def _concat_shape(a, s):
 
 
 _register(OpSpec(
-    name="add", attrs={}, arity=(2, None), shape=_add_shape, params=_no_params,
+    name="add", attrs={}, checks={}, arity=(2, None), shape=_add_shape, params=_no_params,
     state=_no_params, flops=lambda a, s, o: (len(s) - 1) * _numel(o),
     apply=lambda a, xs, p, st, ctx: (sum(xs[1:], xs[0]), None)))
 
 _register(OpSpec(
-    name="concat", attrs={}, arity=(2, None), shape=_concat_shape, params=_no_params,
+    name="concat", attrs={}, checks={}, arity=(2, None), shape=_concat_shape, params=_no_params,
     state=_no_params, flops=_zero_flops,
     apply=lambda a, xs, p, st, ctx: (jnp.concatenate(xs, axis=-1), None)))
 
@@ -466,5 +582,5 @@ def conv_out_size(size: int, stride: int) -> int:
   return _same_out(size, stride)
 
 
-__all__ = ["OPS", "OpSpec", "ApplyContext", "REQUIRED", "ShapeError", "normalize_attr",
-           "conv_out_size"]
+__all__ = ["OPS", "OpSpec", "ApplyContext", "REQUIRED", "MAX_ELEMENTS", "ShapeError",
+           "normalize_attr", "conv_out_size"]

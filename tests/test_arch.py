@@ -132,3 +132,20 @@ def test_pickle_round_trip():
   a = small_arch()
   assert pickle.loads(pickle.dumps(a)) == a
   assert pickle.loads(pickle.dumps(a["c1"])) == a["c1"]
+
+
+def test_subpackages_are_lazy_attributes():
+  import subprocess
+  import sys
+  code = ("import sys, nasjax\n"
+          "assert 'nasjax.search' not in sys.modules\n"
+          "assert 'nasjax.models' not in sys.modules\n"
+          "assert {'models', 'ops', 'search'} <= set(dir(nasjax))\n"
+          "assert callable(nasjax.models.resnet)\n"
+          "nasjax.ops, nasjax.search\n"
+          "assert 'nasjax.search' in sys.modules\n"
+          "try:\n  nasjax.nope\nexcept AttributeError as e:\n  print(e)\n")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+  assert out.returncode == 0, out.stderr
+  assert out.stdout.strip() == "module 'nasjax' has no attribute 'nope'"

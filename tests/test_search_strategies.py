@@ -240,6 +240,14 @@ def test_rea_tell_ignores_nan_and_fills_population_in_order():
   np.testing.assert_array_equal(state.population[0], codes[1])
 
 
+def test_rea_refuses_a_tournament_larger_than_the_population():
+  with pytest.raises(ValueError, match=r"sample_size=5 must be at most population_size=4"):
+    make_strategy("rea", NB201Space(), {"population_size": 4, "sample_size": 5})
+  # S = P is the largest tournament allowed.
+  rea = make_strategy("rea", NB201Space(), {"population_size": 4, "sample_size": 4})
+  assert (rea.population_size, rea.sample_size) == (4, 4)
+
+
 def test_reinforce_ignores_failed_candidates():
   strategy = make_strategy("reinforce", NB201Space())
   tell = jax.jit(strategy.tell)

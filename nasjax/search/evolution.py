@@ -69,6 +69,11 @@ class RegularizedEvolution:
       v = getattr(self, what)
       if not isinstance(v, int) or v < 1:
         raise ValueError(f"{what} must be a positive int, got {v!r}")
+    # Sampling with replacement would allow S > P, but such a tournament is all but
+    # certain to hold the best member, which turns aging evolution into greedy search.
+    if self.sample_size > self.population_size:
+      raise ValueError(f"sample_size={self.sample_size} must be at most "
+                       f"population_size={self.population_size}")
 
   def config(self) -> dict:
     return {"population_size": self.population_size, "sample_size": self.sample_size,
