@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from nasjax.search import pareto
-from nasjax.search.runner import BEST_FILE, read_config, read_history
+from nasjax.search.runner import read_best, read_config, read_history
 
 
 def _values(history, names) -> np.ndarray:
@@ -82,22 +82,29 @@ def compile_time(history) -> dict:
 
 def summarize(workdir: str | os.PathLike) -> dict:
   """Summary numbers of a run directory (what the report table shows); training runs
-  also show the time spent compiling (see :func:`compile_time`)."""
+  also show the time spent compiling (see :func:`compile_time`).
+
+  A run is ``finished`` when ``best.json`` says so and the history holds every
+  evaluation it counts; a history that holds fewer (cut short, or restored from an
+  older copy) adds ``recorded_evaluations``, the count of ``best.json``.
+  """
   workdir = Path(workdir)
   cfg = read_config(workdir)
   history = read_history(workdir)
   names = cfg["objectives"]
   F = _values(history, names)
   ok = np.array([h["status"] == "ok" for h in history], bool) & ~np.isnan(F).any(axis=1)
-  best_file = workdir / BEST_FILE
-  best = json.loads(best_file.read_text()) if best_file.exists() else {}
+  best = read_best(workdir)
+  recorded = best.get("evals")
+  complete = not isinstance(recorded, int) or len(history) >= recorded
   out = {
       "workdir": str(workdir), "strategy": cfg["strategy"],
       "evaluator": cfg["evaluator"].get("kind"), "objectives": names,
       "evaluations": len(history), "failed": int((~ok).sum()),
       "charged_seconds": history[-1]["elapsed"] if history else 0.0,
       "wall_seconds": history[-1]["wall"] if history else 0.0,
-      "finished": bool(best.get("finished", False)),
+      "finished": bool(best.get("finished", False)) and complete,
+      **({} if complete else {"recorded_evaluations": recorded}),
       **compile_time(history),
   }
   if ok.any():

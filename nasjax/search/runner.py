@@ -7,19 +7,33 @@
                              (with a ``lineage``: uid, parent, ops, depth, where the
                              strategy tracks parents, as LEMONADE does)
     WORKDIR/checkpoint.pkl   the complete search state after the last full generation
+    WORKDIR/checkpoint.prev.pkl  the one before (what a damaged checkpoint falls back to)
     WORKDIR/best.json        the best architecture (and the Pareto front if several
                              objectives), with the benchmark's own result where known
     WORKDIR/best_net.npz     the best trained network (training evaluators)
+    WORKDIR/lock             held (``flock``) by the process running the search
 
 A generation is: split the key (:func:`~nasjax.search.base.generation_keys`), ask,
 evaluate, append the records to the history (flushed and fsynced), tell, then replace
-the checkpoint atomically (temporary file, fsync, ``os.replace``). The checkpoint stores
-the strategy state, the PRNG key, the counters, the evaluation cache and the number of
-history lines it covers; :func:`resume` truncates the history to that number and
-re-runs the interrupted generation from the same key. A run killed at any moment
-(``kill -9``) therefore resumes to exactly the history an uninterrupted run writes
-(apart from the ``wall`` and ``compile`` clocks: seconds of wall time and of this
-process's compiling, :func:`nasjax.runtime.compile_seconds`, both summed over sessions).
+the checkpoint atomically (temporary file, fsync, ``os.replace``), keeping the one it
+replaces as ``checkpoint.prev.pkl``. The checkpoint stores the strategy state, the PRNG
+key, the counters, the evaluation cache and the number of history lines it covers;
+:func:`resume` truncates the history to that number and re-runs the interrupted
+generation from the same key. A run killed at any moment (``kill -9``) therefore
+resumes to exactly the history an uninterrupted run writes (apart from the ``wall`` and
+``compile`` clocks: seconds of wall time and of this process's compiling,
+:func:`nasjax.runtime.compile_seconds`, both summed over sessions). A damaged checkpoint
+(cut short by a crash of the machine, overwritten) is set aside as
+``checkpoint.damaged.pkl`` with a warning, and the run continues from the previous
+one, evaluating its last generation again.
+
+The run directory is data: checkpoints are read by
+:class:`~nasjax.search.checkpoint.SafeUnpickler`, which calls nothing but the
+constructors of the data nasjax writes. Completed evaluations are never discarded
+unasked: without a checkpoint to continue from, or without ``config.json``, a run
+directory holding evaluations is refused, not started again. One process at a time
+runs a search in a run directory (the others are refused); the kernel releases its
+lock when it ends, however it ends.
 
 Budgets count evaluations (``max_evals``) and/or charged seconds (``time_budget``:
 simulated for tabular benchmarks, wall time for training). Evaluations are charged in
@@ -39,14 +53,17 @@ what a resume needs from it is sent to the others.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import io
+import fcntl
 import json
 import math
+import numbers
 import os
-import pickle
+import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -54,6 +71,7 @@ import jax
 import numpy as np
 
 from nasjax import runtime
+from nasjax.search import checkpoint as _checkpoint
 from nasjax.search.base import (STRATEGIES, generation_keys, init_keys, make_strategy,
                                 strategy_entry)
 from nasjax.search.evaluators import Record, make_evaluator
@@ -62,6 +80,17 @@ FORMAT = "nasjax.search.run/1"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.jsonl"
 CHECKPOINT_FILE = "checkpoint.pkl"
+PREV_CHECKPOINT_FILE = "checkpoint.prev.pkl"
+DAMAGED_CHECKPOINT_FILE = "checkpoint.damaged.pkl"
+LOCK_FILE = "lock"
+# What config.json and every checkpoint and history entry hold, at least.
+CONFIG_KEYS = ("format", "strategy", "strategy_config", "evaluator", "objectives", "budget",
+               "seed")
+CHECKPOINT_KEYS = ("format", "generation", "evals", "elapsed", "wall", "finished", "key",
+                   "state", "cache")
+ENTRY_KEYS = ("eval", "objectives", "status", "elapsed", "wall")
+# jax.random.key takes a seed that fits an int64.
+SEED_RANGE = (-2**63, 2**63 - 1)
 BEST_FILE = "best.json"
 BEST_NET_FILE = "best_net.npz"
 
@@ -132,22 +161,69 @@ class RunResult:
 
 
 # ------------------------------------------------------------------------- files
-def atomic_write(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
-  """Replace ``path`` by ``data`` so that readers see the old or the new file, whole."""
+def _os_error(e: OSError, path: str) -> OSError:
+  """``e`` as one line that names ``path`` (a failed write or fsync names no file)."""
+  if e.errno is None:
+    return OSError(f"cannot write {path}: {e}")
+  return OSError(e.errno, f"cannot write {path}: {e.strerror or e}")
+
+
+def _keep_previous(path: str, keep: str) -> None:
+  """Make ``keep`` a copy of ``path`` (a hard link, so ``path`` never goes missing)."""
+  tmp = f"{keep}.tmp{os.getpid()}"
+  try:
+    os.link(path, tmp)
+  except OSError:
+    # No hard links here: move it; until the replace, only the previous one is left,
+    # which is what a resume then continues from.
+    os.replace(path, keep)
+    return
+  try:
+    os.replace(tmp, keep)
+  except OSError:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
+def atomic_write(path: str | os.PathLike, data: bytes, fsync: bool = True,
+                 keep: str | os.PathLike | None = None) -> None:
+  """Replace ``path`` by ``data`` so that readers see the old or the new file, whole.
+
+  Args:
+    path: the file to write.
+    data: its new contents.
+    fsync: make the file and its directory entry durable before returning.
+    keep: if given, where the file being replaced is kept.
+
+  Raises:
+    OSError: naming ``path``, if it cannot be written (a full disk, a read-only
+      directory); ``path`` is left as it was and no temporary file remains.
+  """
   path = os.fspath(path)
   tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-    f.flush()
-    if fsync:
-      os.fsync(f.fileno())
-  os.replace(tmp, path)
-  if fsync:
-    fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+  try:
     try:
-      os.fsync(fd)
-    finally:
-      os.close(fd)
+      with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        if fsync:
+          os.fsync(f.fileno())
+      if keep is not None and os.path.exists(path):
+        _keep_previous(path, os.fspath(keep))
+      os.replace(tmp, path)
+    except BaseException:
+      with contextlib.suppress(OSError):
+        os.remove(tmp)
+      raise
+    if fsync:
+      fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY)
+      try:
+        os.fsync(fd)
+      finally:
+        os.close(fd)
+  except OSError as e:
+    raise _os_error(e, path) from e
 
 
 def _json_safe(x):
@@ -169,52 +245,123 @@ def _objective_values(entry: Mapping, names) -> list[float]:
           for n in names]
 
 
-class _Pickler(pickle.Pickler):
-  """Pickles architectures through their JSON form (they are immutable, slot-based).
+class _Damaged(ValueError):
+  """A checkpoint file that cannot be read back (as opposed to one that is refused)."""
 
-  JAX arrays, typed PRNG keys included, pickle as themselves (with their dtype and weak
-  type), so a restored state traces exactly like the original.
+
+def _read_checkpoint(path: Path) -> dict:
+  """The checkpoint in ``path``.
+
+  Raises:
+    _Damaged: the file is empty, cut short or not a checkpoint.
+    RefusedGlobal: the file references code that nasjax never writes.
   """
+  data = path.read_bytes()
+  if not data:
+    raise _Damaged(f"{path} is empty")
+  try:
+    ckpt = _checkpoint.loads(data, str(path))
+  except _checkpoint.RefusedGlobal:
+    raise
+  except Exception as e:  # damaged bytes make the unpickler raise nearly anything
+    raise _Damaged(f"{path} is damaged ({type(e).__name__}: {e})") from None
+  if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    raise _Damaged(f"{path} is not a checkpoint of format {FORMAT!r}")
+  missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+  if missing:
+    raise _Damaged(f"{path} is damaged (it lacks {missing})")
+  return ckpt
 
-  def reducer_override(self, obj):
-    from nasjax.arch import Arch, Node
 
-    if isinstance(obj, Arch):
-      return Arch.from_json, (obj.to_json(),)
-    if isinstance(obj, Node):
-      return Node.from_dict, (obj.to_dict(),)
-    return NotImplemented
+def _latest_checkpoint(workdir: Path) -> tuple[dict | None, Path | None, list[str]]:
+  """``(checkpoint, its file, what is wrong with the damaged files)`` of a run directory.
 
-
-def _dumps(obj) -> bytes:
-  buf = io.BytesIO()
-  _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-  return buf.getvalue()
+  The checkpoint is the current one, else the previous one; ``(None, None, damaged)``
+  if neither can be read.
+  """
+  damaged = []
+  for name in (CHECKPOINT_FILE, PREV_CHECKPOINT_FILE):
+    path = workdir / name
+    if path.exists():
+      try:
+        return _read_checkpoint(path), path, damaged
+      except _Damaged as e:
+        damaged.append(str(e))
+  return None, None, damaged
 
 
 def load_checkpoint(workdir: str | os.PathLike) -> dict | None:
-  """The checkpoint of a run directory, or None if there is none yet."""
-  path = Path(workdir) / CHECKPOINT_FILE
-  if not path.exists():
-    return None
-  with open(path, "rb") as f:
-    return pickle.load(f)
+  """The checkpoint of a run directory, or None if there is none yet.
+
+  A damaged or missing ``checkpoint.pkl`` falls back, with a warning, to
+  ``checkpoint.prev.pkl`` (one generation earlier).
+
+  Raises:
+    ValueError: naming the files, if they are damaged, or if one references code
+      (:class:`~nasjax.search.checkpoint.RefusedGlobal`; nothing from it is run).
+  """
+  workdir = Path(workdir)
+  ckpt, path, damaged = _latest_checkpoint(workdir)
+  if ckpt is None and damaged:
+    raise ValueError("; ".join(damaged) + ": no checkpoint to read")
+  if path is not None and path.name != CHECKPOINT_FILE:
+    reason = damaged[0] if damaged else f"{workdir / CHECKPOINT_FILE} is missing"
+    warnings.warn(f"{reason}; reading {path} instead (one generation earlier)",
+                  stacklevel=2)
+  return ckpt
+
+
+def _read_json(path: Path):
+  """The JSON value in ``path``; ``ValueError`` naming the file and where it is invalid."""
+  try:
+    return json.loads(path.read_bytes())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column "
+                     f"{e.colno}") from None
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
 def read_history(workdir: str | os.PathLike, limit: int | None = None) -> list[dict]:
-  """The history entries of a run directory (the first ``limit``, if given)."""
+  """The history entries of a run directory (the first ``limit``, if given).
+
+  A last line cut short (by a kill in the middle of a write) is left out.
+
+  Raises:
+    ValueError: naming the file and line, for a line that is not a history entry.
+  """
   path = Path(workdir) / HISTORY_FILE
   if not path.exists():
     return []
   out = []
-  with open(path) as f:
-    for line in f:
+  with open(path, "rb") as f:
+    for number, line in enumerate(f, 1):
       if limit is not None and len(out) >= limit:
         break
-      if not line.endswith("\n"):
+      if not line.endswith(b"\n"):
         break  # a line cut short by a kill
-      out.append(json.loads(line))
+      where = f"{path}, line {number}"
+      try:
+        entry = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{where} is not valid JSON: {e.msg} at column {e.colno}") from None
+      except UnicodeDecodeError as e:
+        raise ValueError(f"{where} is not valid JSON: {e}") from None
+      if not isinstance(entry, dict) or any(k not in entry for k in ENTRY_KEYS):
+        raise ValueError(f"{where} is not a history entry (a JSON object with the keys "
+                         f"{list(ENTRY_KEYS)})")
+      if entry["eval"] != len(out):
+        raise ValueError(f"{where} holds evaluation {entry['eval']!r}, expected {len(out)}")
+      out.append(entry)
   return out
+
+
+def _complete_lines(path: Path) -> int:
+  """The number of complete lines of ``path`` (0 if there is no such file)."""
+  if not path.exists():
+    return 0
+  with open(path, "rb") as f:
+    return f.read().count(b"\n")
 
 
 def _truncate_history(path: Path, lines: int) -> None:
@@ -241,12 +388,79 @@ def _truncate_history(path: Path, lines: int) -> None:
 
 
 def read_config(workdir: str | os.PathLike) -> dict:
-  """The ``config.json`` of a run directory; ``FileNotFoundError`` if it is not one."""
+  """The ``config.json`` of a run directory.
+
+  Raises:
+    FileNotFoundError: if it is not a run directory.
+    ValueError: naming the file, if it is not valid JSON or lacks keys.
+  """
   path = Path(workdir) / CONFIG_FILE
   if not path.exists():
     raise FileNotFoundError(f"no search run in {workdir} (missing {CONFIG_FILE})")
-  with open(path) as f:
-    return json.load(f)
+  cfg = _read_json(path)
+  if not isinstance(cfg, dict):
+    raise ValueError(f"{path} is not a JSON object")
+  missing = [k for k in CONFIG_KEYS if k not in cfg]
+  if missing:
+    raise ValueError(f"{path} lacks the key(s) {missing}")
+  return cfg
+
+
+def read_best(workdir: str | os.PathLike) -> dict:
+  """The ``best.json`` of a run directory (``{}`` if there is none yet).
+
+  Raises:
+    ValueError: naming the file, if it is not a valid JSON object.
+  """
+  path = Path(workdir) / BEST_FILE
+  if not path.exists():
+    return {}
+  best = _read_json(path)
+  if not isinstance(best, dict):
+    raise ValueError(f"{path} is not a JSON object")
+  return best
+
+
+def _lock(workdir: Path):
+  """The run directory's lock file, locked; the lock lasts until the file is closed.
+
+  ``flock`` locks belong to the open file: the kernel releases them when the process
+  ends, however it ends, so a killed search never leaves its run directory locked.
+
+  Raises:
+    ValueError: if another process holds the lock.
+  """
+  path = workdir / LOCK_FILE
+  f = open(path, "a+")
+  try:
+    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    f.seek(0)
+    holder = f.read().strip()
+    f.close()
+    by = f" (pid {holder})" if holder.isdigit() else ""
+    raise ValueError(f"{workdir} is in use by another nasjax process{by}, which holds "
+                     f"{path}; wait for it to end, or stop it") from None
+  except OSError as e:  # e.g. a file system without locks
+    f.close()
+    raise OSError(e.errno, f"cannot lock {path}: {e.strerror or e}") from e
+  except BaseException:
+    f.close()
+    raise
+  f.truncate(0)
+  f.write(f"{os.getpid()}\n")
+  f.flush()
+  return f
+
+
+def _remove_stale_temporaries(workdir: Path) -> None:
+  """Remove the temporary files of writes cut short (only while holding the lock)."""
+  names = (CONFIG_FILE, CHECKPOINT_FILE, PREV_CHECKPOINT_FILE, BEST_FILE)
+  pattern = re.compile("(" + "|".join(map(re.escape, names)) + r")\.tmp[0-9]+")
+  for path in workdir.iterdir():
+    if pattern.fullmatch(path.name):
+      with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 # ------------------------------------------------------------------------- processes
@@ -271,10 +485,10 @@ def _from_lead(fn, processes: tuple[int, int]):
   payload = b""
   if index == 0:
     try:
-      payload = _dumps(("ok", fn()))
+      payload = _checkpoint.dumps(("ok", fn()))
     except (ValueError, OSError) as e:
-      payload = _dumps(("error", e))
-  status, value = pickle.loads(_allgather_bytes(payload)[0])
+      payload = _checkpoint.dumps(("error", e))
+  status, value = _checkpoint.loads(_allgather_bytes(payload)[0], "the data of process 0")
   if status == "error":
     raise value
   return value
@@ -439,9 +653,9 @@ def _evaluate(evaluator, items: list, key, cache: dict,
   if count == 1:
     fresh = dict(zip(todo, evaluate(todo)))
   else:
-    gathered = _allgather_bytes(_dumps(evaluate(todo[index::count])))
+    gathered = _allgather_bytes(_checkpoint.dumps(evaluate(todo[index::count])))
     for p, data in enumerate(gathered):
-      fresh.update(zip(todo[p::count], pickle.loads(data)))
+      fresh.update(zip(todo[p::count], _checkpoint.loads(data, f"the records of process {p}")))
   out = []
   for j, k in enumerate(names):
     if j in fresh:
@@ -457,6 +671,90 @@ def _evaluate(evaluator, items: list, key, cache: dict,
   return out
 
 
+def _check_seed(seed) -> int:
+  """``seed`` as an int, if it is one that :func:`~nasjax.search.base.init_keys` takes."""
+  if (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or
+      not SEED_RANGE[0] <= int(seed) <= SEED_RANGE[1]):
+    raise ValueError(f"the seed must be an integer from -2**63 to 2**63 - 1, got {seed!r}")
+  return int(seed)
+
+
+def _nonempty(path: Path) -> bool:
+  return path.exists() and path.stat().st_size > 0
+
+
+def _resume_checkpoint(workdir: Path) -> dict | None:
+  """The checkpoint a resumed run continues from (None: start from the beginning).
+
+  A damaged or missing ``checkpoint.pkl`` falls back to the previous checkpoint, with
+  a warning; the damaged file is set aside, so that the next checkpoint does not keep it
+  as the previous one.
+
+  Raises:
+    ValueError: naming the files, if there is no checkpoint to continue from but
+      evaluations to lose, or if a checkpoint references code.
+  """
+  current, history_path = workdir / CHECKPOINT_FILE, workdir / HISTORY_FILE
+  ckpt, path, damaged = _latest_checkpoint(workdir)
+  if ckpt is None:
+    evals = _complete_lines(history_path)
+    if damaged:
+      lost = f" the {evals} evaluations of {history_path}" if evals else ""
+      raise ValueError("; ".join(damaged) + f": no checkpoint to continue{lost} from")
+    if evals:
+      raise ValueError(f"{current} is missing but {history_path} holds {evals} evaluations, "
+                       "which a search cannot continue without it; restore it, or search "
+                       "again in another run directory")
+    return None
+  if path != current:
+    if current.exists():
+      os.replace(current, workdir / DAMAGED_CHECKPOINT_FILE)
+      damaged[0] += f" (set aside as {DAMAGED_CHECKPOINT_FILE})"
+    reason = damaged[0] if damaged else f"{current} is missing"
+    warnings.warn(f"{reason}; continuing from {path} ({ckpt['evals']} evaluations; those "
+                  "after them are evaluated again)", stacklevel=2)
+  return ckpt
+
+
+def _prepare(workdir: Path, config_bytes: bytes, name: str, resume: bool,
+             held: contextlib.ExitStack) -> tuple[dict | None, list[dict]]:
+  """Lock the run directory (into ``held``) and set it up; the lead process only.
+
+  A new run writes ``config.json``; a resumed one reads its checkpoint. Either way
+  the history is cut back to the checkpoint.
+
+  Returns:
+    ``(checkpoint or None, the history entries it covers)``.
+  """
+  config_path, history_path = workdir / CONFIG_FILE, workdir / HISTORY_FILE
+  if resume:
+    cfg = read_config(workdir)
+    held.enter_context(_lock(workdir))
+    if cfg["strategy"] != name:
+      raise ValueError(f"{workdir} holds a run of strategy {cfg['strategy']!r}, not {name!r}")
+  else:
+    workdir.mkdir(parents=True, exist_ok=True)
+    held.enter_context(_lock(workdir))
+    if config_path.exists():
+      raise ValueError(f"{workdir} already holds a search run; continue it with "
+                       f"`nasjax resume {workdir}` or choose another --workdir")
+    found = [n for n in (HISTORY_FILE, CHECKPOINT_FILE, PREV_CHECKPOINT_FILE)
+             if _nonempty(workdir / n)]
+    if found:
+      raise ValueError(f"{workdir} holds {', '.join(found)} of a search run but no "
+                       f"{CONFIG_FILE}; a new search there would discard them (restore "
+                       f"{CONFIG_FILE} to resume it, or choose another --workdir)")
+  _remove_stale_temporaries(workdir)
+  if resume:
+    ckpt = _resume_checkpoint(workdir)
+  else:
+    ckpt = None
+    atomic_write(config_path, config_bytes)
+  evals = 0 if ckpt is None else ckpt["evals"]
+  _truncate_history(history_path, evals)
+  return ckpt, read_history(workdir, evals)
+
+
 def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
         config: Mapping[str, Any] | None = None, *, quiet: bool = False,
         metadata: Mapping[str, Any] | None = None, resume: bool = False) -> RunResult:
@@ -469,7 +767,8 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
     budget: a :class:`Budget`, an int (evaluations) or a dict of Budget fields.
     workdir: the run directory; created if needed. It must not hold a run already,
       unless ``resume``.
-    seed: the integer seed; the same seed gives the same search.
+    seed: the integer seed, from ``-2**63`` to ``2**63 - 1``; the same seed gives the
+      same search.
     config: options of a named strategy (overriding its defaults).
     quiet: no progress bar.
     metadata: JSON-serialisable extras stored in ``config.json``.
@@ -477,42 +776,46 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
 
   Returns:
     A :class:`RunResult`.
+
+  Raises:
+    ValueError: for bad arguments (before anything is written), a run directory that
+      holds a run already (or evaluations without ``config.json``), one that another
+      process is running, or damaged files that leave nothing to continue from (each
+      named).
+    OSError: naming the file, if the run directory cannot be written.
   """
   workdir = Path(workdir)
+  seed = _check_seed(seed)
   budget = Budget.coerce(budget)
   names = list(evaluator.objectives)
-  space = evaluator.space
   if isinstance(strategy, str):
-    strategy = make_strategy(strategy, space, config, num_objectives=len(names))
+    strategy = make_strategy(strategy, evaluator.space, config, num_objectives=len(names))
   name, strategy_config = _strategy_name_config(strategy)
-  jittable = strategy_entry(name).jittable
   run_config = _json_safe({
       "format": FORMAT, "strategy": name, "strategy_config": strategy_config,
       "evaluator": evaluator.config(), "objectives": names,
-      "budget": dataclasses.asdict(budget), "seed": int(seed),
+      "budget": dataclasses.asdict(budget), "seed": seed,
       "metadata": dict(metadata or {})})
-  config_path = workdir / CONFIG_FILE
-  history_path = workdir / HISTORY_FILE
+  try:
+    config_bytes = json.dumps(run_config, indent=1).encode()
+  except TypeError as e:
+    raise ValueError(f"the run's options are not JSON data ({e})") from None
   processes = (jax.process_count(), jax.process_index())
+  with contextlib.ExitStack() as held:  # the run directory's lock, for the whole run
+    ckpt, history = _from_lead(lambda: _prepare(workdir, config_bytes, name, resume, held),
+                               processes)
+    return _search(strategy, name, evaluator, budget, workdir, seed, ckpt, history,
+                   quiet=quiet, processes=processes)
+
+
+def _search(strategy, name: str, evaluator, budget: Budget, workdir: Path, seed: int,
+            ckpt: dict | None, history: list[dict], *, quiet: bool,
+            processes: tuple[int, int]) -> RunResult:
+  """The search loop of :func:`run`, from ``ckpt`` (None: from the beginning)."""
+  names = list(evaluator.objectives)
+  history_path = workdir / HISTORY_FILE
+  jittable = strategy_entry(name).jittable
   lead = processes[1] == 0  # the process that reads and writes the run directory
-
-  def prepare():
-    if resume:
-      if read_config(workdir)["strategy"] != name:
-        raise ValueError(f"{workdir} holds a run of strategy "
-                         f"{read_config(workdir)['strategy']!r}, not {name!r}")
-    else:
-      if config_path.exists():
-        raise ValueError(f"{workdir} already holds a search run; continue it with "
-                         f"`nasjax resume {workdir}` or choose another --workdir")
-      workdir.mkdir(parents=True, exist_ok=True)
-      atomic_write(config_path, json.dumps(run_config, indent=1).encode())
-    ckpt = load_checkpoint(workdir) if resume else None
-    evals = 0 if ckpt is None else ckpt["evals"]
-    _truncate_history(history_path, evals)
-    return ckpt, read_history(workdir, evals)
-
-  ckpt, history = _from_lead(prepare, processes)
   ask = jax.jit(strategy.ask) if jittable else strategy.ask
   tell = jax.jit(strategy.tell) if jittable else strategy.tell
   if ckpt is None:
@@ -531,9 +834,9 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
 
   def checkpoint():
     if lead:
-      atomic_write(workdir / CHECKPOINT_FILE, _dumps({
+      atomic_write(workdir / CHECKPOINT_FILE, _checkpoint.dumps({
           "format": FORMAT, **counters, "key": key, "state": state,
-          "cache": cache}))
+          "cache": cache}), keep=workdir / PREV_CHECKPOINT_FILE)
 
   def export(final: bool = False):
     # The evaluator's summary reads the whole history: only at the end of a session.
@@ -594,10 +897,14 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
 
         nasjax.save(rec.network, workdir / BEST_NET_FILE, metadata=entry)
     if lead:
-      with open(history_path, "a") as f:
-        f.write("".join(lines))
-        f.flush()
-        os.fsync(f.fileno())
+      try:
+        with open(history_path, "a") as f:
+          f.write("".join(lines))
+          f.flush()
+          os.fsync(f.fileno())
+      except OSError as e:
+        # A line cut short here is dropped on resume, with the rest of the generation.
+        raise _os_error(e, os.fspath(history_path)) from e
     counters["evals"] += len(kept)
     counters["elapsed"] = elapsed
     counters["wall"] = wall0 + time.perf_counter() - session_start
