@@ -19,6 +19,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -68,12 +69,18 @@ def error_line(e: BaseException) -> str:
 
 
 def run_command(args) -> int:
-  """Run the command of parsed ``args``; bad input becomes one line on stderr, exit 2."""
-  try:
-    return int(args.func(args) or 0)
-  except (ValueError, OSError) as e:
-    print(f"nasjax {args.command}: error: {error_line(e)}", file=sys.stderr)
-    return 2
+  """Run the command of parsed ``args``; bad input becomes one line on stderr, exit 2, and
+  each warning (a damaged checkpoint set aside, say) one line too."""
+  def show(message, category, filename, lineno, file=None, line=None):
+    print(f"nasjax {args.command}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+  with warnings.catch_warnings():
+    warnings.showwarning = show
+    try:
+      return int(args.func(args) or 0)
+    except (ValueError, OSError) as e:
+      print(f"nasjax {args.command}: error: {error_line(e)}", file=sys.stderr)
+      return 2
 
 
 def _version(pkg: str) -> str:

@@ -293,6 +293,20 @@ def test_main_prints_bad_input_and_lets_bugs_propagate(capsys, monkeypatch):
     cli.main(["info"])
 
 
+def test_warnings_are_one_line(capsys, monkeypatch):
+  import warnings
+
+  def warns(args):
+    warnings.warn("W/checkpoint.pkl is damaged;\nreading W/checkpoint.prev.pkl instead")
+    return 0
+
+  monkeypatch.setattr(cli, "cmd_info", warns)
+  assert cli.main(["info"]) == 0
+  assert capsys.readouterr().err == (
+      "nasjax info: warning: W/checkpoint.pkl is damaged; reading W/checkpoint.prev.pkl "
+      "instead\n")
+
+
 # ------------------------------------------------------------------ MnasNet reward
 def _mnas(accuracy: float, cost: float, target: float, alpha=-0.07, beta=-0.07) -> float:
   """MnasNet's reward ACC * (COST / T) ** w, in float64."""
