@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import statistics
 import time
+import zipfile
 import zlib
 from typing import Any
 
@@ -275,17 +277,147 @@ def save(net: Network, path: str | os.PathLike, metadata: dict | None = None) ->
   os.replace(tmp, path)
 
 
+# A network's JSON header (architecture, array index, metadata) is read whole: refuse one
+# larger than this before reading it (DARTS's 20-cell network, 835 nodes, takes 150 KB).
+MAX_HEADER_BYTES = 16 << 20
+# The arrays of a file may take at most this many times the file's size in memory (or
+# MIN_INFLATE_BYTES): a few KB of compressed zeros must not claim gigabytes.
+MAX_INFLATION = 64
+MIN_INFLATE_BYTES = 64 << 20
+
+
+def _member_header(zf: zipfile.ZipFile, member: str, path: str, what: str):
+  """``(shape, dtype, bytes the .npy member holds)`` from the .npy header of ``member``,
+  read without reading the array's data."""
+  try:
+    info = zf.getinfo(member)
+    with zf.open(info) as fp:
+      version = np.lib.format.read_magic(fp)
+      if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+      elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+      else:
+        raise ValueError(f"unsupported .npy format version {version}")
+      offset = fp.tell()
+  except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path!r}: {what} is not a readable array ({e})") from None
+  if dtype.hasobject:
+    raise ValueError(f"{path!r}: {what} holds Python objects (dtype {dtype}); a nasjax "
+                     "network file holds numbers only and is never unpickled")
+  return tuple(shape), dtype, info.file_size - offset
+
+
+def _read_header(f, path: str) -> dict:
+  """The JSON header of an open ``.npz``, its size checked before it is read."""
+  member = "__header__.npy"
+  if member not in f.zip.namelist():
+    raise ValueError(f"{path!r} is not a nasjax network file (no header)")
+  shape, dtype, size = _member_header(f.zip, member, path, "the header")
+  if dtype != np.uint8 or len(shape) != 1:
+    raise ValueError(f"{path!r}: the header is a {dtype} array of shape {shape}, not bytes")
+  if shape[0] > MAX_HEADER_BYTES or size > MAX_HEADER_BYTES:
+    raise ValueError(f"{path!r}: the header claims {max(shape[0], size)} bytes, more than "
+                     f"the {MAX_HEADER_BYTES} a network file may hold")
+  try:
+    header = json.loads(bytes(f["__header__"]).decode())
+  except (ValueError, RecursionError, zipfile.BadZipFile) as e:
+    raise ValueError(f"{path!r}: the header is not valid JSON ({e})") from None
+  if (not isinstance(header, dict) or not isinstance(header.get("index"), list)
+      or not isinstance(header.get("metadata", {}), dict) or "arch" not in header):
+    raise ValueError(f"{path!r}: the header lacks 'arch', an 'index' list or a "
+                     "'metadata' dict")
+  return header
+
+
+def _expected_arrays(header: dict, arch: Arch, path: str) -> dict:
+  """``{(tree, node, name): (shape, member)}`` of every array of the file, checked
+  against the arrays the architecture implies: none missing, none extra."""
+  want = {(tree, node, name): shape
+          for tree, shapes in (("params", param_shapes(arch)), ("state", state_shapes(arch)))
+          for node, entries in shapes.items() for name, shape in entries.items()}
+  got = {}
+  for entry in header["index"]:
+    if (not isinstance(entry, list) or len(entry) != 4
+        or not all(isinstance(v, str) for v in entry)):
+      raise ValueError(f"{path!r}: bad index entry {str(entry)[:200]}; want "
+                       "[tree, node, name, member]")
+    tree, node, name, member = entry
+    where = f"{tree} of node {node!r}, parameter {name!r}"
+    if (tree, node, name) not in want:
+      raise ValueError(f"{path!r}: holds {where}, which the architecture does not have")
+    if (tree, node, name) in got:
+      raise ValueError(f"{path!r}: holds {where} twice")
+    got[(tree, node, name)] = (tuple(want[(tree, node, name)]), member)
+  missing = sorted(set(want) - set(got))
+  if missing:
+    tree, node, name = missing[0]
+    raise ValueError(f"{path!r}: lacks {tree} of node {node!r}, parameter {name!r} (and "
+                     f"{len(missing) - 1} more) that the architecture has")
+  return got
+
+
 def load(path: str | os.PathLike, with_metadata: bool = False):
-  """Read a network written by :func:`save` (and its metadata if asked)."""
+  """Read a network written by :func:`save` (and its metadata if asked).
+
+  The file is checked before any array is read: the header must be at most
+  :data:`MAX_HEADER_BYTES`, its architecture valid, and the file must hold exactly the
+  arrays the architecture has, each with the shape it implies and a float dtype, and
+  these may take at most :data:`MAX_INFLATION` times the file's size (or
+  :data:`MIN_INFLATE_BYTES`): at most as many bytes are read as the architecture's
+  arrays take, and a small file never claims gigabytes. Nothing is unpickled.
+
+  Raises:
+    FileNotFoundError: there is no file at ``path``.
+    ValueError: naming the file (and node and parameter) where the file is not a
+      network file or disagrees with its architecture.
+  """
   path = os.fspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f"no saved network at {path!r}")
-  with np.load(path) as f:
-    if "__header__" not in f:
-      raise ValueError(f"{path!r} is not a nasjax network file")
-    header = json.loads(bytes(f["__header__"]).decode())
-    trees = {"params": {}, "state": {}}
-    for prefix, node, name, key in header["index"]:
-      trees[prefix].setdefault(node, {})[name] = jnp.asarray(f[key])
-  net = Network(Arch.from_dict(header["arch"]), trees["params"], trees["state"])
-  return (net, header["metadata"]) if with_metadata else net
+  if not zipfile.is_zipfile(path):
+    raise ValueError(f"{path!r} is not a nasjax network file (not an .npz archive)")
+  try:
+    with np.load(path, allow_pickle=False) as f:
+      header = _read_header(f, path)
+      try:
+        arch = Arch.from_dict(header["arch"])
+      except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ValueError(f"{path!r}: bad architecture: {e}") from None
+      entries = _expected_arrays(header, arch, path)
+      members = {m for m in f.zip.namelist() if m != "__header__.npy"}
+      extra = sorted(members - {f"{m}.npy" for _, m in entries.values()})
+      if extra:
+        raise ValueError(f"{path!r}: holds arrays {extra[:5]} that its index does not name")
+      total = 0
+      for (tree, node, name), (shape, member) in entries.items():
+        where = f"{tree} of node {node!r}, parameter {name!r}"
+        got, dtype, size = _member_header(f.zip, f"{member}.npy", path, where)
+        if got != shape:
+          raise ValueError(f"{path!r}: {where} has shape {got}; the architecture implies "
+                           f"{shape}")
+        if dtype.kind != "f":
+          raise ValueError(f"{path!r}: {where} has dtype {dtype}; want a float dtype")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if size != nbytes:
+          raise ValueError(f"{path!r}: {where} holds {size} bytes of data; its shape "
+                           f"{shape} and dtype {dtype} take {nbytes}")
+        total += nbytes
+      # save() stores arrays uncompressed; a compressed archive may shrink them, but not
+      # by the factors of zeros compressed to claim an architecture of huge layers.
+      limit = max(MIN_INFLATE_BYTES, MAX_INFLATION * os.path.getsize(path))
+      if total > limit:
+        raise ValueError(f"{path!r}: its arrays take {total} bytes, more than {limit} "
+                         f"({MAX_INFLATION} times the file's size)")
+      # Every member is now known to be as large as the architecture says: read them.
+      trees = {"params": {}, "state": {}}
+      for (tree, node, name), (_, member) in entries.items():
+        try:
+          trees[tree].setdefault(node, {})[name] = jnp.asarray(f[member])
+        except (ValueError, OSError, EOFError) as e:
+          raise ValueError(f"{path!r}: {tree} of node {node!r}, parameter {name!r} does "
+                           f"not read ({e})") from None
+  except zipfile.BadZipFile as e:
+    raise ValueError(f"{path!r}: damaged .npz archive ({e})") from None
+  net = Network(arch, trees["params"], trees["state"])
+  return (net, header.get("metadata", {})) if with_metadata else net

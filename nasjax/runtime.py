@@ -25,7 +25,11 @@
   XLA's CPU fusion emitters are turned off, which compiles a plain CNN's train step
   20-37% faster with the same step time (``benchmarks/README.md``). A search compiles
   programs for every new architecture, so this is a share of its wall time. Set
-  ``NASJAX_CPU_COMPILER_OPTIONS=off`` for XLA's defaults.
+  ``NASJAX_CPU_COMPILER_OPTIONS=off`` for XLA's defaults. JAX accepts compiler options
+  only on a program compiled at top level, so a :func:`jit` function called inside a
+  transformation (the user's ``jax.jit``, ``grad``, ``vmap``, ``scan``, ``checkpoint``)
+  is traced as a plain ``jax.jit`` and becomes part of the caller's program
+  (:func:`top_level`).
 """
 
 from __future__ import annotations
@@ -256,35 +260,64 @@ def compiler_options() -> dict | None:
     return _options
 
 
+try:  # JAX's (private) trace context: the one place that knows which trace is active
+  from jax._src.core import trace_ctx as _trace_ctx
+except ImportError:
+  _trace_ctx = None
+
+
+def top_level() -> bool:
+  """Whether the caller runs outside every JAX transformation (``jit``, ``grad``,
+  ``vmap``, ``scan``, ``checkpoint``, ``shard_map``...), where a program compiled with
+  :func:`compiler_options` may run.
+
+  Inside a transformation JAX stages nested programs into the caller's, and refuses
+  compiler options there. JAX has no public query for this; where its private one is
+  missing the answer is False (XLA's default options: slower to compile, never wrong).
+  """
+  is_top_level = getattr(_trace_ctx, "is_top_level", None)
+  return bool(is_top_level()) if is_top_level is not None else False
+
+
 class _Jit:
-  """``jax.jit(fun, compiler_options=compiler_options(), **kwargs)``, made on first use
-  (after the backend is known) and used for every call and ``lower``."""
+  """``jax.jit(fun, compiler_options=compiler_options(), **kwargs)`` where called at top
+  level, a plain ``jax.jit(fun, **kwargs)`` inside a transformation (see
+  :func:`top_level`); both made on first use (after the backend is known)."""
 
   def __init__(self, fun, kwargs):
     functools.update_wrapper(self, fun)
-    self._fun, self._kwargs, self._jitted = fun, kwargs, None
+    self._fun, self._kwargs, self._jitted, self._plain = fun, kwargs, None, None
 
   @property
   def jitted(self):
+    """The top-level program, compiled with :func:`compiler_options`."""
     if self._jitted is None:
       self._jitted = jax.jit(self._fun, compiler_options=compiler_options(), **self._kwargs)
     return self._jitted
 
+  @property
+  def plain(self):
+    """The function as a plain ``jax.jit``, for use inside a transformation."""
+    if self._plain is None:
+      self._plain = jax.jit(self._fun, **self._kwargs)
+    return self._plain
+
   def __call__(self, *args, **kwargs):
-    return self.jitted(*args, **kwargs)
+    return (self.jitted if top_level() else self.plain)(*args, **kwargs)
 
   def lower(self, *args, **kwargs):
+    # Lowering compiles a program of its own, at top level wherever it is called.
     return self.jitted.lower(*args, **kwargs)
 
   def __getattr__(self, name):  # the jitted function's own methods (e.g. _cache_size)
-    if name.startswith("__") or name in ("_fun", "_kwargs", "_jitted"):
+    if name.startswith("__") or name in ("_fun", "_kwargs", "_jitted", "_plain"):
       raise AttributeError(name)
     return getattr(self.jitted, name)
 
 
 def jit(fun=None, **kwargs):
-  """:func:`jax.jit` with nasjax's :func:`compiler_options` (usable as a decorator, with
-  or without keyword arguments)."""
+  """:func:`jax.jit` with nasjax's :func:`compiler_options` at top level, composable with
+  every JAX transformation (usable as a decorator, with or without keyword arguments)."""
   if fun is None:
     return functools.partial(jit, **kwargs)
   return _Jit(fun, kwargs)

@@ -1,5 +1,11 @@
 """Networks: initialisation, application, cost model, save/load."""
 
+import json
+import os
+import re
+import tracemalloc
+import zipfile
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -163,3 +169,174 @@ def test_latency_positive():
   net = nj.init(tiny_arch(), jax.random.key(0))
   t = nj.latency(net, repeats=3, warmup=1)
   assert 0 < t < 1.0
+
+
+# ------------------------------------------------------------------ hardened load
+def _write_npz(path, header: dict, arrays: dict, compress: bool = False) -> None:
+  """A .npz laid out as save() writes it, from any header and arrays."""
+  blob = np.frombuffer(json.dumps(header).encode(), np.uint8)
+  (np.savez_compressed if compress else np.savez)(path, __header__=blob, **arrays)
+
+
+def _saved_arrays(net):
+  """``(index, arrays)`` as save() writes them."""
+  index, arrays = [], {}
+  for tree, entries in (("params", net.params), ("state", net.state)):
+    for node, named in entries.items():
+      for name, value in named.items():
+        key = f"a{len(index)}"
+        index.append([tree, node, name, key])
+        arrays[key] = np.asarray(value)
+  return index, arrays
+
+
+class _Mkdir:
+  """Unpickling this creates a directory: proof that a file was unpickled."""
+
+  def __init__(self, path):
+    self.path = str(path)
+
+  def __reduce__(self):
+    return (os.mkdir, (self.path,))
+
+
+def test_load_never_unpickles(tmp_path):
+  net = nj.init(tiny_arch(), jax.random.key(0))
+  index, arrays = _saved_arrays(net)
+  marker = tmp_path / "unpickled"
+  arrays[index[0][3]] = np.array([_Mkdir(marker)], dtype=object)
+  path = tmp_path / "evil.npz"
+  _write_npz(path, {"arch": net.arch.to_dict(), "index": index, "metadata": {}}, arrays)
+  with pytest.raises(ValueError, match=r"evil\.npz.*Python objects"):
+    nj.load(path)
+  assert not marker.exists()
+
+
+def test_load_checks_every_array_against_the_architecture(tmp_path):
+  a = tiny_arch()
+  net = nj.init(a, jax.random.key(0))
+  header = {"arch": a.to_dict(), "metadata": {}}
+
+  def refused(name, edit, match):
+    index, arrays = _saved_arrays(net)
+    index, arrays = edit(index, arrays)
+    path = tmp_path / f"{name}.npz"
+    _write_npz(path, dict(header, index=index), arrays)
+    with pytest.raises(ValueError, match=match) as e:
+      nj.load(path)
+    assert f"{name}.npz" in str(e.value)
+
+  def reshape(index, arrays):  # c1's kernel with 5 output channels instead of 4
+    k = next(e[3] for e in index if e[1:3] == ["c1", "kernel"])
+    arrays[k] = np.zeros((3, 3, 3, 5), np.float32)
+    return index, arrays
+
+  def integer(index, arrays):
+    k = next(e[3] for e in index if e[1:3] == ["logits", "bias"])
+    arrays[k] = np.zeros((5,), np.int32)
+    return index, arrays
+
+  def missing(index, arrays):
+    k = next(e for e in index if e[1:3] == ["bn1", "var"])
+    index.remove(k)
+    arrays.pop(k[3])
+    return index, arrays
+
+  def extra(index, arrays):
+    index.append(["params", "r1", "kernel", "extra"])
+    arrays["extra"] = np.zeros((1,), np.float32)
+    return index, arrays
+
+  def unindexed(index, arrays):
+    arrays["stray"] = np.zeros((1,), np.float32)
+    return index, arrays
+
+  refused("shape", reshape,
+          r"node 'c1', parameter 'kernel' has shape \(3, 3, 3, 5\); the architecture "
+          r"implies \(3, 3, 3, 4\)")
+  refused("dtype", integer, r"node 'logits', parameter 'bias' has dtype int32")
+  refused("missing", missing, r"lacks state of node 'bn1', parameter 'var'")
+  refused("extra", extra, r"node 'r1', parameter 'kernel', which the architecture does not")
+  refused("unindexed", unindexed, r"arrays \['stray.npy'\] that its index does not name")
+  # The same arrays, unedited, load.
+  index, arrays = _saved_arrays(net)
+  _write_npz(tmp_path / "good.npz", dict(header, index=index), arrays)
+  assert nj.load(tmp_path / "good.npz").arch == a
+
+
+def test_load_refuses_bad_files(tmp_path):
+  text = tmp_path / "text.npz"
+  text.write_text("not an archive")
+  with pytest.raises(ValueError, match=r"text\.npz.*not an \.npz archive"):
+    nj.load(text)
+  np.savez(tmp_path / "plain.npz", x=np.zeros(3))
+  with pytest.raises(ValueError, match=r"plain\.npz.*no header"):
+    nj.load(tmp_path / "plain.npz")
+  _write_npz(tmp_path / "arch.npz", {"arch": {"nodes": "x"}, "index": [], "metadata": {}}, {})
+  with pytest.raises(ValueError, match=r"arch\.npz.*bad architecture"):
+    nj.load(tmp_path / "arch.npz")
+
+
+def test_load_caps_the_header(tmp_path, monkeypatch):
+  net = nj.init(tiny_arch(), jax.random.key(0))
+  nj.save(net, tmp_path / "net.npz")
+  size = len(json.dumps({"arch": net.arch.to_dict()}))
+  monkeypatch.setattr(nj.network, "MAX_HEADER_BYTES", size // 2)
+  with pytest.raises(ValueError, match=r"net\.npz.*the header claims \d+ bytes"):
+    nj.load(tmp_path / "net.npz")
+
+
+def _bomb(path, header: dict, arrays: dict, member: str, shape, data_bytes: int) -> None:
+  """A .npz of ``arrays`` and ``member``, an .npy header claiming ``shape`` (float32)
+  followed by ``data_bytes`` of zeros, deflated (a few KB on disk)."""
+  with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+    arrays = dict(arrays, __header__=np.frombuffer(json.dumps(header).encode(), np.uint8))
+    for name, array in arrays.items():
+      with zf.open(f"{name}.npy", "w") as f:
+        np.lib.format.write_array(f, array)
+    with zf.open(f"{member}.npy", "w", force_zip64=True) as f:
+      np.lib.format.write_array_header_1_0(
+          f, {"descr": "<f4", "fortran_order": False, "shape": tuple(shape)})
+      chunk = bytes(1 << 20)
+      for _ in range(data_bytes >> 20):
+        f.write(chunk)
+
+
+def _load_peak_bytes(path):
+  """``(the ValueError nasjax.load raised, peak bytes it allocated)``."""
+  tracemalloc.start()
+  try:
+    with pytest.raises(ValueError) as e:
+      nj.load(path)
+    return e.value, tracemalloc.get_traced_memory()[1]
+  finally:
+    tracemalloc.stop()
+
+
+def test_load_refuses_a_zip_bomb_before_reading_it(tmp_path):
+  a = Arch([Node("x", "input", shape=(4,)), Node("d", "dense", ["x"], features=2)])
+  index = [["params", "d", "kernel", "a0"], ["params", "d", "bias", "a1"]]
+  header = {"arch": a.to_dict(), "index": index, "metadata": {}}
+  path = tmp_path / "bomb.npz"
+  # d's kernel claims 2**28 floats (1 GiB) over 16 MiB of compressed zeros.
+  _bomb(path, header, {"a1": np.zeros(2, np.float32)}, "a0", (1 << 28,), 16 << 20)
+  assert path.stat().st_size < 1 << 20
+  error, peak = _load_peak_bytes(path)
+  assert "bomb.npz" in str(error) and "node 'd', parameter 'kernel'" in str(error)
+  assert "(268435456,)" in str(error)
+  assert peak < 4 << 20  # the data was never read
+
+
+def test_load_refuses_arrays_much_larger_than_the_file(tmp_path, monkeypatch):
+  # An architecture of big layers whose arrays are compressed zeros: each array has the
+  # shape the architecture implies, but together they far outgrow the file.
+  a = Arch([Node("x", "input", shape=(256,)), Node("d", "dense", ["x"], features=1024)])
+  header = {"arch": a.to_dict(), "index": [["params", "d", "kernel", "a0"],
+                                           ["params", "d", "bias", "a1"]], "metadata": {}}
+  path = tmp_path / "inflated.npz"
+  _bomb(path, header, {"a1": np.zeros(1024, np.float32)}, "a0", (256, 1024), 1 << 20)
+  monkeypatch.setattr(nj.network, "MIN_INFLATE_BYTES", 1 << 16)
+  error, peak = _load_peak_bytes(path)
+  assert re.search(r"inflated\.npz': its arrays take 1052672 bytes, more than \d+ \(64 "
+                   r"times the file's size\)", str(error)), error
+  assert peak < 512 << 10

@@ -140,3 +140,37 @@ def test_compiler_options_give_the_same_train_step_results():
             "sum(float(np.abs(a).sum()) for a in jax.tree_util.tree_leaves(out.params))]))")
   on, off = _run(script), _run(script, NASJAX_CPU_COMPILER_OPTIONS="off")
   assert on == pytest.approx(off, rel=1e-4, abs=1e-5)
+
+
+def test_top_level_is_false_inside_every_transformation():
+  seen = {}
+
+  def probe(name):
+    def f(x):
+      seen[name] = runtime.top_level()
+      return x * 2.0
+    return f
+
+  assert runtime.top_level()
+  jax.jit(probe("jit"))(1.0)
+  jax.grad(probe("grad"))(1.0)
+  jax.vmap(probe("vmap"))(np.ones(2, np.float32))
+  jax.checkpoint(probe("checkpoint"))(1.0)
+  jax.lax.scan(lambda c, x: (probe("scan")(c), x), 1.0, np.ones(2, np.float32))
+  assert seen == dict.fromkeys(("jit", "grad", "vmap", "checkpoint", "scan"), False)
+  assert runtime.top_level()
+
+
+def test_runtime_jit_composes_with_transformations():
+  f = runtime.jit(lambda x: jax.numpy.sin(x) * 2.0)
+  x = np.float32(0.5)
+  assert float(f(x)) == pytest.approx(2 * np.sin(0.5), rel=1e-6)
+  assert f.jitted._cache_size() == 1  # the top-level call ran nasjax's compiled program
+  assert float(jax.jit(lambda x: f(x) + 1.0)(x)) == pytest.approx(2 * np.sin(0.5) + 1,
+                                                                   rel=1e-6)
+  assert float(jax.grad(f)(x)) == pytest.approx(2 * np.cos(0.5), rel=1e-6)
+  assert float(jax.grad(jax.checkpoint(f))(x)) == pytest.approx(2 * np.cos(0.5), rel=1e-6)
+  xs = np.linspace(0, 1, 3, dtype=np.float32)
+  np.testing.assert_allclose(jax.vmap(f)(xs), 2 * np.sin(xs), rtol=1e-6)
+  _, ys = jax.lax.scan(lambda c, x: (c, f(x)), 0.0, xs)
+  np.testing.assert_allclose(ys, 2 * np.sin(xs), rtol=1e-6)

@@ -115,6 +115,8 @@ _run_jit = jax.jit(_run, static_argnames=_STATIC)
 def _run_jit_cpu():
   # A transform runs once per network on small arrays, so on CPU compiling it quickly
   # matters more than the speed of the code: skip XLA's backend optimisations there.
+  # Compiler options are for top-level programs only: inside a caller's transformation
+  # morph() traces _run_jit, which becomes part of the caller's program.
   return jax.jit(_run, static_argnames=_STATIC,
                  compiler_options={"xla_backend_optimization_level": 0,
                                    **(runtime.compiler_options() or {})})
@@ -128,6 +130,9 @@ def compiled_count() -> int:
 def morph(name: str, net: Network, key, dynamic: dict[str, Any] | None = None,
           **static) -> Network:
   """Apply morphism ``name`` to ``net``.
+
+  Composes with JAX transformations: inside the caller's ``jax.jit``, ``grad``, ``vmap``
+  or ``scan`` the parameter transform is traced into the caller's program.
 
   Args:
     name: a registered planner.
@@ -146,7 +151,7 @@ def morph(name: str, net: Network, key, dynamic: dict[str, Any] | None = None,
   dyn = {k: jnp.asarray(v, jnp.float32) for k, v in (dynamic or {}).items()}
   sub_params = {n: d for n, d in net.params.items() if n in p.touched}
   sub_state = {n: d for n, d in net.state.items() if n in p.touched}
-  run = _run_jit_cpu() if jax.default_backend() == "cpu" else _run_jit
+  run = _run_jit_cpu() if runtime.top_level() and jax.default_backend() == "cpu" else _run_jit
   new_params, new_state = run(sub_params, sub_state, key, dyn, name=name, arch=net.arch,
                               static=static_t)
   pshapes, sshapes = param_shapes(p.arch), state_shapes(p.arch)
