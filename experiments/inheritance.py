@@ -1,6 +1,6 @@
 """Weight inheritance through exact network morphisms, on Fashion-MNIST.
 
-    python experiments/inheritance.py [--tiny] [--full] [--json PATH]
+    python experiments/inheritance.py [--tiny] [--full] [--stats-batch N] [--json PATH]
 
 Trains a parent (the EAS start net: one conv-BN-ReLU per block, max pools, a dense
 layer), derives children from it by exact morphisms (Net2Wider doubling every layer,
@@ -16,10 +16,18 @@ would; every child then follows a cosine from that same rate to zero over its bu
 changes the peak rate of the inherited runs: a child restarted at a high rate from an
 annealed parent first leaves its parent's minimum.
 
-Reported per child: validation accuracy at inheritance (equal to the parent's, the
-morphisms being exact), epochs of training until the child's validation accuracy first
-reaches the parent's (inherited and scratch; ``>B`` if never within the budget ``B``),
-and the accuracy after the whole budget.
+The morphisms that insert a batch norm (Net2Deeper) take its statistics on a fixed
+batch of training images (``stats_batch``, the first of the training split): the child
+then computes its parent's function in training mode too, where the batch norm
+normalises with batch statistics (``--stats-batch 0``: running mean 0 and variance 1,
+exact in inference mode only).
+
+Reported per child: the largest change of the logits relative to the parent's, in
+inference mode on validation images and in training mode on a training batch other than
+the statistics batch, validation accuracy at inheritance (equal to the parent's, the
+morphisms being exact) and after the first chunk of training, epochs of training until
+the child's validation accuracy first reaches the parent's (inherited and scratch;
+``>B`` if never within the budget ``B``), and the accuracy after the whole budget.
 
 ``--tiny`` shrinks everything (256 training images, a two-block tiny start net, half an
 epoch) for a quick end-to-end run; ``--full`` uses the full Fashion-MNIST (training
@@ -61,6 +69,8 @@ class Config:
     learning_rate: the parent's (peak) SGD learning rate and the children's peak.
     child_lr: peak learning rate of children from inherited weights; None: the same.
     noise: Net2Wider symmetry-breaking noise (copies' weight shares; exact for any value).
+    stats_batch: training images on which inserted batch norms take their statistics (0:
+      none).
     children: recipes from :data:`RECIPES`.
     seed: seed of every key.
   """
@@ -78,6 +88,7 @@ class Config:
   learning_rate: float = 0.02
   child_lr: float | None = None
   noise: float = 0.5
+  stats_batch: int = 256
   children: tuple[str, ...] = ("wider", "deeper", "deeper+skip")
   seed: int = 0
 
@@ -95,7 +106,7 @@ def _blocks(arch: nasjax.Arch) -> list[str]:
   return [n.name[:-len("_conv")] for n in arch.nodes_of("conv")]
 
 
-def wider(net, key, noise):
+def wider(net, key, noise, batch):
   """Net2Wider: every conv and dense hidden layer twice as wide."""
   layers = [f"{b}_conv" for b in _blocks(net.arch)] + [
       n.name for n in net.arch.nodes_of("dense") if n.name != net.arch.output]
@@ -104,26 +115,27 @@ def wider(net, key, noise):
   return net
 
 
-def deeper(net, key, noise):
-  """Net2Deeper: an identity conv-BN-ReLU after every block's ReLU."""
+def deeper(net, key, noise, batch):
+  """Net2Deeper: an identity conv-BN-ReLU after every block's ReLU, its batch norm's
+  statistics taken on ``batch``."""
   for k, b in zip(jax.random.split(key, len(_blocks(net.arch))), _blocks(net.arch)):
-    net = ops.net2deeper(net, k, after=f"{b}_relu")
+    net = ops.net2deeper(net, k, after=f"{b}_relu", batch=batch)
   return net
 
 
-def deeper_skip(net, key, noise):
+def deeper_skip(net, key, noise, batch):
   """Net2Deeper, then a residual skip around each new layer (zero-initialised add)."""
   blocks = _blocks(net.arch)
-  net = deeper(net, key, noise)
+  net = deeper(net, key, noise, batch)
   for b in blocks:
     # net2deeper names the inserted ReLU after the node it follows.
     net = ops.add_skip(net, key, src=f"{b}_relu", dst=f"{b}_relu_deeper_relu")
   return net
 
 
-def wider_deeper_skip(net, key, noise):
+def wider_deeper_skip(net, key, noise, batch):
   k1, k2 = jax.random.split(key)
-  return deeper_skip(wider(net, k1, noise), k2, noise)
+  return deeper_skip(wider(net, k1, noise, batch), k2, noise, batch)
 
 
 RECIPES = {"wider": wider, "deeper": deeper, "deeper+skip": deeper_skip,
@@ -177,12 +189,16 @@ def run(cfg: Config, log=print) -> dict:
   log(f"parent: {nasjax.count_params(arch)} params, val accuracy {parent_acc:.4f} after "
       f"{cfg.parent_epochs:g} epochs ({hist.seconds:.0f} s)")
   x_check = jnp.asarray(data.x_val[:256])
+  stats = jnp.asarray(data.x_train[:cfg.stats_batch]) if cfg.stats_batch else None
+  # A training batch as training sees it, not the one the statistics were taken on.
+  x_train_check = jnp.asarray(data.x_train[-cfg.batch_size:])
   rows = []
   for i, name in enumerate(cfg.children):
     k_make, k_init, k_fit = jax.random.split(jax.random.fold_in(k_child, i), 3)
-    child = RECIPES[name](parent, k_make, cfg.noise)
-    y0, y1 = nasjax.apply(parent, x_check), nasjax.apply(child, x_check)
-    preserve = float(jnp.max(jnp.abs(y0 - y1)) / max(1.0, float(jnp.max(jnp.abs(y0)))))
+    child = RECIPES[name](parent, k_make, cfg.noise, stats)
+    preserve = _change(nasjax.apply(parent, x_check), nasjax.apply(child, x_check))
+    preserve_train = _change(nasjax.apply_train(parent, x_train_check)[0],
+                             nasjax.apply_train(child, x_train_check)[0])
     at_birth = train.evaluate(child, data.x_val, data.y_val)["accuracy"]
     t = time.perf_counter()
     child_lr = cfg.learning_rate if cfg.child_lr is None else cfg.child_lr
@@ -190,7 +206,8 @@ def run(cfg: Config, log=print) -> dict:
     _, scratch = train_curve(nasjax.init(child.arch, k_init), data, cfg, k_fit,
                              cfg.learning_rate)
     row = {"child": name, "params": nasjax.count_params(child.arch),
-           "preservation_error": preserve, "acc_at_inheritance": at_birth,
+           "preservation_error": preserve, "preservation_error_train": preserve_train,
+           "acc_at_inheritance": at_birth,
            "epochs_inherited": epochs_to_reach(inherited, parent_acc),
            "epochs_scratch": epochs_to_reach(scratch, parent_acc),
            "acc_inherited": inherited[-1][1] if inherited else float("nan"),
@@ -203,6 +220,11 @@ def run(cfg: Config, log=print) -> dict:
   return {"config": dataclasses.asdict(cfg), "parent_params": nasjax.count_params(arch),
           "parent_acc": parent_acc, "rows": rows,
           "seconds": time.perf_counter() - start}
+
+
+def _change(y0, y1) -> float:
+  """Largest change of the logits relative to the parent's largest (at least 1)."""
+  return float(jnp.max(jnp.abs(y0 - y1)) / max(1.0, float(jnp.max(jnp.abs(y0)))))
 
 
 def _fmt(epochs, budget) -> str:
@@ -222,15 +244,18 @@ def table(result: dict) -> str:
       + (f"{cfg['learning_rate']:g} to 0." if cfg["child_lr"] is None else
          f"{cfg['learning_rate']:g} (scratch) or {cfg['child_lr']:g} (inherited) to 0."),
       "",
-      "| child | params | max rel. change of logits | val acc at inheritance "
+      "| child | params | max rel. change of logits | same, training mode "
+      f"| val acc at inheritance | val acc after {cfg['chunk']:g} ep., inherited "
       "| epochs to parent acc, inherited | epochs to parent acc, scratch "
       f"| val acc after {b:g} ep., inherited | val acc after {b:g} ep., scratch |",
-      "|---|---:|---:|---:|---:|---:|---:|---:|",
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ]
   for r in result["rows"]:
+    first = r["curve_inherited"][0][1] if r["curve_inherited"] else float("nan")
     lines.append(
         f"| {r['child']} | {r['params']} | {r['preservation_error']:.1e} "
-        f"| {r['acc_at_inheritance']:.4f} | {_fmt(r['epochs_inherited'], b)} "
+        f"| {r['preservation_error_train']:.1e} | {r['acc_at_inheritance']:.4f} "
+        f"| {first:.4f} | {_fmt(r['epochs_inherited'], b)} "
         f"| {_fmt(r['epochs_scratch'], b)} | {r['acc_inherited']:.4f} "
         f"| {r['acc_scratch']:.4f} |")
   return "\n".join(lines)
@@ -248,13 +273,16 @@ def main(argv=None) -> dict:
   parser.add_argument("--learning-rate", type=float)
   parser.add_argument("--child-lr", type=float,
                       help="learning rate of children from inherited weights")
+  parser.add_argument("--stats-batch", type=int,
+                      help="training images for inserted batch norms' statistics (0: none)")
   parser.add_argument("--json", help="also write the result (with curves) to this file")
   args = parser.parse_args(argv)
   cfg = VARIANTS["tiny" if args.tiny else "default"]
   changes = {"dataset": "fashion_mnist"} if args.full else {}
   for field, value in (("budget", args.budget), ("parent_epochs", args.parent_epochs),
                        ("seed", args.seed), ("parent_schedule", args.parent_schedule),
-                       ("learning_rate", args.learning_rate), ("child_lr", args.child_lr)):
+                       ("learning_rate", args.learning_rate), ("child_lr", args.child_lr),
+                       ("stats_batch", args.stats_batch)):
     if value is not None:
       changes[field] = value
   cfg = dataclasses.replace(cfg, **changes)

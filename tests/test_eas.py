@@ -213,9 +213,23 @@ def test_children_compute_their_parents_function_before_training(config):
   x = np.asarray(jax.random.normal(jax.random.key(8), (16,) + SHAPE))
   parent = np.asarray(nasjax.apply(state.seed, x))
   scale = np.abs(parent).max()
+  # In training mode too, on the training images the inserted batch norms took their
+  # statistics on. (With running mean 0 and variance 1 instead, the two plain-CNN children
+  # given a conv-BN unit moved by 77 % and 170 % of the largest logit there.)
+  batch = strategy.morph_batch
+  assert batch.shape == (nasjax.ops.MORPH_BATCH, *SHAPE)
+  parent_train = np.asarray(nasjax.apply_train(state.seed, batch)[0])
+  train_scale = np.abs(parent_train).max()
+  new_bns = 0
   for child in children:
     # float32 rounding through a few layers: well under 1e-4 of the logits' scale.
     np.testing.assert_allclose(nasjax.apply(child, x), parent, atol=1e-4 * scale, rtol=0)
+    np.testing.assert_allclose(nasjax.apply_train(child, batch)[0], parent_train,
+                               atol=1e-4 * train_scale, rtol=0)
+    new_bns += sum(n.op == "batchnorm" and n.name not in state.seed.arch
+                   for n in child.arch.nodes)
+  # The plain CNN's Net2Deeper inserts conv-BN(-ReLU) units; a DenseNet layer has no BN.
+  assert (new_bns > 0) == (config is PLAIN), new_bns
 
 
 # ------------------------------------------------------------------------------ search

@@ -10,7 +10,7 @@ import pytest
 import nasjax
 from nasjax import data as data_lib
 from nasjax import train as train_lib
-from nasjax.ops import EXACT, MORPHISMS
+from nasjax.ops import EXACT, MORPH_BATCH, MORPHISMS
 from nasjax.search import bench, kde, lemonade, nsga2, pareto
 from nasjax.search import Budget
 from nasjax.search.base import generation_keys, init_keys, make_strategy
@@ -277,6 +277,32 @@ def test_end_to_end_children_inherit_weights_and_the_front_is_nondominated(tiny,
     assert state.generation == 2 and state.count == 3
 
 
+def test_inserted_batch_norms_keep_the_parents_function_in_training_mode(first_generation):
+  """A conv-BN-ReLU unit takes its batch norm's statistics on the strategy's fixed slice
+  of training images: on them the child equals its trained parent in training mode too
+  (with running mean 0 and variance 1 instead, the logits moved by 9.6 % of the largest
+  there)."""
+  _, state = first_generation
+  s = _strategy(morphisms=("insert_conv_bn_relu",), n_pc=4, n_ac=2)
+  batch = s.morph_batch
+  assert batch.shape == (MORPH_BATCH, 8, 8, 3)
+  np.testing.assert_array_equal(batch, s.data.x_train[:MORPH_BATCH])
+  children, state = s.ask(jax.random.key(5), state)
+  by_uid = {ind.uid: ind for ind in state.population}
+  assert len(children) == 2
+  for net, ind in zip(children, state.pending):
+    parent = by_uid[ind.parent].genome
+    (bn,) = [n.name for n in net.arch.nodes if n.op == "batchnorm" and n.name not in
+             parent.arch]
+    want = np.asarray(nasjax.apply_train(parent, batch)[0])
+    got = np.asarray(nasjax.apply_train(net, batch)[0])
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
+    np.testing.assert_allclose(nasjax.apply(net, batch), nasjax.apply(parent, batch),
+                               rtol=0, atol=1e-5 * np.abs(want).max())
+    assert float(np.min(net.state[bn]["var"])) >= 0.0 and not np.allclose(
+        net.state[bn]["var"], 1.0)
+
+
 def test_tell_keeps_the_trained_networks_and_drops_failures():
   s = _strategy()
   nets, state = s.ask(jax.random.key(0), s.init(jax.random.key(1)))
@@ -339,10 +365,15 @@ def test_narrowing_conv_names_the_first_conv_narrower_than_one_before_it():
   assert lemonade.narrowing_conv(arch.replace_nodes(arch["b"].replace(features=32))) is None
 
 
-def test_monotone_widths_drops_exactly_the_narrowing_children(first_generation):
-  _, state = first_generation
+def test_monotone_widths_drops_exactly_the_narrowing_children():
+  # Two 8-filter convs: widening the first (to 12) or pruning the second (to 4 or 6)
+  # makes a conv narrower than one before it.
+  kw = dict(morphisms=("net2wider", "prune_filters"), n_pc=32, n_ac=2,
+            initial=(((8,), (8,)),))
+  s = _strategy(**kw)
+  nets, state = s.ask(jax.random.key(0), s.init(jax.random.key(0)))
+  state = s.tell(None, state, nets, np.array([50.0]))  # a (8|8) network, untrained
   parents = np.zeros(32, np.int32)
-  kw = dict(morphisms=("net2wider", "prune_filters"), n_pc=32, n_ac=2)
   free = _strategy(**kw)._propose_networks(jax.random.key(0), state, parents)
   kept = _strategy(monotone_widths=True, **kw)._propose_networks(jax.random.key(0), state,
                                                                  parents)

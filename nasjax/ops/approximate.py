@@ -197,7 +197,8 @@ def prune_filters(net: Network, key, *, node: str, keep: float = 0.5) -> Network
 
   Every producer sharing ``node``'s channels through adds is pruned to the same filters
   (ranked by their summed L1 norms); batch norms are sliced and readers lose the input
-  slices of the pruned channels (LEMONADE §3.2 prunes 1/2 or 3/4 of the filters).
+  slices of the pruned channels. LEMONADE §3.2 removes 1/2 or 1/4 of a conv's filters:
+  ``keep=0.5`` or ``keep=0.75``, the two fractions the registry's sampler draws.
 
   Args:
     net: the network.

@@ -2,7 +2,8 @@
 
 Each preserves the network's function in inference mode, up to float rounding:
 
-* :func:`insert_conv_bn_relu` inserts an identity conv-BN-ReLU after a non-negative node.
+* :func:`insert_conv_bn_relu` inserts an identity conv-BN-ReLU after a non-negative node
+  (given a batch of inputs, it preserves the function in training mode on that batch too).
 * :func:`add_skip` adds a skip connection whose new path starts at zero: by ``add``
   through a zero-initialised 1x1 conv (or dense) layer, or by ``concat`` with the
   readers' weights for the new channels zero.
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 from nasjax.arch import Arch, Node
 from nasjax.network import Network
 from nasjax.ops import channels, graph
-from nasjax.ops.net2net import identity_chain, identity_chain_params
+from nasjax.ops.net2net import identity_chain, identity_chain_params, inserted_bn_moments
 from nasjax.ops.plan import Plan, morph, planner
 
 
@@ -36,29 +37,38 @@ def _plan_insert(arch: Arch, *, after: str, kernel=3) -> Plan:
                      "so a ReLU after it would change the function; insert after a ReLU")
   new, names = identity_chain(arch, after, kernel, "conv", True, what)
 
-  def transform(params, state, key):
-    return identity_chain_params(new, after, names, params, state)
+  def transform(params, state, key, mean=None, var=None):
+    return identity_chain_params(new, after, names, params, state, mean, var)
 
   return Plan(new, transform, frozenset(names.values()))
 
 
-def insert_conv_bn_relu(net: Network, key, *, after: str, kernel=3) -> Network:
+def insert_conv_bn_relu(net: Network, key, *, after: str, kernel=3, batch=None) -> Network:
   """Insert an identity conv-BN-ReLU unit after the non-negative node ``after``.
 
-  The conv kernel is the identity, the batch norm undoes its own normalisation (running
-  mean 0, variance 1, scale ``sqrt(1 + eps)``) and the ReLU is the identity on
-  non-negative inputs (LEMONADE §3.1, "insert a Conv-BatchNorm-ReLU block").
+  The conv kernel is the identity, the batch norm undoes its own normalisation and the
+  ReLU is the identity on non-negative inputs (LEMONADE §3.1, "insert a
+  Conv-BatchNorm-ReLU block"). The batch norm's statistics are set as
+  :func:`nasjax.ops.net2deeper` sets them: with ``batch``, the training-mode mean ``mu``
+  and biased variance ``sigma^2`` of ``after``'s output on it (running statistics ``mu``
+  and ``sigma^2``, scale ``sqrt(sigma^2 + eps)``, bias ``mu``), so that the network is
+  unchanged in inference mode and in training mode on ``batch``; without, running mean
+  0 and variance 1, scale ``sqrt(1 + eps)`` and bias 0, exact in inference mode only.
 
   Args:
     net: the network.
     key: PRNG key (unused: the morphism is deterministic).
     after: a node whose output is non-negative (a ReLU, pooled ReLUs, ...).
     kernel: conv kernel size.
+    batch: optional network inputs, shape ``(N, *net.arch.input_shape)`` (e.g. training
+      images), for the batch norm's statistics.
 
   Raises:
-    ValueError: unknown node, a node whose output may be negative or is not a feature map.
+    ValueError: unknown node, a node whose output may be negative or is not a feature
+      map, a batch of the wrong shape.
   """
-  return morph("insert_conv_bn_relu", net, key, after=after, kernel=kernel)
+  moments = inserted_bn_moments("insert_conv_bn_relu", net, batch, after, kernel=kernel)
+  return morph("insert_conv_bn_relu", net, key, moments, after=after, kernel=kernel)
 
 
 # ----------------------------------------------------------------------------- skips

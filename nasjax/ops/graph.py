@@ -72,6 +72,11 @@ def prune_dead(nodes: Sequence[Node], output: str) -> list[Node]:
   return [n for n in nodes if n.name in live]
 
 
+def upstream(arch: Arch, name: str) -> Arch:
+  """The part of ``arch`` that computes node ``name``: its ancestors, ``name`` the output."""
+  return Arch(prune_dead(arch.nodes, name), name)
+
+
 def nonnegative(arch: Arch, name: str) -> bool:
   """Whether node ``name``'s output is >= 0 for every input (a ReLU, or pooled ReLUs ...)."""
   n = arch[name]
@@ -127,5 +132,5 @@ def keep_only(arch: Arch, params: dict, state: dict) -> tuple[dict, dict]:
 
 
 __all__ = ["check_node", "check_int", "kernel_pair", "fresh_names", "rewire", "descendants",
-           "prune_dead", "nonnegative", "same_pad_lo", "identity_kernel", "insert_identity",
-           "identity_params", "keep_only"]
+           "prune_dead", "upstream", "nonnegative", "same_pad_lo", "identity_kernel",
+           "insert_identity", "identity_params", "keep_only"]

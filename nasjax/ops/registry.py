@@ -1,7 +1,10 @@
 """The registry of morphisms that search strategies draw from.
 
 ``MORPHISMS[name]`` is a :class:`Morphism`: call it like the function it wraps,
-``entry(net, key, **kwargs)``; ``entry.exact`` says whether it preserves the function;
+``entry(net, key, batch=None, **kwargs)``, where ``batch`` (network inputs, e.g. a fixed
+slice of the training images) reaches the morphisms that insert a batch norm
+(``entry.uses_batch``), whose statistics it sets, and is ignored by the others;
+``entry.exact`` says whether it preserves the function;
 ``entry.sample(key, net)`` draws keyword arguments that are valid for ``net`` (None where
 the morphism applies nowhere in it). Samplers only propose arguments whose structural
 plan succeeds, so a sampled call does not raise.
@@ -26,9 +29,14 @@ Sampler = Callable[[np.random.Generator, Arch], "dict | None"]
 # shapes (and compiled programs: arrays, morphisms and, for equal architectures, train
 # steps) instead of scattering over every count; from 8 up every width is a multiple of
 # 4, from 32 up a multiple of 16, which vector units prefer. Pruning a ladder width to a
-# half or a quarter stays on it.
+# half stays on it, and so does pruning a power of two to three quarters.
 WIDTH_LADDER = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768,
                 1024, 1536, 2048, 3072, 4096)
+
+
+# How many inputs search strategies pass as ``batch``: enough for a batch norm's statistics
+# to be close to those of any training batch, few enough to cost little next to training.
+MORPH_BATCH = 256
 
 
 def next_width(c: int) -> int:
@@ -48,14 +56,19 @@ class Morphism:
     fn: ``fn(net, key, **kwargs) -> Network``.
     exact: whether the new network computes the same function (inference mode).
     sampler: ``sampler(rng, arch) -> kwargs | None``.
+    uses_batch: whether ``fn`` takes ``batch=``: network inputs on which the batch norm it
+      inserts takes its statistics, so that the function is kept in training mode too.
   """
 
   name: str
   fn: Callable[..., Network]
   exact: bool
   sampler: Sampler = dataclasses.field(repr=False)
+  uses_batch: bool = False
 
-  def __call__(self, net: Network, key, **kwargs) -> Network:
+  def __call__(self, net: Network, key, *, batch=None, **kwargs) -> Network:
+    if self.uses_batch:
+      kwargs["batch"] = batch
     return self.fn(net, key, **kwargs)
 
   def sample(self, key, net: Network | Arch) -> dict | None:
@@ -144,7 +157,8 @@ def _sample_prune(rng, arch):
   def candidates():
     for node in _shuffled(rng, _layers(arch)):
       c = arch[node]["features"]
-      for keep in _shuffled(rng, [0.5, 0.25]):
+      # LEMONADE §3.2 removes 1/2 or 1/4 of the filters.
+      for keep in _shuffled(rng, [0.5, 0.75]):
         if int(c * keep) >= 1:
           yield {"node": node, "keep": keep}
   return _first_valid("prune_filters", arch, candidates())
@@ -157,8 +171,9 @@ def _sample_sepconv(rng, arch):
 
 MORPHISMS: dict[str, Morphism] = {m.name: m for m in (
     Morphism("net2wider", net2net.net2wider, True, _sample_wider),
-    Morphism("net2deeper", net2net.net2deeper, True, _sample_deeper),
-    Morphism("insert_conv_bn_relu", exact.insert_conv_bn_relu, True, _sample_insert),
+    Morphism("net2deeper", net2net.net2deeper, True, _sample_deeper, uses_batch=True),
+    Morphism("insert_conv_bn_relu", exact.insert_conv_bn_relu, True, _sample_insert,
+             uses_batch=True),
     Morphism("add_skip", exact.add_skip, True, _sample_skip),
     Morphism("widen_kernel", exact.widen_kernel, True, _sample_widen_kernel),
     Morphism("remove_layer", approximate.remove_layer, False, _sample_remove_layer),
@@ -170,4 +185,5 @@ MORPHISMS: dict[str, Morphism] = {m.name: m for m in (
 EXACT = tuple(name for name, m in MORPHISMS.items() if m.exact)
 APPROXIMATE = tuple(name for name, m in MORPHISMS.items() if not m.exact)
 
-__all__ = ["Morphism", "MORPHISMS", "EXACT", "APPROXIMATE", "WIDTH_LADDER", "next_width"]
+__all__ = ["Morphism", "MORPHISMS", "EXACT", "APPROXIMATE", "WIDTH_LADDER", "next_width",
+           "MORPH_BATCH"]

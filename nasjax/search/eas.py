@@ -18,8 +18,10 @@ One episode:
    child is re-encoded, so each decision sees the network it changes.
 2. The children whose architecture was evaluated before take their earlier result
    (results are cached by architecture); the others get the seed's weights through the
-   morphisms and are returned by ``ask``: the evaluator trains them briefly
-   (:func:`nasjax.train.fit`) and scores them on the validation split. The children of
+   morphisms (a batch norm inserted with a new conv takes its statistics on a fixed slice
+   of the training images, :attr:`EAS.morph_batch`, so that the child computes the seed's
+   function in training mode too) and are returned by ``ask``: the evaluator trains them
+   briefly (:func:`nasjax.train.fit`) and scores them on the validation split. The children of
    one episode form one batch, spread over the evaluator's devices.
 3. The reward of a child is EAS's transform of its validation accuracy,
    ``tan(acc * pi / 2)``, which stretches differences near the top. The controller
@@ -363,7 +365,8 @@ class EAS:
     start_weights: a network file (:func:`nasjax.save`) to start from instead: a trained
       start network, whose architecture replaces ``start``.
     dataset, data_limit: the data set (a :func:`nasjax.data.load` name) that sizes the
-      start network's input and classifier; it should be the evaluator's.
+      start network's input and classifier and whose first training images set the
+      statistics of inserted batch norms; it should be the evaluator's.
   """
 
   space: SearchSpace
@@ -473,15 +476,28 @@ class EAS:
     """The controller's view of ``arch`` (:func:`layer_sequence`)."""
     return layer_sequence(arch, self.family, self.ladders)
 
-  @property
-  def data_shape(self) -> tuple[tuple[int, ...], int]:
-    """``(input_shape, num_classes)`` of the data set, loaded once."""
+  def _load_data(self) -> None:
     if "_shape" not in self.__dict__:
       from nasjax import data as data_lib
+      from nasjax.ops import MORPH_BATCH
 
       data = data_lib.load(self.dataset, limit=self.data_limit)
       object.__setattr__(self, "_shape", (tuple(data.input_shape), int(data.num_classes)))
+      object.__setattr__(self, "_morph_batch", data.x_train[:MORPH_BATCH])
+
+  @property
+  def data_shape(self) -> tuple[tuple[int, ...], int]:
+    """``(input_shape, num_classes)`` of the data set, loaded once."""
+    self._load_data()
     return self.__dict__["_shape"]
+
+  @property
+  def morph_batch(self) -> np.ndarray:
+    """``(n, *input_shape)``: the first :data:`nasjax.ops.MORPH_BATCH` training images, on
+    which the batch norms that Net2Deeper inserts take their statistics (EAS §3.1: set
+    to undo the normalisation the layer applies in training mode too)."""
+    self._load_data()
+    return self.__dict__["_morph_batch"]
 
   # -- protocol --------------------------------------------------------------------------
   def init(self, key: jax.Array) -> EASState:
@@ -644,12 +660,14 @@ class EAS:
     return out
 
   def apply_ops(self, net: Network, ops, key: jax.Array) -> Network:
-    """``net`` transformed by ``ops`` (``((name, kwargs), ...)``), weights carried over."""
+    """``net`` transformed by ``ops`` (``((name, kwargs), ...)``), weights carried over
+    (inserted batch norms' statistics from :attr:`morph_batch`)."""
     from nasjax.ops import MORPHISMS
 
     for s, (name, kwargs) in enumerate(ops):
       extra = {"noise": self.wider_noise} if name == "net2wider" else {}
-      net = MORPHISMS[name](net, jax.random.fold_in(key, s), **kwargs, **extra)
+      net = MORPHISMS[name](net, jax.random.fold_in(key, s), batch=self.morph_batch,
+                            **kwargs, **extra)
     return net
 
   # -- learning -------------------------------------------------------------------------

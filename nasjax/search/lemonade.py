@@ -23,8 +23,10 @@ approximation of the Pareto front. Each generation (Algorithm 1 of the paper):
    divided by a power of each child's cost, ``cost_objective``, so that a search under a
    budget of training time spreads its time rather than its children over the front);
 5. only the accepted children get weights, inherited from their parent through the
-   morphism (Lamarckian inheritance; approximate children distilled from the parent),
-   and only they are trained, briefly, and scored on the expensive objectives;
+   morphism (Lamarckian inheritance; approximate children distilled from the parent; an
+   inserted batch norm takes its statistics on a fixed slice of the training images,
+   so that the child keeps the function in training mode too), and only they are
+   trained, briefly, and scored on the expensive objectives;
 6. the population becomes the Pareto front of itself and the new children. Front members
    keep their trained weights, so their children start from them.
 
@@ -291,8 +293,9 @@ class Lemonade:
       (optimizer, momentum, weight_decay, batch_size, dtype) and a child's distillation
       and training run one compiled program instead of two.
     dataset, data_limit: the data set (a :func:`nasjax.data.load` name) whose images
-      distillation uses and whose shape and classes size the initial networks; it should
-      be the evaluator's.
+      distillation uses, whose first training images set the statistics of inserted
+      batch norms (:attr:`Lemonade.morph_batch`) and whose shape and classes size the
+      initial networks; it should be the evaluator's.
   """
 
   space: SearchSpace
@@ -481,6 +484,15 @@ class Lemonade:
 
       object.__setattr__(self, "_data", data_lib.load(self.dataset, limit=self.data_limit))
     return self.__dict__["_data"]
+
+  @property
+  def morph_batch(self) -> np.ndarray:
+    """``(n, *input_shape)``: the first :data:`nasjax.ops.MORPH_BATCH` training images, on
+    which the batch norms that morphisms insert take their statistics, so that a child
+    computes its parent's function in training mode as well as in inference mode."""
+    from nasjax.ops import MORPH_BATCH
+
+    return self.data.x_train[:MORPH_BATCH]
 
   def allowed(self, arch: Arch) -> bool:
     """Whether a child ``arch`` may be proposed: its parameter count within
@@ -774,7 +786,8 @@ class Lemonade:
       net = parent.genome
       for s, (name, kwargs) in enumerate(p.genome):
         opts = self.morphism_options.get(name, {})
-        net = MORPHISMS[name](net, jax.random.fold_in(k_child, s), **kwargs, **opts)
+        net = MORPHISMS[name](net, jax.random.fold_in(k_child, s), batch=self.morph_batch,
+                              **kwargs, **opts)
       info = {}
       if not p.exact and self.distill_steps:
         net, info = distill(net, parent.genome, self.data, steps=self.distill_steps,
