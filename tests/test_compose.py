@@ -201,6 +201,10 @@ MORPHISM_CASES = [
     ("insert_conv_bn_relu", {"after": "b0_l1_relu", "kernel": 3}),
     ("add_skip", {"src": "b0_l0_relu", "dst": "b1_l0_bn"}),
     ("widen_kernel", {"node": "b1_l0_conv", "kernel": (5, 3)}),
+    # The inserted batch norm initialised from a batch's statistics (``batch=True``: the
+    # test's images).
+    ("net2deeper", {"after": "b0_pool", "kernel": 3, "batch": True}),
+    ("insert_conv_bn_relu", {"after": "b0_l1_relu", "kernel": 3, "batch": True}),
 ]
 
 
@@ -219,10 +223,14 @@ def parent():
   return net, x, nj.apply(net, x), grads
 
 
-@pytest.mark.parametrize("name,kwargs", MORPHISM_CASES, ids=[c[0] for c in MORPHISM_CASES])
+@pytest.mark.parametrize("name,kwargs", MORPHISM_CASES,
+                         ids=[c[0] + ("_batch" if "batch" in c[1] else "")
+                              for c in MORPHISM_CASES])
 def test_exact_morphisms_compose(name, kwargs, parent):
   morphism = ops.MORPHISMS[name]
   net, x, y, parent_grads = parent
+  if kwargs.get("batch"):
+    kwargs = {**kwargs, "batch": x}
   key = jax.random.key(9)
   child = morphism(net, key, **kwargs)
   assert child.arch != net.arch
