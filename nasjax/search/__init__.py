@@ -1,15 +1,16 @@
 """Architecture search: spaces, strategies, evaluators, run directories, benchmarks.
 
 Importing this package registers the baselines (``random``, ``rea``, ``reinforce``) in
-:data:`STRATEGIES`; :func:`load_strategies` (called on the first lookup of any other
-name) imports the package's other modules, which register the remaining strategies.
+:data:`STRATEGIES`. The registries (:data:`STRATEGIES`, :data:`SPACES`) import the
+package's other modules, which register the remaining strategies and spaces, on the
+first lookup of a name they do not hold yet (:class:`Registry`).
 """
 
 from nasjax.search import evolution, random_search, reinforce  # noqa: F401  (registration)
-from nasjax.search.base import (STRATEGIES, Strategy, StrategyEntry, fitness_matrix,
-                                generation_keys, init_keys, load_strategies, make_strategy,
-                                register_strategy, resolve_config, select_objective,
-                                strategy_entry)
+from nasjax.search.base import (STRATEGIES, Registry, Strategy, StrategyEntry, fitness_matrix,
+                                generation_keys, init_keys, load_modules, load_strategies,
+                                make_strategy, register_strategy, resolve_config,
+                                select_objective, strategy_entry)
 from nasjax.search.evaluators import (EVALUATORS, MacroEvaluator, NB201Evaluator, Record,
                                       TrainingEvaluator, make_evaluator)
 from nasjax.search.evolution import EvolutionState, RegularizedEvolution
@@ -17,14 +18,15 @@ from nasjax.search.random_search import RandomSearch, RandomState
 from nasjax.search.reinforce import Reinforce, ReinforceState
 from nasjax.search.runner import Budget, RunResult, read_config, read_history, resume, run
 from nasjax.search.spaces import (SPACES, DartsCellSpace, MacroSpace, NB201Space,
-                                  PlainCNNSpace, SearchSpace, make_space)
+                                  PlainCNNSpace, SearchSpace, make_space, register_space)
 
 __all__ = [
     "STRATEGIES", "Strategy", "StrategyEntry", "register_strategy", "make_strategy",
-    "resolve_config", "strategy_entry", "load_strategies", "fitness_matrix", "select_objective",
-    "generation_keys", "init_keys", "EVALUATORS", "Record", "NB201Evaluator",
-    "MacroEvaluator", "TrainingEvaluator", "make_evaluator", "RegularizedEvolution",
-    "EvolutionState", "RandomSearch", "RandomState", "Reinforce", "ReinforceState", "Budget",
-    "RunResult", "run", "resume", "read_config", "read_history", "SPACES", "SearchSpace",
-    "NB201Space", "MacroSpace", "PlainCNNSpace", "DartsCellSpace", "make_space",
+    "resolve_config", "strategy_entry", "load_strategies", "load_modules", "Registry",
+    "fitness_matrix", "select_objective", "generation_keys", "init_keys", "EVALUATORS",
+    "Record", "NB201Evaluator", "MacroEvaluator", "TrainingEvaluator", "make_evaluator",
+    "RegularizedEvolution", "EvolutionState", "RandomSearch", "RandomState", "Reinforce",
+    "ReinforceState", "Budget", "RunResult", "run", "resume", "read_config", "read_history",
+    "SPACES", "SearchSpace", "NB201Space", "MacroSpace", "PlainCNNSpace", "DartsCellSpace",
+    "make_space", "register_space",
 ]

@@ -20,17 +20,28 @@ runs it on a space it supports. An entry holds a factory
 ``factory(space, config) -> strategy``, the spaces it supports, whether it handles
 several objectives, whether it is jittable, its default config and a ``smoke`` preset.
 The framework adds ``num_objectives`` to every config it passes to a factory.
+
+:data:`STRATEGIES`, :data:`nasjax.search.spaces.SPACES` and the other registries of
+:mod:`nasjax.search` are :class:`Registry` dicts: the module that defines an entry
+registers it when it is imported, and a registry imports those modules
+(:func:`load_modules`) the first time it is asked for a name it does not hold yet, or for
+all of its names. A fresh process therefore resolves every registered name, whatever it
+imported before: ``nasjax resume`` rebuilds a run from the names in its ``config.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Protocol, Sequence
+import importlib
+import pkgutil
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Protocol, Sequence
 
 import jax
 import jax.numpy as jnp
 
-from nasjax.search.spaces import SearchSpace
+if TYPE_CHECKING:  # spaces.py imports this module for Registry
+  from nasjax.search.spaces import SearchSpace
 
 
 class Strategy(Protocol):
@@ -87,7 +98,103 @@ class StrategyEntry:
     return "*" in self.spaces or name in self.spaces
 
 
-STRATEGIES: dict[str, StrategyEntry] = {}
+# ----------------------------------------------------------------------------- registries
+_load_lock = threading.RLock()
+_load_state = "pending"  # then "loading" (in the thread that imports), then "done"
+
+
+def load_modules() -> None:
+  """Import every module of :mod:`nasjax.search`, so that every entry is registered.
+
+  Runs once per process; later calls return at once. A call made while the modules are
+  being imported (by a module that looks something up as it is imported) returns at
+  once too, and other threads wait until the registries are complete.
+  """
+  global _load_state
+  if _load_state == "done":
+    return
+  with _load_lock:
+    if _load_state != "pending":
+      return
+    _load_state = "loading"
+    try:
+      package = importlib.import_module("nasjax.search")
+      for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"{package.__name__}.{module.name}")
+    except BaseException:
+      _load_state = "pending"
+      raise
+    _load_state = "done"
+
+
+class Registry(dict):
+  """A dict of named entries that resolves every registered name in any process.
+
+  Entries are added by the modules that define them, when they are imported
+  (:meth:`register`). A lookup of a name the registry does not hold yet (``reg[name]``,
+  ``name in reg``, ``reg.get(name)``) and every listing (iteration, ``len``, ``keys``,
+  ``values``, ``items``) first imports those modules (:func:`load_modules`); a lookup of
+  a name it holds imports nothing. Otherwise it is an ordinary dict.
+
+  Attributes:
+    what: what an entry is, for messages (``"strategy"``, ``"search space"``).
+  """
+
+  def __init__(self, what: str, entries: Mapping[str, Any] | None = None):
+    super().__init__(entries or {})
+    self.what = what
+
+  def register(self, name: str, value: Any) -> Any:
+    """Add ``value`` under ``name`` (without importing anything) and return it.
+
+    Registering the same value again is a no-op.
+
+    Raises:
+      ValueError: if ``name`` is not a non-empty string or holds another value.
+    """
+    if not isinstance(name, str) or not name:
+      raise ValueError(f"a {self.what} name must be a non-empty string, got {name!r}")
+    if dict.get(self, name, value) is not value:
+      raise ValueError(f"a different {self.what} is already registered as {name!r}")
+    dict.__setitem__(self, name, value)
+    return value
+
+  def __missing__(self, name):
+    load_modules()
+    if dict.__contains__(self, name):
+      return dict.__getitem__(self, name)
+    raise KeyError(name)
+
+  def __contains__(self, name) -> bool:
+    if not dict.__contains__(self, name):
+      load_modules()
+    return dict.__contains__(self, name)
+
+  def get(self, name, default=None):
+    return self[name] if name in self else default
+
+  def __iter__(self):
+    load_modules()
+    return dict.__iter__(self)
+
+  def __len__(self) -> int:
+    load_modules()
+    return dict.__len__(self)
+
+  def keys(self):
+    load_modules()
+    return dict.keys(self)
+
+  def values(self):
+    load_modules()
+    return dict.values(self)
+
+  def items(self):
+    load_modules()
+    return dict.items(self)
+
+
+STRATEGIES: Registry = Registry("strategy")
 
 
 def register_strategy(name: str, factory: Callable[[SearchSpace, dict], Any], *,
@@ -103,38 +210,27 @@ def register_strategy(name: str, factory: Callable[[SearchSpace, dict], Any], *,
   """
   if not isinstance(name, str) or not name:
     raise ValueError(f"a strategy name must be a non-empty string, got {name!r}")
-  if name in STRATEGIES:
+  # Only the names registered so far: a lookup would import the module being imported.
+  if dict.__contains__(STRATEGIES, name):
     raise ValueError(f"strategy {name!r} is already registered")
   entry = StrategyEntry(name, factory, tuple(spaces), bool(multi_objective), bool(jittable),
                         dict(default_config or {}), dict(smoke or {}), description, report)
-  STRATEGIES[name] = entry
-  return entry
+  return STRATEGIES.register(name, entry)
 
 
-def load_strategies() -> dict[str, StrategyEntry]:
-  """Import every module of :mod:`nasjax.search`, registering all of its strategies.
+def load_strategies() -> Registry:
+  """:data:`STRATEGIES`, complete: every module of :mod:`nasjax.search` imported.
 
   Built-in baselines register when the package is imported; the other strategies'
-  modules are imported here, on the first lookup of a name not registered yet (so that
-  a command that uses a baseline does not pay for importing every strategy).
-
-  Returns:
-    :data:`STRATEGIES`.
+  modules are imported on the first lookup of a name not registered yet (so that a
+  command that uses a baseline does not pay for importing every strategy), or here.
   """
-  import importlib
-  import pkgutil
-
-  import nasjax.search as package
-
-  for module in pkgutil.iter_modules(package.__path__):
-    importlib.import_module(f"{package.__name__}.{module.name}")
+  load_modules()
   return STRATEGIES
 
 
 def strategy_entry(name: str) -> StrategyEntry:
   """The registry entry of ``name``; ``ValueError`` listing the known names otherwise."""
-  if name not in STRATEGIES:
-    load_strategies()
   if name not in STRATEGIES:
     raise ValueError(f"unknown strategy {name!r}; registered: {sorted(STRATEGIES)}")
   return STRATEGIES[name]

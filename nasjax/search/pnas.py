@@ -60,7 +60,8 @@ from nasjax.arch import Arch
 from nasjax.models import Genotype, darts_cell
 from nasjax.search.base import fitness_matrix, register_strategy, select_objective
 from nasjax.search.hardware import make_scalarizer
-from nasjax.search.spaces import DARTS_SEARCH_OPS, SPACES, MacroSpace, NB201Space, SearchSpace
+from nasjax.search.spaces import (DARTS_SEARCH_OPS, MacroSpace, NB201Space, SearchSpace,
+                                  register_space)
 
 
 # ------------------------------------------------------------------------ the PNAS cell
@@ -157,9 +158,8 @@ class PnasCellSpace(SearchSpace):
                       input_shape=tuple(input_shape), num_classes=num_classes)
 
 
-if SPACES.get(PnasCellSpace.name, PnasCellSpace) is not PnasCellSpace:
-  raise ValueError(f"a different search space is already named {PnasCellSpace.name!r}")
-SPACES[PnasCellSpace.name] = PnasCellSpace
+# A run directory names its space: make_space (and so ``nasjax resume``) must find it.
+register_space(PnasCellSpace)
 
 
 # ------------------------------------------------------------------------ progressions

@@ -43,7 +43,7 @@ from nasjax.arch import Arch, Node
 from nasjax.search import controller as controller_lib
 from nasjax.search.base import fitness_matrix, register_strategy, select_objective
 from nasjax.search.hardware import make_scalarizer
-from nasjax.search.spaces import SPACES, SearchSpace
+from nasjax.search.spaces import SearchSpace, register_space
 
 
 # ----------------------------------------------------------------------- layer strings
@@ -203,14 +203,8 @@ class LayerStringSpace(SearchSpace):
     return Arch(nodes, output="logits")
 
 
-def _add_space(cls) -> None:
-  """Make ``cls`` known to :func:`~nasjax.search.spaces.make_space` (and so to the CLI)."""
-  if SPACES.get(cls.name, cls) is not cls:
-    raise ValueError(f"a different search space is already named {cls.name!r}")
-  SPACES[cls.name] = cls
-
-
-_add_space(LayerStringSpace)
+# A run directory names its space: make_space (and so ``nasjax resume``) must find it.
+register_space(LayerStringSpace)
 
 
 # --------------------------------------------------------------------------- strategy

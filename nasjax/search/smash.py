@@ -36,7 +36,7 @@ import optax
 from nasjax.models import smash as smash_lib
 from nasjax.search import oneshot
 from nasjax.search.base import register_strategy
-from nasjax.search.spaces import SPACES, SearchSpace
+from nasjax.search.spaces import SearchSpace, register_space
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +53,7 @@ class SmashSpace(smash_lib.MemoryBankSpace, SearchSpace):
 
 # Other strategies search this space too (its codes are ordinary codes), and a run
 # directory names its space, so the space joins the registry that make_space reads.
-SPACES.setdefault(SmashSpace.name, SmashSpace)
+register_space(SmashSpace)
 
 
 # ------------------------------------------------------------------------ optimisation

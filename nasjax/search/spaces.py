@@ -16,6 +16,9 @@ Some spaces have positions that only matter given others (a plain-CNN block with
 layers ignores its third layer's genes). :meth:`SearchSpace.active` says which positions
 matter, and codes are kept canonical: inactive positions hold 0, so one architecture
 has one code.
+
+:data:`SPACES` maps each space's name to its class, and :func:`make_space` builds one
+from a name and a config; :func:`register_space` adds a space.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import numpy as np
 from nasjax.arch import Arch, Node
 from nasjax.models import (DARTS_OPS, NB201_OPS, Genotype, darts_cell, nb201, nb201_str,
                            parse_nb201, plain_cnn)
+from nasjax.search.base import Registry
 
 
 def _as_code(code, length: int) -> np.ndarray:
@@ -468,21 +472,41 @@ class DartsCellSpace(SearchSpace):
                       input_shape=tuple(input_shape), num_classes=num_classes)
 
 
-SPACES: dict[str, type[SearchSpace]] = {
+# Spaces defined beside their strategy (``layer_string``, ``pnas_cell``, ``smash``) join
+# when their module is imported; SPACES imports it on a lookup of their name.
+SPACES: Registry = Registry("search space", {
     NB201Space.name: NB201Space,
     MacroSpace.name: MacroSpace,
     PlainCNNSpace.name: PlainCNNSpace,
     DartsCellSpace.name: DartsCellSpace,
-}
+})
+
+
+def register_space(cls: type[SearchSpace]) -> type[SearchSpace]:
+  """Add the space class ``cls`` to :data:`SPACES` under ``cls.name`` and return it.
+
+  From then on :func:`make_space`, the ``search`` command and run directories (which name
+  their space) accept it; any strategy whose entry lists the name (or ``"*"``) searches it.
+  Call it (or decorate the class with it) in a module of :mod:`nasjax.search`, so that
+  a fresh process finds the space (see :class:`~nasjax.search.base.Registry`).
+
+  Raises:
+    ValueError: if ``cls`` is not a :class:`SearchSpace` subclass, or another class is
+      registered under its name.
+  """
+  if not (isinstance(cls, type) and issubclass(cls, SearchSpace)):
+    raise ValueError(f"a search space is a SearchSpace subclass, got {cls!r}")
+  return SPACES.register(cls.name, cls)
 
 
 def make_space(name: str, **config) -> SearchSpace:
   """The search space ``name`` (a key of :data:`SPACES`) with constructor ``config``."""
   if name not in SPACES:
     raise ValueError(f"unknown search space {name!r}; known: {sorted(SPACES)}")
-  fields = {f.name for f in dataclasses.fields(SPACES[name])}
+  cls = SPACES[name]
+  fields = {f.name for f in dataclasses.fields(cls)}
   unknown = set(config) - fields
   if unknown:
     raise ValueError(f"unknown option(s) {sorted(unknown)} for space {name!r}; it takes "
                      f"{sorted(fields)}")
-  return SPACES[name](**config)
+  return cls(**config)
