@@ -26,11 +26,11 @@
   20-37% faster with the same step time (``benchmarks/README.md``). A search compiles
   programs for every new architecture, so this is a share of its wall time (measured
   with jax 0.10; newer XLAs dropped the switch, and nasjax then warns once and keeps
-  XLA's defaults). Set ``NASJAX_CPU_COMPILER_OPTIONS=off`` for XLA's defaults. JAX accepts compiler options
-  only on a program compiled at top level, so a :func:`jit` function called inside a
-  transformation (the user's ``jax.jit``, ``grad``, ``vmap``, ``scan``, ``checkpoint``)
-  is traced as a plain ``jax.jit`` and becomes part of the caller's program
-  (:func:`top_level`).
+  XLA's defaults). Set ``NASJAX_CPU_COMPILER_OPTIONS=off`` for XLA's defaults. JAX
+  accepts compiler options only on a program compiled at top level, so a :func:`jit`
+  function called inside a transformation (the user's ``jax.jit``, ``grad``, ``vmap``,
+  ``scan``, ``checkpoint``) is traced as a plain ``jax.jit`` and becomes part of the
+  caller's program (:func:`top_level`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import pytest
 
 import nasjax as nj
 from nasjax import models, ops
+from test_morphisms import randomize  # random BN parameters and running statistics
 
 SHAPE = (8, 8, 1)
 BATCH = 4
@@ -51,21 +52,6 @@ FAMILIES = sorted(tiny_families())
 def _highest_precision():
   with jax.default_matmul_precision("highest"):
     yield
-
-
-def randomize(net: nj.Network, seed: int = 0) -> nj.Network:
-  """``net`` with random BN parameters and running statistics (so that inference and
-  training modes differ)."""
-  rng = np.random.default_rng(seed)
-  params = {k: dict(v) for k, v in net.params.items()}
-  state = {}
-  for name, st in net.state.items():
-    c = st["mean"].shape
-    params[name]["scale"] = jnp.asarray(rng.uniform(0.5, 1.5, c), jnp.float32)
-    params[name]["bias"] = jnp.asarray(rng.normal(0.0, 0.3, c), jnp.float32)
-    state[name] = {"mean": jnp.asarray(rng.normal(0.0, 0.5, c), jnp.float32),
-                   "var": jnp.asarray(rng.uniform(0.5, 2.0, c), jnp.float32)}
-  return nj.Network(net.arch, params, state)
 
 
 def images(seed: int, n: int = BATCH) -> jax.Array:
