@@ -404,3 +404,28 @@ def test_darts_none_edges():
 def test_darts_bad_genotype_raises(genotype, steps, match):
   with pytest.raises(ValueError, match=match):
     models.darts_cell(genotype, steps=steps)
+
+
+def test_darts_cells_that_read_only_their_first_input_build():
+  # A normal cell reading only cell k-2 leaves cell k-1 unread; such codes are in the
+  # DARTS space (key 5 draws one) and must build, without the unread cell.
+  from nasjax.search.spaces import DartsCellSpace
+
+  space = DartsCellSpace(C=4, layers=5)
+  built = [space.build(space.sample(jax.random.key(k)), input_shape=(8, 8, 3))
+           for k in range(40)]
+  assert len(built) == 40
+  pairs = tuple(("skip_connect", 0) for _ in range(8))
+  first_only = Genotype(normal=pairs, normal_concat=(2, 3, 4, 5),
+                        reduce=models.DARTS_V2.reduce, reduce_concat=(2, 3, 4, 5))
+  arch = models.darts_cell(first_only, C=4, layers=5, input_shape=(8, 8, 3))
+  outs = sorted(n for n in arch.names if n.endswith("_out"))
+  # Cells 1 and 3 reduce (layers // 3, 2 * layers // 3); normal cells 2 and 4 read only
+  # cells 0 and 2, so cells 1 and 3 are unread (and cell 0 is read by cell 2).
+  assert outs == ["c0_out", "c2_out", "c4_out"]
+  net = nasjax.init(arch, jax.random.key(0))
+  y = nasjax.apply(net, np.ones((2, 8, 8, 3), np.float32))
+  assert y.shape == (2, 10) and bool(np.all(np.isfinite(np.asarray(y))))
+  # A genotype reading both inputs keeps every cell.
+  full = models.darts_cell(None, C=4, layers=5, input_shape=(8, 8, 3))
+  assert sorted(n for n in full.names if n.endswith("_out")) == [f"c{k}_out" for k in range(5)]
