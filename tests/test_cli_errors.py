@@ -297,13 +297,13 @@ def test_warnings_are_one_line(capsys, monkeypatch):
   import warnings
 
   def warns(args):
-    warnings.warn("W/checkpoint.pkl is damaged;\nreading W/checkpoint.prev.pkl instead")
+    warnings.warn("W/checkpoint.npz is damaged;\nreading W/checkpoint.prev.npz instead")
     return 0
 
   monkeypatch.setattr(cli, "cmd_info", warns)
   assert cli.main(["info"]) == 0
   assert capsys.readouterr().err == (
-      "nasjax info: warning: W/checkpoint.pkl is damaged; reading W/checkpoint.prev.pkl "
+      "nasjax info: warning: W/checkpoint.npz is damaged; reading W/checkpoint.prev.npz "
       "instead\n")
 
 

@@ -1,22 +1,26 @@
-"""Run directories are data: checkpoints that run no code, completed evaluations never
-lost, one process at a time, damaged or missing files met with the previous checkpoint
-or a one-line error naming the file."""
+"""Run directories are data: checkpoints that run no code (``.npz`` checkpoints, and the
+pickles of earlier versions), completed evaluations never lost, one process at a time,
+damaged or missing files met with the previous checkpoint or a one-line error naming
+the file."""
 
 import errno
+import io
 import json
 import os
 import pickle
 import struct
 import subprocess
 import sys
+import zipfile
 
 import jax
 import numpy as np
 import pytest
 
-from nasjax.arch import Arch
+from nasjax.arch import Arch, Node
 from nasjax.search import (Budget, make_evaluator, read_config, read_history, resume, run,
                            runner, tabular)
+from nasjax.search import checkpoint as ckpt_format
 from nasjax.search.report import report, summarize
 
 DATA = tabular.data_dir()
@@ -79,6 +83,43 @@ def _previous_evals(work) -> int:
 
 
 # ------------------------------------------------------------- checkpoints run no code
+class _LegacyPickler(pickle.Pickler):
+  """Writes a checkpoint as earlier versions did (a pickle; architectures as JSON)."""
+
+  def reducer_override(self, obj):
+    if isinstance(obj, Arch):
+      return ckpt_format._arch, (obj.to_json(),)
+    if isinstance(obj, Node):
+      return ckpt_format._node, (obj.to_dict(),)
+    return NotImplemented
+
+
+def _legacy_bytes(tree) -> bytes:
+  buf = io.BytesIO()
+  _LegacyPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(tree)
+  return buf.getvalue()
+
+
+def _make_legacy(work) -> None:
+  """Turn the run directory ``work`` into one that an earlier version wrote."""
+  for new, old in (("checkpoint.npz", "checkpoint.pkl"),
+                   ("checkpoint.prev.npz", "checkpoint.prev.pkl")):
+    if (work / new).exists():
+      tree = runner.load_checkpoint(work) if new == "checkpoint.npz" else (
+          ckpt_format.loads((work / new).read_bytes(), new))
+      (work / old).write_bytes(_legacy_bytes(tree))
+  for new in ("checkpoint.npz", "checkpoint.prev.npz"):
+    (work / new).unlink(missing_ok=True)
+
+
+def _crafted_npz(node: dict, arrays: dict | None = None) -> bytes:
+  """An ``.npz`` checkpoint whose tree is ``node`` (as :func:`ckpt_format.dumps` lays out)."""
+  doc = json.dumps({"format": ckpt_format.FORMAT, "tree": node}).encode()
+  buf = io.BytesIO()
+  np.savez(buf, __structure__=np.frombuffer(doc, np.uint8), **(arrays or {}))
+  return buf.getvalue()
+
+
 class _Call:
   """Pickles as the call ``fn(*args)``: what a crafted checkpoint does on loading."""
 
@@ -129,9 +170,10 @@ CRAFTED = ["os.system", "subprocess.Popen", "builtins.eval", "getattr chain",
 
 
 @pytest.mark.parametrize("kind", CRAFTED)
-def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path, kind):
+def test_a_crafted_pickled_checkpoint_is_refused_and_runs_nothing(tmp_path, kind):
   work, marker = tmp_path / "run", tmp_path / "marker"
   run("random", make_evaluator(NB201), Budget(max_evals=6), work, 0, quiet=True)
+  _make_legacy(work)
   history = (work / "history.jsonl").read_bytes()
   data, refused = _crafted(kind, marker)
   (work / "checkpoint.pkl").write_bytes(data)
@@ -144,38 +186,123 @@ def test_a_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path, kind):
   assert (work / "history.jsonl").read_bytes() == history
 
 
-def test_report_of_a_lemonade_run_refuses_a_crafted_checkpoint(tmp_path):
+# Classes that a crafted .npz checkpoint may name: code, a nasjax function, a nasjax class
+# that is no state class, a state class given as another kind, a nested private name.
+CRAFTED_NPZ = [("posix", "system", "dataclass"), ("os", "system", "dataclass"),
+               ("subprocess", "Popen", "namedtuple"),
+               ("nasjax.search.runner", "atomic_write", "dataclass"),
+               ("nasjax.search.runner", "os.system", "enum"),
+               ("nasjax.search.runner", "Progress", "dataclass"),
+               ("nasjax.search.runner", "Budget", "enum")]
+
+
+@pytest.mark.parametrize("module,name,kind", CRAFTED_NPZ)
+def test_a_crafted_npz_checkpoint_is_refused_and_runs_nothing(tmp_path, module, name, kind):
+  work = tmp_path / "run"
+  run("random", make_evaluator(NB201), Budget(max_evals=6), work, 0, quiet=True)
+  history = (work / "history.jsonl").read_bytes()
+  node = {"t": kind, "module": module, "qualname": name, "name": "x",
+          "fields": {"cmd": f"touch {tmp_path / 'marker'}"}}
+  (work / "checkpoint.npz").write_bytes(_crafted_npz(node))
+  message = (rf"refusing to load {work}/checkpoint\.npz: it names {module}\.{name}.*, which "
+             "is not a state class of nasjax or optax")
+  with pytest.raises(ValueError, match=message):
+    runner.load_checkpoint(work)
+  with pytest.raises(ValueError, match=message):  # refused: no fallback to the previous
+    resume(work, quiet=True)
+  assert not (tmp_path / "marker").exists()
+  assert (work / "history.jsonl").read_bytes() == history
+  assert sorted(p.name for p in work.iterdir() if p.name.startswith("checkpoint")) == [
+      "checkpoint.npz", "checkpoint.prev.npz"]
+
+
+@pytest.mark.parametrize("kind", ["pickle", "npz"])
+def test_report_of_a_lemonade_run_refuses_a_crafted_checkpoint(tmp_path, kind):
   work, marker = tmp_path / "run", tmp_path / "marker"
   run("lemonade", make_evaluator(MACRO), Budget(max_evals=4), work, 0,
       {"n_pc": 8, "n_ac": 4}, quiet=True)
-  (work / "checkpoint.pkl").write_bytes(_crafted("os.system", marker)[0])
-  with pytest.raises(ValueError, match=r"refusing to load .*checkpoint\.pkl: it references"):
+  if kind == "pickle":
+    _make_legacy(work)
+    (work / "checkpoint.pkl").write_bytes(_crafted("os.system", marker)[0])
+  else:
+    (work / "checkpoint.npz").write_bytes(_crafted_npz(
+        {"t": "dataclass", "module": "os", "qualname": "system", "fields": {}}))
+  suffix = {"pickle": "pkl", "npz": "npz"}[kind]
+  with pytest.raises(ValueError, match=rf"refusing to load .*checkpoint\.{suffix}: it "
+                     "(references|names)"):
     report(work)
   assert not marker.exists()
 
 
-def test_data_from_other_processes_is_loaded_safely(tmp_path, monkeypatch):
-  marker = tmp_path / "marker"
-  crafted, refused = _crafted("os.system", marker)
+def test_data_from_other_processes_is_loaded_safely(monkeypatch):
+  crafted = _crafted_npz({"t": "namedtuple", "module": "subprocess", "qualname": "Popen",
+                          "fields": {"args": ["touch", "marker"]}})
   monkeypatch.setattr(runner, "_allgather_bytes", lambda data: [crafted])
-  with pytest.raises(ValueError, match=f"refusing to load the data of process 0: it "
-                     f"references {refused}"):
+  with pytest.raises(ValueError, match="refusing to load the data of process 0: it names "
+                     r"subprocess\.Popen"):
     runner._from_lead(lambda: None, (2, 1))
   evaluator = make_evaluator(NB201)
   codes = [evaluator.space.from_index(i) for i in (0, 1)]
   monkeypatch.setattr(runner, "_allgather_bytes", lambda data: [data, crafted])
   with pytest.raises(ValueError, match="refusing to load the records of process 1"):
     runner._evaluate(evaluator, codes, jax.random.key(0), {}, (2, 0))
-  assert not marker.exists()
+
+
+def test_results_and_errors_of_the_lead_process_reach_the_others(monkeypatch):
+  sent = []
+
+  def allgather(data):
+    sent.append(data)
+    return [data]
+
+  monkeypatch.setattr(runner, "_allgather_bytes", allgather)
+  value = ({"evals": 3, "key": jax.random.key(4)}, [{"eval": 0}])
+  got = runner._from_lead(lambda: value, (2, 0))
+  assert got[1] == value[1] and got[0]["evals"] == 3
+  assert np.array_equal(jax.random.key_data(got[0]["key"]), jax.random.key_data(value[0]["key"]))
+
+  def missing():
+    raise FileNotFoundError(2, "no search run in W")
+
+  with pytest.raises(FileNotFoundError, match="no search run in W") as info:
+    runner._from_lead(missing, (2, 0))
+  assert info.value.errno == 2
+  assert all(data.startswith(b"PK") for data in sent)  # .npz archives, not pickles
+  evaluator = make_evaluator(NB201)
+  codes = [evaluator.space.from_index(i) for i in (0, 1, 2)]
+  single = runner._evaluate(evaluator, codes, jax.random.key(0), {})
+  # What process 1 sends (it evaluates candidate 1), then what process 0 gathers.
+  def send(data):
+    sent.append(data)
+    raise _Stop
+
+  monkeypatch.setattr(runner, "_allgather_bytes", send)
+  with pytest.raises(_Stop):
+    runner._evaluate(evaluator, codes, jax.random.key(0), {}, (2, 1))
+  monkeypatch.setattr(runner, "_allgather_bytes", lambda data: [data, sent[-1]])
+  gathered = runner._evaluate(evaluator, codes, jax.random.key(0), {}, (2, 0))
+  assert [r.objectives for r in gathered] == [r.objectives for r in single]
+  assert [r.metrics for r in gathered] == [r.metrics for r in single]
 
 
 @pytest.mark.parametrize("strategy,evaluator,evals", [
     ("rea", NB201, 30), ("random", NB201, 30), ("reinforce", NB201, 30),
     ("nsga2", MACRO, 30)])
-def test_real_checkpoints_load_exactly(tmp_path, strategy, evaluator, evals):
+@pytest.mark.parametrize("written", ["npz", "pickle"])
+def test_real_checkpoints_load_exactly(tmp_path, monkeypatch, strategy, evaluator, evals,
+                                       written):
+  saved, dumps = [], ckpt_format.dumps
+
+  def keep(tree):  # the tree each checkpoint holds, as the search had it
+    saved.append(tree)
+    return dumps(tree)
+
+  monkeypatch.setattr(ckpt_format, "dumps", keep)
   run(strategy, make_evaluator(evaluator), Budget(max_evals=evals), tmp_path, 0, quiet=True)
-  data = (tmp_path / "checkpoint.pkl").read_bytes()
-  loaded, trusted = runner.load_checkpoint(tmp_path), pickle.loads(data)  # our own file
+  trusted = saved[-1]
+  if written == "pickle":
+    _make_legacy(tmp_path)
+  loaded = runner.load_checkpoint(tmp_path)
   assert loaded["evals"] == evals and loaded["finished"] is True
   assert jax.dtypes.issubdtype(loaded["key"].dtype, jax.dtypes.prng_key)
 
@@ -194,16 +321,32 @@ def test_real_checkpoints_load_exactly(tmp_path, strategy, evaluator, evals):
 
 def test_architectures_pickled_by_earlier_versions_still_load():
   import nasjax
-  from nasjax.search import checkpoint as ckpt_format
 
   arch = nasjax.sequential((8, 8, 3), [("gap", {}), ("dense", {"features": 4})])
   # Arch.__reduce__ pickles as getattr(Arch, "from_json"), as checkpoints used to.
   data = pickle.dumps({"a": arch, "n": arch.nodes[1]})
   assert b"getattr" in data
-  loaded = ckpt_format.loads(data, "old")
-  assert loaded == {"a": arch, "n": arch.nodes[1]}
-  assert b"getattr" not in ckpt_format.dumps(arch)
-  assert ckpt_format.loads(ckpt_format.dumps(arch), "new") == arch
+  assert ckpt_format.loads_pickle(data, "old") == {"a": arch, "n": arch.nodes[1]}
+  data = _legacy_bytes({"a": arch, "n": arch.nodes[1]})  # the reducers of later pickles
+  assert ckpt_format.loads_pickle(data, "old") == {"a": arch, "n": arch.nodes[1]}
+
+
+def test_a_run_directory_of_pickles_resumes_and_writes_npz(tmp_path, reference):
+  work = tmp_path / "run"
+  evals = _interrupted(work)
+  _make_legacy(work)
+  assert runner.load_checkpoint(work)["evals"] == evals
+  result = resume(work, quiet=True)
+  assert result.evals == EVALS
+  assert _without_clocks(read_history(work)) == reference()
+  assert runner.load_checkpoint(work)["evals"] == EVALS
+  assert (work / "checkpoint.npz").exists() and (work / "checkpoint.pkl").exists()
+  # The pickle is older than the .npz checkpoints: read only when they are unreadable.
+  (work / "checkpoint.npz").write_bytes(GARBAGE)
+  (work / "checkpoint.prev.npz").unlink(missing_ok=True)
+  with pytest.warns(UserWarning, match=r"checkpoint\.npz is damaged .*; reading "
+                    r".*checkpoint\.pkl instead \(written before"):
+    assert runner.load_checkpoint(work)["evals"] == evals
 
 
 # ------------------------------------------------------- completed evaluations kept
@@ -211,9 +354,9 @@ def test_resume_without_any_checkpoint_is_refused(tmp_path):
   work = tmp_path / "run"
   run("rea", make_evaluator(NB201), Budget(max_evals=EVALS), work, SEED, quiet=True)
   history = (work / "history.jsonl").read_bytes()
-  (work / "checkpoint.pkl").unlink()
-  (work / "checkpoint.prev.pkl").unlink(missing_ok=True)
-  with pytest.raises(ValueError, match=rf"{work}/checkpoint\.pkl is missing but "
+  (work / "checkpoint.npz").unlink()
+  (work / "checkpoint.prev.npz").unlink(missing_ok=True)
+  with pytest.raises(ValueError, match=rf"{work}/checkpoint\.npz is missing but "
                      rf"{work}/history\.jsonl holds {EVALS} evaluations"):
     resume(work, quiet=True)
   assert (work / "history.jsonl").read_bytes() == history
@@ -222,10 +365,10 @@ def test_resume_without_any_checkpoint_is_refused(tmp_path):
 def test_resume_without_the_checkpoint_continues_from_the_previous(tmp_path, reference):
   work = tmp_path / "run"
   _interrupted(work)
-  (work / "checkpoint.pkl").unlink()
+  (work / "checkpoint.npz").unlink()
   prev = _previous_evals(work)
-  with pytest.warns(UserWarning, match=rf"checkpoint\.pkl is missing; continuing from "
-                    rf".*checkpoint\.prev\.pkl \({prev} evaluations"):
+  with pytest.warns(UserWarning, match=rf"checkpoint\.npz is missing; continuing from "
+                    rf".*checkpoint\.prev\.npz \({prev} evaluations"):
     result = resume(work, quiet=True)
   assert result.evals == EVALS
   assert _without_clocks(read_history(work)) == reference()
@@ -236,8 +379,8 @@ def test_a_new_search_over_a_run_without_config_is_refused(tmp_path):
   run("random", make_evaluator(NB201), Budget(max_evals=30), work, 0, quiet=True)
   history = (work / "history.jsonl").read_bytes()
   (work / "config.json").unlink()
-  with pytest.raises(ValueError, match=rf"{work} holds history\.jsonl, checkpoint\.pkl, "
-                     r"checkpoint\.prev\.pkl of a search run but no config\.json"):
+  with pytest.raises(ValueError, match=rf"{work} holds history\.jsonl, checkpoint\.npz, "
+                     r"checkpoint\.prev\.npz of a search run but no config\.json"):
     run("random", make_evaluator(NB201), Budget(max_evals=10), work, 0, quiet=True)
   assert (work / "history.jsonl").read_bytes() == history
   assert not (work / "config.json").exists()
@@ -273,23 +416,58 @@ def test_a_second_process_is_refused_until_the_first_dies(tmp_path, reference):
 GARBAGE = b"\x00\xffnot a checkpoint\n" * 8
 
 
-@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage"])
-def test_a_damaged_checkpoint_falls_back_to_the_previous(tmp_path, reference, damage):
+def _flip_member_byte(data: bytes) -> bytes:
+  """``data`` with the last byte of its last member flipped (the zip's CRC then fails)."""
+  with zipfile.ZipFile(io.BytesIO(data)) as zf:
+    info = zf.infolist()[-1]
+  name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:
+                                                  info.header_offset + 30])
+  at = info.header_offset + 30 + name_len + extra_len + info.compress_size - 1
+  return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
+def _other_shape(data: bytes) -> bytes:
+  """``data`` with the structure's shape of its first array changed."""
+  with np.load(io.BytesIO(data), allow_pickle=False) as f:
+    arrays = {k: f[k] for k in f.files}
+  text = arrays["__structure__"].tobytes().decode()
+  text = text.replace('"shape":[', '"shape":[1,', 1)
+  arrays["__structure__"] = np.frombuffer(text.encode(), np.uint8)
+  buf = io.BytesIO()
+  np.savez(buf, **arrays)
+  return buf.getvalue()
+
+
+DAMAGE = {"truncated": lambda d: d[:len(d) // 2], "empty": lambda d: b"",
+          "garbage": lambda d: GARBAGE, "flipped byte": _flip_member_byte,
+          "other shape": _other_shape}
+
+
+@pytest.mark.parametrize("written", ["npz", "pickle"])
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_checkpoint_falls_back_to_the_previous(tmp_path, reference, damage,
+                                                         written):
+  if written == "pickle" and damage in ("flipped byte", "other shape"):
+    pytest.skip("damage of an .npz archive")
   work = tmp_path / "run"
   _interrupted(work)
-  path = work / "checkpoint.pkl"
-  data = path.read_bytes()
-  damaged = {"truncated": data[:len(data) // 2], "empty": b"", "garbage": GARBAGE}[damage]
+  suffix = "npz"
+  if written == "pickle":
+    _make_legacy(work)
+    suffix = "pkl"
+  path = work / f"checkpoint.{suffix}"
+  damaged = DAMAGE[damage](path.read_bytes())
   path.write_bytes(damaged)
   prev = _previous_evals(work)
   with pytest.warns(UserWarning, match=rf"{path} is (damaged|empty).*set aside as "
-                    rf"checkpoint\.damaged\.pkl.*continuing from .*checkpoint\.prev\.pkl "
-                    rf"\({prev} evaluations"):
+                    rf"checkpoint\.damaged\.{suffix}.*continuing from "
+                    rf".*checkpoint\.prev\.{suffix} \({prev} evaluations"):
     result = resume(work, quiet=True)
   assert result.evals == EVALS
   assert _without_clocks(read_history(work)) == reference()
-  assert (work / "checkpoint.damaged.pkl").read_bytes() == damaged
+  assert (work / f"checkpoint.damaged.{suffix}").read_bytes() == damaged
   assert runner.load_checkpoint(work)["evals"] == EVALS
+  assert (work / "checkpoint.npz").exists()
 
 
 @pytest.mark.parametrize("previous", ["damaged", "missing"])
@@ -297,14 +475,14 @@ def test_no_readable_checkpoint_is_an_error_naming_the_files(tmp_path, previous)
   work = tmp_path / "run"
   evals = _interrupted(work)
   history = (work / "history.jsonl").read_bytes()
-  (work / "checkpoint.pkl").write_bytes(b"")
+  (work / "checkpoint.npz").write_bytes(b"")
   if previous == "damaged":
-    (work / "checkpoint.prev.pkl").write_bytes(GARBAGE)
-    message = (rf"{work}/checkpoint\.pkl is empty; {work}/checkpoint\.prev\.pkl is damaged "
+    (work / "checkpoint.prev.npz").write_bytes(GARBAGE)
+    message = (rf"{work}/checkpoint\.npz is empty; {work}/checkpoint\.prev\.npz is damaged "
                rf"\(.*\): no checkpoint to continue the {evals} evaluations")
   else:
-    (work / "checkpoint.prev.pkl").unlink(missing_ok=True)
-    message = rf"{work}/checkpoint\.pkl is empty: no checkpoint to continue the {evals} "
+    (work / "checkpoint.prev.npz").unlink(missing_ok=True)
+    message = rf"{work}/checkpoint\.npz is empty: no checkpoint to continue the {evals} "
   with pytest.raises(ValueError, match=message):
     resume(work, quiet=True)
   with pytest.raises(ValueError, match=message.split(": no")[0]):
@@ -313,7 +491,7 @@ def test_no_readable_checkpoint_is_an_error_naming_the_files(tmp_path, previous)
 
 
 # --------------------------------------------------------------- full disks
-@pytest.mark.parametrize("failing", ["checkpoint.pkl.tmp", "history.jsonl"])
+@pytest.mark.parametrize("failing", ["checkpoint.npz.tmp", "history.jsonl"])
 def test_a_full_disk_is_an_error_naming_the_file(tmp_path, reference, monkeypatch, failing):
   work = tmp_path / "run"
   fsync, count = os.fsync, [0]
@@ -334,11 +512,11 @@ def test_a_full_disk_is_an_error_naming_the_file(tmp_path, reference, monkeypatc
   assert sorted(p.name for p in work.iterdir() if ".tmp" in p.name) == []
   # The checkpoint before the failed write is intact (the first write is the initial one).
   kept = runner.load_checkpoint(work)
-  assert kept["generation"] == (4 if failing == "checkpoint.pkl.tmp" else 5)
-  (work / "checkpoint.pkl.tmp12345").write_bytes(b"cut short by a kill")
+  assert kept["generation"] == (4 if failing == "checkpoint.npz.tmp" else 5)
+  (work / "checkpoint.npz.tmp12345").write_bytes(b"cut short by a kill")
   assert resume(work, quiet=True).evals == EVALS
   assert _without_clocks(read_history(work)) == reference()
-  assert not (work / "checkpoint.pkl.tmp12345").exists()
+  assert not (work / "checkpoint.npz.tmp12345").exists()
 
 
 # ------------------------------------------------------------- errors naming the file

@@ -43,7 +43,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
   deadline = time.monotonic() + 120
   try:
     while time.monotonic() < deadline and proc.poll() is None:
-      ckpt = runner.load_checkpoint(killed) if (killed / "checkpoint.pkl").exists() else None
+      ckpt = runner.load_checkpoint(killed) if (killed / "checkpoint.npz").exists() else None
       if ckpt is not None and ckpt["evals"] >= 15:
         os.kill(proc.pid, signal.SIGKILL)
         break

@@ -1,14 +1,56 @@
-"""The pickle format of search checkpoints, and a loader that runs no code from the file.
+"""Search checkpoints as data: a ``.npz`` file that NumPy and a JSON parser read alone.
 
-A checkpoint (and what the processes of a multi-host run send each other) is plain
-data: dicts, lists, tuples and numbers, NumPy and JAX arrays (typed PRNG keys
-included), state classes (nasjax's and optax's dataclasses and NamedTuples) and
-architectures, which :func:`dumps` writes through their JSON form. A pickle names every
-function it calls on loading, so :func:`loads` resolves only the globals that such
-data references (:class:`SafeUnpickler`); any other one (``os.system``,
-``builtins.eval``, a nasjax function that is not a state class) is refused with a
-:class:`RefusedGlobal` error naming the file and the global, before anything from the
-file is called.
+:func:`dumps` writes a tree of Python data (what a search checkpoint holds: the strategy
+state, the PRNG key, counters, the evaluation cache; or what the processes of a
+multi-host run send each other) as the bytes of an uncompressed ``.npz`` archive:
+
+* ``__structure__``: a ``uint8`` array, the UTF-8 JSON document
+  ``{"format": "nasjax.tree/1", "tree": NODE}``;
+* ``a0``, ``a1``, ...: one array per array leaf of the tree, in the order the tree
+  names them.
+
+A NODE is a JSON ``null``, ``true``/``false``, string, number (an int or a float that
+round-trips; ints of magnitude ``2**53`` or more are written as ``{"t": "int", "v":
+"<decimal>"}``, NaN and infinities as ``{"t": "float", "v": "nan" | "inf" | "-inf"}``)
+or list (a Python list), or an object whose ``"t"`` says what it is:
+
+* ``"dict"``: ``"map"``, an object of value NODEs, if every key is a string, else
+  ``"items"``, a list of ``[key NODE, value NODE]`` pairs; ``"frozendict"``: flax's
+  ``FrozenDict``, the same; ``"tuple"``, ``"set"``, ``"frozenset"``: ``"items"``, a
+  list of NODEs;
+* ``"ndarray"`` (a NumPy array), ``"scalar"`` (a NumPy scalar, stored as a 0-d array)
+  and ``"jax"`` (a JAX array, with its ``"weak_type"``): ``"member"`` (the archive
+  member holding it), ``"dtype"`` (its NumPy name: ``"float32"``, ``"bfloat16"``) and
+  ``"shape"``. Arrays hold numbers or booleans, in the machine's byte order; those of
+  JAX's extra dtypes (``ml_dtypes``: bfloat16, the float8s, int4) are stored as a view
+  of the unsigned integers of their width;
+* ``"key"``: a typed PRNG key, ``"impl"`` (``jax.random.key_impl``'s name) and
+  ``"data"`` (an ``"ndarray"`` NODE of ``jax.random.key_data``);
+* ``"arch"`` and ``"node"``: an :class:`~nasjax.arch.Arch` or
+  :class:`~nasjax.arch.Node`, ``"value"`` its dict form (``Arch.to_dict``);
+* ``"dataclass"``, ``"namedtuple"``: an instance of a state class, ``"module"``,
+  ``"qualname"`` and ``"fields"`` (an object of field NODEs); ``"enum"``: ``"module"``,
+  ``"qualname"`` and the member's ``"name"``;
+* ``"error"``: a ``ValueError`` or ``OSError`` (sent between processes): ``"type"``,
+  the builtin exception class it is or derives from, and ``"args"``.
+
+State classes are the dataclasses, NamedTuples and enums defined in
+:data:`STATE_PACKAGES` (nasjax's strategy states, supernets and networks, optax's
+optimiser states). Anything else (a function, an instance of another class) is refused
+by :func:`dumps` with a ``TypeError`` naming where it is in the tree.
+
+:func:`loads` runs no code from the data: it resolves only state classes (looking them
+up in their modules' namespaces, importing nothing outside :data:`STATE_PACKAGES`;
+any other name is refused with :class:`RefusedGlobal`) and builds their instances
+without calling their ``__init__`` (``object.__new__`` and ``object.__setattr__``;
+``_make`` for NamedTuples). What it reads is bounded before it is read: the structure
+may take :data:`MAX_STRUCTURE_BYTES`, and all members together, by the sizes the
+archive declares, :data:`MAX_INFLATION` times the data's size. Data cut short, garbled
+or inconsistent (a missing member, a shape that disagrees with the structure) raises
+:class:`DamagedData`.
+
+Checkpoints of earlier versions are pickles; :func:`loads_pickle` reads them with
+:class:`SafeUnpickler`, which resolves only the globals such checkpoints reference.
 """
 
 from __future__ import annotations
@@ -20,11 +62,431 @@ import enum
 import functools
 import importlib
 import io
+import json
+import math
 import pickle
 import sys
+import zipfile
 
 import numpy as np
 
+FORMAT = "nasjax.tree/1"
+STRUCTURE = "__structure__"
+# The JSON structure is read whole: refuse a larger one before reading it (a LEMONADE
+# population of DARTS-sized architectures takes a few MB).
+MAX_STRUCTURE_BYTES = 256 << 20
+# All members may take at most this many times the data's size in memory (or
+# MIN_INFLATE_BYTES): a few KB of compressed zeros must not claim gigabytes.
+MAX_INFLATION = 64
+MIN_INFLATE_BYTES = 64 << 20
+# Ints beyond this magnitude are written as decimal strings: JSON readers other than
+# Python's hold numbers as doubles.
+_EXACT_INT = 2**53
+
+
+class DamagedData(ValueError):
+  """Data that cannot be read back: cut short, garbled, or not written by :func:`dumps`."""
+
+
+class OtherFields(ValueError):
+  """Data holding a state class with other fields than the class has (another version)."""
+
+
+def _is_extra_dtype(dtype: np.dtype) -> bool:
+  """Whether ``dtype`` is one of JAX's extra dtypes (bfloat16, float8_*, int4, ...)."""
+  return dtype.kind == "V" and dtype.type.__module__ == "ml_dtypes"
+
+
+def _storage_dtype(dtype: np.dtype) -> np.dtype | None:
+  """The dtype a ``dtype`` array is stored as (None: such arrays are not stored)."""
+  if _is_extra_dtype(dtype):
+    return np.dtype(f"uint{8 * dtype.itemsize}")
+  if dtype.kind in "biufc":
+    return dtype.newbyteorder("=")
+  return None
+
+
+def _qualified(cls: type) -> str:
+  return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _is_named_tuple(cls: type) -> bool:
+  return issubclass(cls, tuple) and hasattr(cls, "_fields")
+
+
+def _is_frozen_dict(obj) -> bool:
+  cls = type(obj)
+  return cls.__module__ == "flax.core.frozen_dict" and cls.__qualname__ == "FrozenDict"
+
+
+# Values that are their own JSON NODE.
+_PLAIN = frozenset({str, bool, type(None)})
+
+
+class _Unstorable(TypeError):
+  """A value :func:`dumps` cannot store; ``steps`` lead to it, innermost first."""
+
+  def __init__(self, what: str):
+    super().__init__(what)
+    self.what, self.steps = what, []
+
+  def where(self) -> str:
+    out = ""
+    for kind, step in reversed(self.steps):
+      if kind == "field":
+        out += f".{step}"
+      elif kind == "key" and not out and isinstance(step, str) and step.isidentifier():
+        out = step  # a name at the top: ``state.population[3]``
+      else:
+        out += f"[{step!r}]"
+    return out or "the tree"
+
+
+class _Writer:
+  """Encodes a tree as a JSON NODE, collecting its arrays.
+
+  Where a value is in the tree is worked out only for an error (from the steps that the
+  containers add to it on its way up), so that the common case builds no paths.
+  """
+
+  def __init__(self):
+    import jax
+
+    from nasjax.arch import Arch, Node
+
+    self.jax, self.arch_types = jax, (Arch, Node)
+    self.arrays: dict[str, np.ndarray] = {}
+
+  def array(self, a: np.ndarray) -> dict:
+    storage = _storage_dtype(a.dtype)
+    if storage is None:
+      raise _Unstorable(f"an array of dtype {a.dtype} (a checkpoint holds arrays of "
+                        "numbers and booleans)")
+    member = f"a{len(self.arrays)}"
+    self.arrays[member] = (a.view(storage) if _is_extra_dtype(a.dtype)
+                           else a.astype(storage, copy=False))
+    return {"member": member, "dtype": a.dtype.name, "shape": list(a.shape)}
+
+  def each(self, values, kind: str = "index") -> list:
+    out = []
+    for i, v in enumerate(values):
+      try:
+        out.append(v if type(v) in _PLAIN else self.encode(v))
+      except _Unstorable as e:
+        e.steps.append((kind, i))
+        raise
+    return out
+
+  def mapping(self, x) -> dict:
+    """A dict NODE: a JSON object where every key is a string (as most are), else pairs."""
+    if all(type(k) is str for k in x):
+      out = {}
+      for k, v in x.items():
+        try:
+          out[k] = v if type(v) in _PLAIN else self.encode(v)
+        except _Unstorable as e:
+          e.steps.append(("key", k))
+          raise
+      return {"map": out}
+    out = []
+    for k, v in x.items():
+      try:
+        out.append([self.encode(k), self.encode(v)])
+      except _Unstorable as e:
+        e.steps.append(("key", k))
+        raise
+    return {"items": out}
+
+  def fields(self, names, values) -> dict:
+    out = {}
+    for f, v in zip(names, values):
+      try:
+        out[f] = self.encode(v)
+      except _Unstorable as e:
+        e.steps.append(("field", f))
+        raise
+    return out
+
+  def encode(self, x):  # noqa: C901 (one branch per kind of node)
+    cls = type(x)
+    if cls is str or cls is bool or x is None:
+      return x
+    if cls is int:
+      return x if -_EXACT_INT < x < _EXACT_INT else {"t": "int", "v": str(x)}
+    if cls is float:
+      return x if math.isfinite(x) else {"t": "float", "v": repr(x)}
+    if cls is dict:
+      return {"t": "dict", **self.mapping(x)}
+    if cls is list:
+      return self.each(x)
+    if cls in (tuple, set, frozenset):
+      return {"t": cls.__name__, "items": self.each(x)}
+    jax = self.jax
+    if isinstance(x, jax.Array):
+      if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        data = np.asarray(jax.random.key_data(x))
+        return {"t": "key", "impl": str(jax.random.key_impl(x)),
+                "data": {"t": "ndarray", **self.array(data)}}
+      return {"t": "jax", **self.array(np.asarray(x)), "weak_type": bool(x.weak_type)}
+    if cls is np.ndarray:  # not its subclasses (a masked array would lose its mask)
+      return {"t": "ndarray", **self.array(x)}
+    if isinstance(x, np.generic):
+      return {"t": "scalar", **self.array(np.asarray(x))}
+    if cls in self.arch_types:
+      return {"t": cls.__name__.lower(), "value": x.to_dict()}
+    if _is_frozen_dict(x):
+      return {"t": "frozendict", **self.mapping(x)}
+    if isinstance(x, (ValueError, OSError)):
+      base = next(c for c in cls.__mro__ if c.__module__ == "builtins")
+      args = list(x.args)
+      if isinstance(x, OSError) and x.filename is not None:  # not among its args
+        args = [x.errno, x.strerror, x.filename, None, x.filename2]
+      return {"t": "error", "type": base.__name__, "args": self.each(args, "args")}
+    if _state_class(cls.__module__, cls.__qualname__) is cls:
+      head = {"module": cls.__module__, "qualname": cls.__qualname__}
+      if issubclass(cls, enum.Enum):
+        return {"t": "enum", **head, "name": x.name}
+      if _is_named_tuple(cls):
+        return {"t": "namedtuple", **head, "fields": self.fields(cls._fields, x)}
+      if dataclasses.is_dataclass(cls):
+        names = [f.name for f in dataclasses.fields(cls)]
+        return {"t": "dataclass", **head,
+                "fields": self.fields(names, [getattr(x, f) for f in names])}
+    raise _Unstorable(f"{_short_repr(x)} (of type {_qualified(cls)}): a checkpoint holds "
+                      "plain data, arrays, architectures and the dataclasses, NamedTuples "
+                      f"and enums of {' and '.join(STATE_PACKAGES)}")
+
+
+def _short_repr(x) -> str:
+  text = repr(x)
+  return text if len(text) <= 80 else text[:77] + "..."
+
+
+def dumps(tree) -> bytes:
+  """``tree`` as the bytes of a ``.npz`` archive that :func:`loads` reads back.
+
+  Raises:
+    TypeError: naming the place in the tree (``state.population[3].foo``) of a value
+      that cannot be stored (a function, an instance of a class that is not a state
+      class).
+  """
+  writer = _Writer()
+  try:
+    doc = {"format": FORMAT, "tree": writer.encode(tree)}
+  except _Unstorable as e:
+    raise TypeError(f"{e.where()}: cannot store {e.what}") from None
+  text = json.dumps(doc, allow_nan=False, separators=(",", ":")).encode()
+  buf = io.BytesIO()
+  np.savez(buf, **{STRUCTURE: np.frombuffer(text, np.uint8)}, **writer.arrays)
+  return buf.getvalue()
+
+
+_CONTAINERS = {"tuple": tuple, "set": set, "frozenset": frozenset}
+
+
+class _Reader:
+  """Decodes a JSON NODE with the arrays read from the archive."""
+
+  def __init__(self, arrays: dict[str, np.ndarray]):
+    self.arrays, self.used = arrays, set()
+
+  def array(self, node: dict) -> np.ndarray:
+    member, name, shape = node["member"], node["dtype"], node["shape"]
+    if not isinstance(name, str) or not isinstance(member, str):
+      raise DamagedData("an array without a dtype name or member")
+    try:
+      dtype = np.dtype(name)
+    except TypeError:
+      raise DamagedData(f"unknown dtype {name!r}") from None
+    storage = _storage_dtype(dtype)
+    if storage is None:
+      raise DamagedData(f"an array of dtype {dtype}, which is never stored")
+    if member in self.used or member not in self.arrays:
+      raise DamagedData(f"member {member!r} is missing or named twice")
+    self.used.add(member)
+    a = self.arrays[member]
+    if a.dtype != storage or list(a.shape) != shape:
+      raise DamagedData(f"member {member!r} is a {a.dtype} array of shape "
+                        f"{list(a.shape)}, not the {storage} array of shape {shape} that "
+                        "the structure says")
+    return a.view(dtype) if _is_extra_dtype(dtype) else a
+
+  def state_class(self, node: dict) -> type:
+    module, name = node["module"], node["qualname"]
+    cls = (_state_class(module, name) if isinstance(module, str) and isinstance(name, str)
+           else None)
+    kind = node["t"]
+    if cls is None or not {"enum": lambda c: issubclass(c, enum.Enum),
+                           "namedtuple": _is_named_tuple,
+                           "dataclass": dataclasses.is_dataclass}[kind](cls):
+      raise RefusedGlobal(f"{module}.{name}" if cls is None else
+                          f"{module}.{name} as a {kind}")
+    return cls
+
+  def fields(self, cls: type, node: dict, names: list[str]) -> dict:
+    fields = node["fields"]
+    if not isinstance(fields, dict) or sorted(fields) != sorted(names):
+      got = sorted(fields) if isinstance(fields, dict) else fields
+      raise OtherFields(f"it holds a {_qualified(cls)} with the fields {got!r}; the class "
+                        f"has {sorted(names)} (the data was written by another version)")
+    return {f: self.decode(fields[f]) for f in names}
+
+  def mapping(self, node: dict) -> dict:
+    if "map" in node:
+      return {k: self.decode(v) for k, v in node["map"].items()}
+    return {self.decode(k): self.decode(v) for k, v in node["items"]}
+
+  def decode(self, node):  # noqa: C901 (one branch per kind of node)
+    if node is None or isinstance(node, (str, bool, int, float)):
+      return node
+    if isinstance(node, list):
+      return [self.decode(v) for v in node]
+    if not isinstance(node, dict) or not isinstance(node.get("t"), str):
+      raise DamagedData(f"not a node: {_short_repr(node)}")
+    kind = node["t"]
+    if kind == "dict":
+      return self.mapping(node)
+    if kind in _CONTAINERS:
+      return _CONTAINERS[kind](self.decode(v) for v in node["items"])
+    if kind == "int":
+      return int(node["v"])
+    if kind == "float":
+      if node["v"] not in ("nan", "inf", "-inf"):
+        raise DamagedData(f"a float written as {node['v']!r}")
+      return float(node["v"])
+    if kind == "ndarray":
+      return self.array(node)
+    if kind == "scalar":
+      return self.array(node)[()]
+    if kind == "jax":
+      import jax
+
+      x = jax.device_put(self.array(node))
+      if node["weak_type"] is True:
+        # What JAX's own unpickling does: device arrays from NumPy are never weak.
+        x.aval = x.aval.update(weak_type=True)
+      return x
+    if kind == "key":
+      import jax
+
+      return jax.random.wrap_key_data(self.array(node["data"]), impl=node["impl"])
+    if kind in ("arch", "node"):
+      from nasjax.arch import Arch, Node
+
+      return (Arch if kind == "arch" else Node).from_dict(node["value"])
+    if kind == "frozendict":
+      from flax.core import FrozenDict
+
+      return FrozenDict(self.mapping(node))
+    if kind == "error":
+      cls = vars(builtins).get(node["type"])
+      if not (isinstance(cls, type) and issubclass(cls, (ValueError, OSError))):
+        raise RefusedGlobal(f"builtins.{node['type']}")
+      return cls(*self.decode(node["args"]))
+    if kind in ("enum", "namedtuple", "dataclass"):
+      cls = self.state_class(node)
+      if kind == "enum":
+        return cls.__members__[node["name"]]
+      if kind == "namedtuple":
+        values = self.fields(cls, node, list(cls._fields))
+        return cls._make(values[f] for f in cls._fields)
+      values = self.fields(cls, node, [f.name for f in dataclasses.fields(cls)])
+      # Built as pickle builds objects: no __init__ or __post_init__ from the class runs.
+      obj = object.__new__(cls)
+      for f, v in values.items():
+        object.__setattr__(obj, f, v)
+      return obj
+    raise DamagedData(f"a node of unknown kind {kind!r}")
+
+
+def _npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple, np.dtype, int]:
+  """``(shape, dtype, bytes of data)`` of an ``.npy`` member, read from its header only."""
+  with zf.open(info) as fp:
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+      shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+    elif version == (2, 0):
+      shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+    else:
+      raise DamagedData(f"member {info.filename} has .npy format version {version}")
+    return tuple(shape), dtype, info.file_size - fp.tell()
+
+
+def _read_arrays(data: bytes) -> dict[str, np.ndarray]:
+  """Every member of the ``.npz`` archive ``data``, the sizes checked before reading."""
+  with zipfile.ZipFile(io.BytesIO(data)) as zf:
+    infos = zf.infolist()
+    names = [info.filename for info in infos]
+    if f"{STRUCTURE}.npy" not in names:
+      raise DamagedData(f"it has no {STRUCTURE} member")
+    if len(set(names)) != len(names) or not all(n.endswith(".npy") for n in names):
+      raise DamagedData("it holds members that are not arrays, or one twice")
+    total, limit = 0, max(MIN_INFLATE_BYTES, MAX_INFLATION * len(data))
+    for info in infos:
+      shape, dtype, size = _npy_header(zf, info)
+      if dtype.hasobject:
+        raise DamagedData(f"member {info.filename} holds Python objects (dtype {dtype})")
+      nbytes = math.prod(shape) * dtype.itemsize
+      if size != nbytes:
+        raise DamagedData(f"member {info.filename} holds {size} bytes of data; its shape "
+                          f"{shape} and dtype {dtype} take {nbytes}")
+      if info.filename == f"{STRUCTURE}.npy" and (
+          dtype != np.uint8 or len(shape) != 1 or nbytes > MAX_STRUCTURE_BYTES):
+        raise DamagedData(f"the structure is a {dtype} array of shape {shape}, not at most "
+                          f"{MAX_STRUCTURE_BYTES} bytes")
+      total += nbytes
+    if total > limit:
+      raise DamagedData(f"its members claim {total} bytes, more than {limit} "
+                        f"({MAX_INFLATION} times its size)")
+    # zf.read checks each member's CRC, and reads no more than the size checked above.
+    return {name[:-len(".npy")]: np.lib.format.read_array(
+        io.BytesIO(zf.read(name)), allow_pickle=False) for name in names}
+
+
+def loads(data: bytes, source: str):
+  """The tree that :func:`dumps` wrote as ``data``; no code from ``data`` runs.
+
+  Args:
+    data: the bytes of the ``.npz`` archive.
+    source: what the bytes are, for errors (a file name, "the data of process 0").
+
+  Raises:
+    RefusedGlobal: (a ``ValueError``) the data names a class that is not a state class;
+      nothing was built from it.
+    DamagedData: (a ``ValueError``) the data is cut short, garbled or inconsistent.
+    OtherFields: (a ``ValueError``) the data holds an instance of a state class with
+      other fields than the class has now (written by another version).
+  """
+  try:
+    arrays = _read_arrays(data)
+    doc = json.loads(arrays.pop(STRUCTURE).tobytes().decode())
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or "tree" not in doc:
+      raise DamagedData(f"its structure is not a tree of format {FORMAT!r}")
+    reader = _Reader(arrays)
+    tree = reader.decode(doc["tree"])
+    unused = sorted(set(arrays) - reader.used)
+    if unused:
+      raise DamagedData(f"it holds members {unused[:5]} that its structure does not name")
+    return tree
+  except RefusedGlobal as e:
+    raise RefusedGlobal(f"refusing to load {source}: it names {e}, which is not a state "
+                        f"class of {' or '.join(STATE_PACKAGES)}; nothing was built "
+                        "from it") from None
+  except DamagedData as e:
+    raise DamagedData(f"{source} is damaged ({e})") from None
+  except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, NotImplementedError,
+          RuntimeError, KeyError, IndexError, TypeError, AttributeError,
+          UnicodeDecodeError, json.JSONDecodeError) as e:
+    # RuntimeError: an encrypted member, or the recursion of a structure nested too deep.
+    raise DamagedData(f"{source} is damaged ({type(e).__name__}: {e})") from None
+  except OtherFields as e:
+    raise OtherFields(f"{source}: {e}") from None
+  except ValueError as e:
+    # np.lib.format, np.dtype, int(), Arch.from_dict and wrap_key_data on garbled input.
+    raise DamagedData(f"{source} is damaged (ValueError: {e})") from None
+
+
+# ------------------------------------------------------------------ the pickle format
 # Packages whose state classes (dataclasses, NamedTuples, enums) a checkpoint may hold:
 # nasjax's own, and optax's optimiser states inside strategies' states.
 STATE_PACKAGES = ("nasjax", "optax")
@@ -38,42 +500,17 @@ class RefusedGlobal(ValueError):
 
 
 def _arch(text: str):
-  """An :class:`~nasjax.arch.Arch` from its JSON form (the reducer :func:`dumps` writes)."""
+  """An :class:`~nasjax.arch.Arch` from its JSON form (a reducer of pickled checkpoints)."""
   from nasjax.arch import Arch
 
   return Arch.from_json(text)
 
 
 def _node(d: dict):
-  """A :class:`~nasjax.arch.Node` from its dict form (the reducer :func:`dumps` writes)."""
+  """A :class:`~nasjax.arch.Node` from its dict form (a reducer of pickled checkpoints)."""
   from nasjax.arch import Node
 
   return Node.from_dict(d)
-
-
-class _Pickler(pickle.Pickler):
-  """Pickles architectures through their JSON form (they are immutable, slot-based).
-
-  JAX arrays, typed PRNG keys included, pickle as themselves (with their dtype and weak
-  type), so a restored state traces exactly like the original.
-  """
-
-  def reducer_override(self, obj):
-    from nasjax.arch import Arch, Node
-
-    # Module-level reducers: a bound ``Arch.from_json`` would pickle as a getattr call.
-    if isinstance(obj, Arch):
-      return _arch, (obj.to_json(),)
-    if isinstance(obj, Node):
-      return _node, (obj.to_dict(),)
-    return NotImplemented
-
-
-def dumps(obj) -> bytes:
-  """``obj`` as pickle bytes that :func:`loads` reads back."""
-  buf = io.BytesIO()
-  _Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
-  return buf.getvalue()
 
 
 def _name(obj) -> str:
@@ -145,6 +582,7 @@ def _module(module: str):
   return sys.modules.get(module)
 
 
+@functools.lru_cache(maxsize=1024)
 def _state_class(module: str, name: str):
   """The class ``module.name`` if it is a state class of :data:`STATE_PACKAGES`."""
   parts = name.split(".")
@@ -164,7 +602,7 @@ def _state_class(module: str, name: str):
 
 
 class SafeUnpickler(pickle.Unpickler):
-  """An unpickler that resolves only the globals nasjax's data pickles to.
+  """An unpickler that resolves only the globals that pickled checkpoints reference.
 
   Admitted: builtins that build plain data, ``ValueError``/``OSError`` and their
   builtin subclasses (errors sent between processes), ``collections.OrderedDict``, the
@@ -172,7 +610,7 @@ class SafeUnpickler(pickle.Unpickler):
   included) and of JAX arrays and typed PRNG keys (with the functions of the
   registered PRNG implementations), the state classes of :data:`STATE_PACKAGES`
   (dataclasses, NamedTuples and enums defined there, and ``ValueError``/``OSError``
-  subclasses) and the architecture reducers of :func:`dumps`. Anything else raises
+  subclasses) and the architecture reducers. Anything else raises
   :class:`RefusedGlobal`.
   """
 
@@ -197,8 +635,9 @@ class SafeUnpickler(pickle.Unpickler):
     raise RefusedGlobal(f"{module}.{name}")
 
 
-def loads(data: bytes, source: str):
-  """Unpickle ``data`` with :class:`SafeUnpickler`.
+def loads_pickle(data: bytes, source: str):
+  """Unpickle ``data`` (a checkpoint of the earlier pickle format) with
+  :class:`SafeUnpickler`.
 
   Args:
     data: pickle bytes.

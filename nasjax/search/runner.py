@@ -6,8 +6,8 @@
     WORKDIR/history.jsonl    one JSON object per evaluation, in order
                              (with a ``lineage``: uid, parent, ops, depth, where the
                              strategy tracks parents, as LEMONADE does)
-    WORKDIR/checkpoint.pkl   the complete search state after the last full generation
-    WORKDIR/checkpoint.prev.pkl  the one before (what a damaged checkpoint falls back to)
+    WORKDIR/checkpoint.npz   the complete search state after the last full generation
+    WORKDIR/checkpoint.prev.npz  the one before (what a damaged checkpoint falls back to)
     WORKDIR/best.json        the best architecture (and the Pareto front if several
                              objectives), with the benchmark's own result where known
     WORKDIR/best_net.npz     the best trained network (training evaluators)
@@ -16,7 +16,7 @@
 A generation is: split the key (:func:`~nasjax.search.base.generation_keys`), ask,
 evaluate, append the records to the history (flushed and fsynced), tell, then replace
 the checkpoint atomically (temporary file, fsync, ``os.replace``), keeping the one it
-replaces as ``checkpoint.prev.pkl``. The checkpoint stores the strategy state, the PRNG
+replaces as ``checkpoint.prev.npz``. The checkpoint stores the strategy state, the PRNG
 key, the counters, the evaluation cache and the number of history lines it covers;
 :func:`resume` truncates the history to that number and re-runs the interrupted
 generation from the same key. A run killed at any moment (``kill -9``) therefore
@@ -24,16 +24,20 @@ resumes to exactly the history an uninterrupted run writes (apart from the ``wal
 ``compile`` clocks: seconds of wall time and of this process's compiling,
 :func:`nasjax.runtime.compile_seconds`, both summed over sessions). A damaged checkpoint
 (cut short by a crash of the machine, overwritten) is set aside as
-``checkpoint.damaged.pkl`` with a warning, and the run continues from the previous
+``checkpoint.damaged.npz`` with a warning, and the run continues from the previous
 one, evaluating its last generation again.
 
-The run directory is data: checkpoints are read by
+The run directory is data: a checkpoint is an ``.npz`` archive of the state's arrays
+with a JSON description of the tree (:mod:`nasjax.search.checkpoint`), which NumPy and
+a JSON parser read without nasjax, and which loads without running code from the file.
+Run directories of earlier versions hold pickles, ``checkpoint.pkl`` and
+``checkpoint.prev.pkl``: without a ``checkpoint.npz`` they are read (by
 :class:`~nasjax.search.checkpoint.SafeUnpickler`, which calls nothing but the
-constructors of the data nasjax writes. Completed evaluations are never discarded
-unasked: without a checkpoint to continue from, or without ``config.json``, a run
-directory holding evaluations is refused, not started again. One process at a time
-runs a search in a run directory (the others are refused); the kernel releases its
-lock when it ends, however it ends.
+constructors of the data nasjax wrote), and the run continues in the new format.
+Completed evaluations are never discarded unasked: without a checkpoint to continue
+from, or without ``config.json``, a run directory holding evaluations is refused, not
+started again. One process at a time runs a search in a run directory (the others are
+refused); the kernel releases its lock when it ends, however it ends.
 
 Budgets count evaluations (``max_evals``) and/or charged seconds (``time_budget``:
 simulated for tabular benchmarks, wall time for training). Evaluations are charged in
@@ -44,11 +48,11 @@ as usual, so that its final state holds every recorded evaluation.
 Multi-host: with ``jax.distributed`` initialised (``jax.process_count() > 1``), every
 process runs the same loop with the same seed; candidate ``j`` of a batch's uncached
 candidates is evaluated by process ``j % process_count``, and the records (trained
-networks included) are exchanged, so every process tells the strategy the same results
-and ends with the same history as a single-process run (apart from the ``wall`` and
-``compile`` clocks and the ``device`` metric). The evaluator must accept ``keys=`` (one key per
-candidate; nasjax's evaluators do). Only process 0 reads and writes the run directory;
-what a resume needs from it is sent to the others.
+networks included) are exchanged in the checkpoints' format, so every process tells the
+strategy the same results and ends with the same history as a single-process run (apart
+from the ``wall`` and ``compile`` clocks and the ``device`` metric). The evaluator must
+accept ``keys=`` (one key per candidate; nasjax's evaluators do). Only process 0 reads
+and writes the run directory; what a resume needs from it is sent to the others.
 """
 
 from __future__ import annotations
@@ -79,9 +83,11 @@ from nasjax.search.evaluators import Record, make_evaluator
 FORMAT = "nasjax.search.run/1"
 CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.jsonl"
-CHECKPOINT_FILE = "checkpoint.pkl"
-PREV_CHECKPOINT_FILE = "checkpoint.prev.pkl"
-DAMAGED_CHECKPOINT_FILE = "checkpoint.damaged.pkl"
+CHECKPOINT_FILE = "checkpoint.npz"
+PREV_CHECKPOINT_FILE = "checkpoint.prev.npz"
+# The pickles of earlier versions, read when a run directory has no checkpoint.npz.
+LEGACY_CHECKPOINT_FILE = "checkpoint.pkl"
+LEGACY_PREV_CHECKPOINT_FILE = "checkpoint.prev.pkl"
 LOCK_FILE = "lock"
 # What config.json and every checkpoint and history entry hold, at least.
 CONFIG_KEYS = ("format", "strategy", "strategy_config", "evaluator", "objectives", "budget",
@@ -250,19 +256,25 @@ class _Damaged(ValueError):
 
 
 def _read_checkpoint(path: Path) -> dict:
-  """The checkpoint in ``path``.
+  """The checkpoint in ``path`` (an ``.npz`` file, or a pickle of an earlier version).
 
   Raises:
     _Damaged: the file is empty, cut short or not a checkpoint.
-    RefusedGlobal: the file references code that nasjax never writes.
+    RefusedGlobal: the file names code or classes that nasjax never writes.
+    OtherFields: the file holds a state class with other fields (another version).
   """
   data = path.read_bytes()
   if not data:
     raise _Damaged(f"{path} is empty")
   try:
-    ckpt = _checkpoint.loads(data, str(path))
-  except _checkpoint.RefusedGlobal:
+    if path.suffix == ".npz":
+      ckpt = _checkpoint.loads(data, str(path))
+    else:
+      ckpt = _checkpoint.loads_pickle(data, str(path))
+  except (_checkpoint.RefusedGlobal, _checkpoint.OtherFields):
     raise
+  except _checkpoint.DamagedData as e:
+    raise _Damaged(str(e)) from None
   except Exception as e:  # damaged bytes make the unpickler raise nearly anything
     raise _Damaged(f"{path} is damaged ({type(e).__name__}: {e})") from None
   if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
@@ -273,14 +285,28 @@ def _read_checkpoint(path: Path) -> dict:
   return ckpt
 
 
+def _checkpoint_files(workdir: Path) -> tuple[str, ...]:
+  """The checkpoint files of ``workdir`` to read, the current one first.
+
+  A run directory of an earlier version (no ``checkpoint.npz`` nor
+  ``checkpoint.prev.npz``) has its pickles; once it holds ``.npz`` checkpoints, its
+  pickles are older than them, the last resort.
+  """
+  legacy = (LEGACY_CHECKPOINT_FILE, LEGACY_PREV_CHECKPOINT_FILE)
+  if not any((workdir / n).exists() for n in (CHECKPOINT_FILE, PREV_CHECKPOINT_FILE)):
+    if any((workdir / n).exists() for n in legacy):
+      return legacy
+  return (CHECKPOINT_FILE, PREV_CHECKPOINT_FILE) + legacy
+
+
 def _latest_checkpoint(workdir: Path) -> tuple[dict | None, Path | None, list[str]]:
   """``(checkpoint, its file, what is wrong with the damaged files)`` of a run directory.
 
-  The checkpoint is the current one, else the previous one; ``(None, None, damaged)``
-  if neither can be read.
+  The checkpoint is the current one, else the previous one (see
+  :func:`_checkpoint_files`); ``(None, None, damaged)`` if none can be read.
   """
   damaged = []
-  for name in (CHECKPOINT_FILE, PREV_CHECKPOINT_FILE):
+  for name in _checkpoint_files(workdir):
     path = workdir / name
     if path.exists():
       try:
@@ -293,22 +319,30 @@ def _latest_checkpoint(workdir: Path) -> tuple[dict | None, Path | None, list[st
 def load_checkpoint(workdir: str | os.PathLike) -> dict | None:
   """The checkpoint of a run directory, or None if there is none yet.
 
-  A damaged or missing ``checkpoint.pkl`` falls back, with a warning, to
-  ``checkpoint.prev.pkl`` (one generation earlier).
+  A damaged or missing ``checkpoint.npz`` falls back, with a warning, to
+  ``checkpoint.prev.npz`` (one generation earlier). A run directory of an earlier
+  version is read from its ``checkpoint.pkl`` (or ``checkpoint.prev.pkl``).
 
   Raises:
-    ValueError: naming the files, if they are damaged, or if one references code
+    ValueError: naming the files, if they are damaged, or if one names code or classes
       (:class:`~nasjax.search.checkpoint.RefusedGlobal`; nothing from it is run).
   """
   workdir = Path(workdir)
   ckpt, path, damaged = _latest_checkpoint(workdir)
   if ckpt is None and damaged:
     raise ValueError("; ".join(damaged) + ": no checkpoint to read")
-  if path is not None and path.name != CHECKPOINT_FILE:
-    reason = damaged[0] if damaged else f"{workdir / CHECKPOINT_FILE} is missing"
-    warnings.warn(f"{reason}; reading {path} instead (one generation earlier)",
-                  stacklevel=2)
+  current = workdir / _checkpoint_files(workdir)[0]
+  if path is not None and path != current:
+    reason = damaged[0] if damaged else f"{current} is missing"
+    warnings.warn(f"{reason}; reading {path} instead ({_earlier(path)})", stacklevel=2)
   return ckpt
+
+
+def _earlier(path: Path) -> str:
+  """How much older than the current checkpoint the checkpoint ``path`` is."""
+  if path.name in (PREV_CHECKPOINT_FILE, LEGACY_PREV_CHECKPOINT_FILE):
+    return "one generation earlier"
+  return "written before the run directory's first .npz checkpoint"
 
 
 def _read_json(path: Path):
@@ -455,7 +489,8 @@ def _lock(workdir: Path):
 
 def _remove_stale_temporaries(workdir: Path) -> None:
   """Remove the temporary files of writes cut short (only while holding the lock)."""
-  names = (CONFIG_FILE, CHECKPOINT_FILE, PREV_CHECKPOINT_FILE, BEST_FILE)
+  names = (CONFIG_FILE, CHECKPOINT_FILE, PREV_CHECKPOINT_FILE, LEGACY_CHECKPOINT_FILE,
+           LEGACY_PREV_CHECKPOINT_FILE, BEST_FILE)
   pattern = re.compile("(" + "|".join(map(re.escape, names)) + r")\.tmp[0-9]+")
   for path in workdir.iterdir():
     if pattern.fullmatch(path.name):
@@ -478,7 +513,11 @@ def _allgather_bytes(data: bytes) -> list[bytes]:
 
 
 def _from_lead(fn, processes: tuple[int, int]):
-  """``fn()`` run by process 0 only and its result (or error) sent to every process."""
+  """``fn()`` run by process 0 only and its result (or error) sent to every process.
+
+  Results and errors (``ValueError``, ``OSError``) travel in the checkpoint's format
+  (:mod:`nasjax.search.checkpoint`): no process runs code from another's data.
+  """
   count, index = processes
   if count == 1:
     return fn()
@@ -686,15 +725,18 @@ def _nonempty(path: Path) -> bool:
 def _resume_checkpoint(workdir: Path) -> dict | None:
   """The checkpoint a resumed run continues from (None: start from the beginning).
 
-  A damaged or missing ``checkpoint.pkl`` falls back to the previous checkpoint, with
-  a warning; the damaged file is set aside, so that the next checkpoint does not keep it
-  as the previous one.
+  A damaged or missing ``checkpoint.npz`` falls back to the previous checkpoint, with
+  a warning; the damaged file is set aside (as ``checkpoint.damaged.npz``), so that the
+  next checkpoint does not keep it as the previous one. A run directory of an earlier
+  version continues from its ``checkpoint.pkl`` (or ``checkpoint.prev.pkl``) and
+  writes ``.npz`` checkpoints from then on.
 
   Raises:
     ValueError: naming the files, if there is no checkpoint to continue from but
       evaluations to lose, or if a checkpoint references code.
   """
-  current, history_path = workdir / CHECKPOINT_FILE, workdir / HISTORY_FILE
+  history_path = workdir / HISTORY_FILE
+  current = workdir / _checkpoint_files(workdir)[0]
   ckpt, path, damaged = _latest_checkpoint(workdir)
   if ckpt is None:
     evals = _complete_lines(history_path)
@@ -708,8 +750,9 @@ def _resume_checkpoint(workdir: Path) -> dict | None:
     return None
   if path != current:
     if current.exists():
-      os.replace(current, workdir / DAMAGED_CHECKPOINT_FILE)
-      damaged[0] += f" (set aside as {DAMAGED_CHECKPOINT_FILE})"
+      aside = current.with_name("checkpoint.damaged" + current.suffix)
+      os.replace(current, aside)
+      damaged[0] += f" (set aside as {aside.name})"
     reason = damaged[0] if damaged else f"{current} is missing"
     warnings.warn(f"{reason}; continuing from {path} ({ckpt['evals']} evaluations; those "
                   "after them are evaluated again)", stacklevel=2)
@@ -738,7 +781,8 @@ def _prepare(workdir: Path, config_bytes: bytes, name: str, resume: bool,
     if config_path.exists():
       raise ValueError(f"{workdir} already holds a search run; continue it with "
                        f"`nasjax resume {workdir}` or choose another --workdir")
-    found = [n for n in (HISTORY_FILE, CHECKPOINT_FILE, PREV_CHECKPOINT_FILE)
+    found = [n for n in (HISTORY_FILE, CHECKPOINT_FILE, PREV_CHECKPOINT_FILE,
+                         LEGACY_CHECKPOINT_FILE, LEGACY_PREV_CHECKPOINT_FILE)
              if _nonempty(workdir / n)]
     if found:
       raise ValueError(f"{workdir} holds {', '.join(found)} of a search run but no "
