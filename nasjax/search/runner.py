@@ -79,6 +79,7 @@ from nasjax.search import checkpoint as _checkpoint
 from nasjax.search.base import (STRATEGIES, generation_keys, init_keys, make_strategy,
                                 strategy_entry)
 from nasjax.search.evaluators import Record, make_evaluator
+from nasjax.search.pareto import dominates
 
 FORMAT = "nasjax.search.run/1"
 CONFIG_FILE = "config.json"
@@ -550,10 +551,9 @@ class _Best:
     if not np.all(np.isfinite(f)):
       return False
     if len(f) > 1:
-      dominated = any(np.all(g <= f) and (np.any(g < f) or np.all(g == f))
-                      for g, _ in self.front)
-      if not dominated:
-        self.front = [(g, e) for g, e in self.front if not (np.all(f <= g) and np.any(f < g))]
+      # An entry equal to a member adds nothing: the first one found stays.
+      if not any(dominates(g, f) or np.array_equal(g, f) for g, _ in self.front):
+        self.front = [(g, e) for g, e in self.front if not dominates(f, g)]
         self.front.append((f, entry))
     if self.best is None or f[0] < _objective_values(self.best, self.names)[0]:
       self.best = entry
