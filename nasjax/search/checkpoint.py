@@ -219,8 +219,11 @@ class _Writer:
       return {"t": "dict", **self.mapping(x)}
     if cls is list:
       return self.each(x)
-    if cls in (tuple, set, frozenset):
-      return {"t": cls.__name__, "items": self.each(x)}
+    if cls is tuple:
+      return {"t": "tuple", "items": self.each(x)}
+    if cls in (set, frozenset):  # in a fixed order: a set's own depends on PYTHONHASHSEED
+      return {"t": cls.__name__,
+              "items": self.each(sorted(x, key=lambda v: (type(v).__name__, repr(v))))}
     jax = self.jax
     if isinstance(x, jax.Array):
       if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):

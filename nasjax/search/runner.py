@@ -852,133 +852,158 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
                    quiet=quiet, processes=processes)
 
 
+class _RunDir:
+  """What a search writes into its run directory: history lines, checkpoints, best.json and
+  the best network. Only the lead process writes (``lead``); the others keep the same
+  history and tracker in memory."""
+
+  def __init__(self, workdir: Path, names: list[str], history: list[dict], lead: bool):
+    self.workdir, self.names, self.history, self.lead = workdir, names, history, lead
+    self.tracker = _Best(names)
+    for e in history:
+      self.tracker.add(e)
+
+  def append(self, entries: list[dict], records: list[Record]) -> None:
+    """Record ``entries`` (fsynced before the checkpoint that covers them); a record that
+    becomes the best with a trained network is saved as ``best_net.npz``."""
+    for entry, rec in zip(entries, records):
+      self.history.append(entry)
+      if self.tracker.add(entry) and rec.network is not None and self.lead:
+        import nasjax
+
+        nasjax.save(rec.network, self.workdir / BEST_NET_FILE, metadata=entry)
+    if not self.lead:
+      return
+    path = self.workdir / HISTORY_FILE
+    try:
+      with open(path, "a") as f:
+        f.write("".join(json.dumps(e) + "\n" for e in entries))
+        f.flush()
+        os.fsync(f.fileno())
+    except OSError as e:
+      # A line cut short here is dropped on resume, with the rest of the generation.
+      raise _os_error(e, os.fspath(path)) from e
+
+  def checkpoint(self, counters: dict, key, state, cache: dict) -> None:
+    if self.lead:
+      atomic_write(self.workdir / CHECKPOINT_FILE, _checkpoint.dumps({
+          "format": FORMAT, **counters, "key": key, "state": state, "cache": cache}),
+          keep=self.workdir / PREV_CHECKPOINT_FILE)
+
+  def export(self, counters: dict, summary: dict | None = None) -> None:
+    if self.lead:
+      atomic_write(self.workdir / BEST_FILE, json.dumps(_json_safe({
+          "objectives": self.names, "evals": counters["evals"],
+          "elapsed": counters["elapsed"], "finished": counters["finished"],
+          "best": self.tracker.best, "pareto": self.tracker.pareto,
+          "summary": summary or {}}), indent=1).encode(), fsync=False)
+
+  def best_value(self) -> float | None:
+    best = self.tracker.best
+    return _objective_values(best, self.names)[0] if best else None
+
+
+def _start(strategy, seed: int, ckpt: dict | None) -> tuple[Any, Any, dict, dict]:
+  """``(state, key, cache, counters)`` of a new search, or of the checkpoint ``ckpt``."""
+  if ckpt is None:
+    key, k_init = init_keys(seed)
+    counters = {"generation": 0, "evals": 0, "elapsed": 0.0, "wall": 0.0, "compile": 0.0,
+                "finished": False}
+    return strategy.init(k_init), key, {}, counters
+  counters = {k: ckpt[k] for k in ("generation", "evals", "elapsed", "wall", "finished")}
+  counters["compile"] = ckpt.get("compile", 0.0)
+  return ckpt["state"], ckpt["key"], ckpt["cache"], counters
+
+
+def _charge(records: list[Record], budget: Budget, counters: dict, lineage: list,
+            clocks: tuple[float, float], names: list[str]) -> tuple[list[dict], float]:
+  """History entries of the ``records`` charged in order until the time budget is spent
+  (an evaluation that would start with it spent is not recorded), and the charged seconds
+  after them."""
+  wall, compiled = clocks
+  entries, elapsed = [], counters["elapsed"]
+  for i, rec in enumerate(records):
+    if budget.time_budget is not None and elapsed >= budget.time_budget:
+      break
+    elapsed += rec.cost
+    entries.append(_entry(rec, counters["evals"] + i, counters["generation"], elapsed, wall,
+                          names, compiled, lineage[i] if i < len(lineage) else None))
+  return entries, elapsed
+
+
+def _told(cands, records: list[Record], num_objectives: int) -> tuple[Any, np.ndarray]:
+  """What ``tell`` gets: the candidates (trained networks in place of the networks asked
+  for) and the fitness, NaN for the candidates the budget left unrecorded, so that the
+  strategy's final state (a LEMONADE front, an evolution's population) holds every
+  recorded evaluation and nothing else."""
+  from nasjax.network import Network
+
+  fitness = np.full((len(cands), num_objectives), np.nan)
+  fitness[:len(records)] = [r.objectives for r in records]
+  fitness = fitness[:, 0] if num_objectives == 1 else fitness
+  if isinstance(cands, (jax.Array, np.ndarray)):
+    return cands, fitness
+  told = [r.network if isinstance(c, Network) and r.network is not None else c
+          for c, r in zip(cands, records)] + list(cands[len(records):])
+  return told, fitness
+
+
 def _search(strategy, name: str, evaluator, budget: Budget, workdir: Path, seed: int,
             ckpt: dict | None, history: list[dict], *, quiet: bool,
             processes: tuple[int, int]) -> RunResult:
-  """The search loop of :func:`run`, from ``ckpt`` (None: from the beginning)."""
+  """The search loop of :func:`run`, from ``ckpt`` (None: from the beginning): keys, ask
+  (sample and morph or generate), evaluate (train or look up), record, tell (update),
+  checkpoint."""
   names = list(evaluator.objectives)
-  history_path = workdir / HISTORY_FILE
   jittable = strategy_entry(name).jittable
-  lead = processes[1] == 0  # the process that reads and writes the run directory
   ask = jax.jit(strategy.ask) if jittable else strategy.ask
   tell = jax.jit(strategy.tell) if jittable else strategy.tell
+  lineage = getattr(strategy, "lineage", None)  # where each candidate came from (LEMONADE)
+  rundir = _RunDir(workdir, names, history, lead=processes[1] == 0)
+  state, key, cache, counters = _start(strategy, seed, ckpt)
   if ckpt is None:
-    key, k_init = init_keys(seed)
-    state = strategy.init(k_init)
-    counters = {"generation": 0, "evals": 0, "elapsed": 0.0, "wall": 0.0, "compile": 0.0,
-                "finished": False}
-    cache: dict = {}
-  else:
-    state, key, cache = ckpt["state"], ckpt["key"], ckpt["cache"]
-    counters = {k: ckpt[k] for k in ("generation", "evals", "elapsed", "wall", "finished")}
-    counters["compile"] = ckpt.get("compile", 0.0)
-  tracker = _Best(names)
-  for e in history:
-    tracker.add(e)
-
-  def checkpoint():
-    if lead:
-      atomic_write(workdir / CHECKPOINT_FILE, _checkpoint.dumps({
-          "format": FORMAT, **counters, "key": key, "state": state,
-          "cache": cache}), keep=workdir / PREV_CHECKPOINT_FILE)
-
-  def export(final: bool = False):
-    # The evaluator's summary reads the whole history: only at the end of a session.
-    summary = (evaluator.summarize(history) if final and hasattr(evaluator, "summarize")
-               else {})
-    if lead:
-      atomic_write(workdir / BEST_FILE, json.dumps(_json_safe({
-          "objectives": names, "evals": counters["evals"], "elapsed": counters["elapsed"],
-          "finished": counters["finished"], "best": tracker.best, "pareto": tracker.pareto,
-          "summary": summary}), indent=1).encode(), fsync=False)
-    return summary
-
-  if ckpt is None:
-    checkpoint()
-  progress = Progress(budget, quiet or not lead)
-  session_start = time.perf_counter()
-  wall0 = counters["wall"]
+    rundir.checkpoint(counters, key, state, cache)
+  progress = Progress(budget, quiet or not rundir.lead)
+  start, wall0 = time.perf_counter(), counters["wall"]
   compile_start, compile0 = runtime.compile_seconds(), counters["compile"]
 
-  def compiled() -> float:  # this run's compile seconds, over all its sessions
-    return compile0 + runtime.compile_seconds() - compile_start
-
-  def best_value():
-    return _objective_values(tracker.best, names)[0] if tracker.best else None
+  def clocks() -> tuple[float, float]:  # wall and compile seconds over all sessions
+    return (wall0 + time.perf_counter() - start,
+            compile0 + runtime.compile_seconds() - compile_start)
 
   while not counters["finished"]:
     if budget.done(counters["evals"], counters["elapsed"]):
       counters["finished"] = True
-      checkpoint()
+      rundir.checkpoint(counters, key, state, cache)
       break
     key_next, k_ask, k_eval, k_tell = generation_keys(key)
     cands, asked = ask(k_ask, state)
-    is_codes = isinstance(cands, (jax.Array, np.ndarray))
-    items = list(np.asarray(cands)) if is_codes else list(cands)
-    n = len(items)
-    if n == 0:
+    items = list(np.asarray(cands)) if isinstance(cands, (jax.Array, np.ndarray)) else list(cands)
+    if not items:
       raise ValueError(f"strategy {name!r} asked for no candidates")
     if budget.max_evals is not None:
       items = items[:budget.max_evals - counters["evals"]]
     records = _evaluate(evaluator, items, k_eval, cache, processes)
-    # A strategy that tracks parents (LEMONADE) says where each candidate came from.
-    lineage = strategy.lineage(asked) if callable(getattr(strategy, "lineage", None)) else []
-    lines, kept = [], []
-    elapsed = counters["elapsed"]
-    wall = wall0 + time.perf_counter() - session_start
-    for rec in records:
-      if budget.time_budget is not None and elapsed >= budget.time_budget:
-        break
-      elapsed += rec.cost
-      i = len(kept)
-      entry = _entry(rec, counters["evals"] + i, counters["generation"], elapsed,
-                     wall, names, compiled(), lineage[i] if i < len(lineage) else None)
-      kept.append(rec)
-      history.append(entry)
-      lines.append(json.dumps(entry) + "\n")
-      if tracker.add(entry) and rec.network is not None and lead:
-        import nasjax
-
-        nasjax.save(rec.network, workdir / BEST_NET_FILE, metadata=entry)
-    if lead:
-      try:
-        with open(history_path, "a") as f:
-          f.write("".join(lines))
-          f.flush()
-          os.fsync(f.fileno())
-      except OSError as e:
-        # A line cut short here is dropped on resume, with the rest of the generation.
-        raise _os_error(e, os.fspath(history_path)) from e
-    counters["evals"] += len(kept)
-    counters["elapsed"] = elapsed
-    counters["wall"] = wall0 + time.perf_counter() - session_start
-    counters["compile"] = compiled()
-    # Where the budget ran out within this generation, the candidates not recorded are
-    # told as failures (NaN), so that the strategy's final state (a LEMONADE front, an
-    # evolution's population) holds every recorded evaluation and nothing else.
-    if len(kept) < n:
-      counters["finished"] = True
-    fitness = np.full((n, len(names)), np.nan)
-    fitness[:len(kept)] = [r.objectives for r in kept]
-    fitness = fitness[:, 0] if len(names) == 1 else fitness
-    if is_codes:
-      told = cands
-    else:
-      from nasjax.network import Network
-
-      told = [r.network if isinstance(c, Network) and r.network is not None else c
-              for c, r in zip(cands, kept)] + list(cands[len(kept):])
-    state = tell(k_tell, asked, told, fitness)
+    entries, counters["elapsed"] = _charge(
+        records, budget, counters, lineage(asked) if callable(lineage) else [], clocks(), names)
+    records = records[:len(entries)]
+    rundir.append(entries, records)
+    counters["evals"] += len(entries)
+    counters["wall"], counters["compile"] = clocks()
+    counters["finished"] = len(entries) < len(cands)
+    state = tell(k_tell, asked, *_told(cands, records, len(names)))
     key = key_next
     counters["generation"] += 1
     runtime.release_compiled_code()
-    checkpoint()
-    export()
-    progress.update(counters["evals"], counters["elapsed"], best_value())
-  summary = export(final=True)
-  progress.update(counters["evals"], counters["elapsed"], best_value(), force=True)
+    rundir.checkpoint(counters, key, state, cache)
+    rundir.export(counters)
+    progress.update(counters["evals"], counters["elapsed"], rundir.best_value())
+  # The evaluator's summary reads the whole history: only at the end of a session.
+  summary = evaluator.summarize(history) if hasattr(evaluator, "summarize") else {}
+  rundir.export(counters, summary)
+  progress.update(counters["evals"], counters["elapsed"], rundir.best_value(), force=True)
   progress.close()
-  return RunResult(workdir, history, tracker.best, tracker.pareto, summary,
+  return RunResult(workdir, history, rundir.tracker.best, rundir.tracker.pareto, summary,
                    counters["evals"], counters["elapsed"])
 
 
