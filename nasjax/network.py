@@ -286,26 +286,36 @@ MAX_INFLATION = 64
 MIN_INFLATE_BYTES = 64 << 20
 
 
+def npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple, np.dtype, int]:
+  """``(shape, dtype, bytes of data)`` of the ``.npy`` member ``info`` of ``zf``, read from
+  its header alone (none of the data is read).
+
+  Raises:
+    ValueError: the member is not a ``.npy`` array of format version 1 or 2 (and
+      ``zipfile``'s or the OS's errors for a damaged archive).
+  """
+  with zf.open(info) as fp:
+    version = np.lib.format.read_magic(fp)
+    if version == (1, 0):
+      shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
+    elif version == (2, 0):
+      shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
+    else:
+      raise ValueError(f"unsupported .npy format version {version}")
+    return tuple(shape), dtype, info.file_size - fp.tell()
+
+
 def _member_header(zf: zipfile.ZipFile, member: str, path: str, what: str):
-  """``(shape, dtype, bytes the .npy member holds)`` from the .npy header of ``member``,
-  read without reading the array's data."""
+  """:func:`npy_header` of ``member``, with errors naming the file ``path`` and ``what``
+  the member holds; an array of Python objects is refused."""
   try:
-    info = zf.getinfo(member)
-    with zf.open(info) as fp:
-      version = np.lib.format.read_magic(fp)
-      if version == (1, 0):
-        shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
-      elif version == (2, 0):
-        shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
-      else:
-        raise ValueError(f"unsupported .npy format version {version}")
-      offset = fp.tell()
+    shape, dtype, size = npy_header(zf, zf.getinfo(member))
   except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as e:
     raise ValueError(f"{path!r}: {what} is not a readable array ({e})") from None
   if dtype.hasobject:
     raise ValueError(f"{path!r}: {what} holds Python objects (dtype {dtype}); a nasjax "
                      "network file holds numbers only and is never unpickled")
-  return tuple(shape), dtype, info.file_size - offset
+  return shape, dtype, size
 
 
 def _read_header(f, path: str) -> dict:

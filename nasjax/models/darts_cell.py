@@ -284,21 +284,11 @@ def darts_cell(genotype: Genotype | None = None, C: int = 16, layers: int = 5,
     s0, s1, reduction_prev = s1, f"c{k}_out", reduction
   nodes += [Node("gap", "gap", [s1]),
             Node("logits", "dense", ["gap"], features=num_classes)]
-  return Arch(_reaching(nodes, "logits"), output="logits")
+  # A cell whose cells read only their first input (two cells back) leaves the cell before
+  # it unread: DARTS's network computes it, but it cannot change the logits.
+  from nasjax.ops.graph import prune_dead
 
-
-def _reaching(nodes: list[Node], output: str) -> list[Node]:
-  """The nodes with a path to ``output``, in order. A cell whose cells read only their
-  first input (two cells back) leaves the cell before it unread: DARTS's network computes
-  it, but it cannot change the logits, so the architecture leaves it out."""
-  by_name = {n.name: n for n in nodes}
-  live, todo = set(), [output]
-  while todo:
-    name = todo.pop()
-    if name not in live:
-      live.add(name)
-      todo.extend(by_name[name].inputs)
-  return [n for n in nodes if n.name in live]
+  return Arch(prune_dead(nodes, "logits"), output="logits")
 
 
 __all__ = ["darts_cell", "cell", "factorized_reduce", "check_genotype", "Genotype",

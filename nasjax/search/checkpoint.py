@@ -70,15 +70,16 @@ import zipfile
 
 import numpy as np
 
+# All members may take at most MAX_INFLATION times the data's size in memory (or
+# MIN_INFLATE_BYTES), as in a network file: a few KB of compressed zeros must not claim
+# gigabytes.
+from nasjax.network import MAX_INFLATION, MIN_INFLATE_BYTES, npy_header
+
 FORMAT = "nasjax.tree/1"
 STRUCTURE = "__structure__"
 # The JSON structure is read whole: refuse a larger one before reading it (a LEMONADE
 # population of DARTS-sized architectures takes a few MB).
 MAX_STRUCTURE_BYTES = 256 << 20
-# All members may take at most this many times the data's size in memory (or
-# MIN_INFLATE_BYTES): a few KB of compressed zeros must not claim gigabytes.
-MAX_INFLATION = 64
-MIN_INFLATE_BYTES = 64 << 20
 # Ints beyond this magnitude are written as decimal strings: JSON readers other than
 # Python's hold numbers as doubles.
 _EXACT_INT = 2**53
@@ -402,19 +403,6 @@ class _Reader:
     raise DamagedData(f"a node of unknown kind {kind!r}")
 
 
-def _npy_header(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple, np.dtype, int]:
-  """``(shape, dtype, bytes of data)`` of an ``.npy`` member, read from its header only."""
-  with zf.open(info) as fp:
-    version = np.lib.format.read_magic(fp)
-    if version == (1, 0):
-      shape, _, dtype = np.lib.format.read_array_header_1_0(fp)
-    elif version == (2, 0):
-      shape, _, dtype = np.lib.format.read_array_header_2_0(fp)
-    else:
-      raise DamagedData(f"member {info.filename} has .npy format version {version}")
-    return tuple(shape), dtype, info.file_size - fp.tell()
-
-
 def _read_arrays(data: bytes) -> dict[str, np.ndarray]:
   """Every member of the ``.npz`` archive ``data``, the sizes checked before reading."""
   with zipfile.ZipFile(io.BytesIO(data)) as zf:
@@ -426,7 +414,10 @@ def _read_arrays(data: bytes) -> dict[str, np.ndarray]:
       raise DamagedData("it holds members that are not arrays, or one twice")
     total, limit = 0, max(MIN_INFLATE_BYTES, MAX_INFLATION * len(data))
     for info in infos:
-      shape, dtype, size = _npy_header(zf, info)
+      try:
+        shape, dtype, size = npy_header(zf, info)
+      except ValueError as e:
+        raise DamagedData(f"member {info.filename}: {e}") from None
       if dtype.hasobject:
         raise DamagedData(f"member {info.filename} holds Python objects (dtype {dtype})")
       nbytes = math.prod(shape) * dtype.itemsize
