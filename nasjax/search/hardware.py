@@ -139,6 +139,26 @@ class MnasReward:
     return -self.reward(fitness)
 
 
+def _reward_options(config, cls, example: str) -> dict:
+  """The options of reward ``config`` (a dict such as ``example``) for the dataclass
+  ``cls``, without its ``kind``.
+
+  Raises:
+    ValueError: ``config`` is not a dict, or has another kind or an unknown option.
+  """
+  if not isinstance(config, Mapping):
+    raise ValueError(f"a reward config is a dict such as {example}, got {config!r}")
+  config = dict(config)
+  kind = config.pop("kind", cls.kind)
+  if kind != cls.kind:
+    raise ValueError(f"unknown reward kind {kind!r}; known: ['{cls.kind}']")
+  fields = {f.name for f in dataclasses.fields(cls)}
+  unknown = set(config) - fields
+  if unknown:
+    raise ValueError(f"unknown reward option(s) {sorted(unknown)}; it takes {sorted(fields)}")
+  return config
+
+
 def make_scalarizer(config: Mapping[str, Any] | None, num_objectives: int):
   """A scalarizer from its config dict, checked against the fitness length.
 
@@ -155,18 +175,8 @@ def make_scalarizer(config: Mapping[str, Any] | None, num_objectives: int):
   """
   if config is None:
     return None
-  if not isinstance(config, Mapping):
-    raise ValueError(f"a reward config is a dict such as {{'kind': 'mnas', 'target': 0.01}}, "
-                     f"got {config!r}")
-  config = dict(config)
-  kind = config.pop("kind", "mnas")
-  if kind != MnasReward.kind:
-    raise ValueError(f"unknown reward kind {kind!r}; known: ['{MnasReward.kind}']")
-  fields = {f.name for f in dataclasses.fields(MnasReward)}
-  unknown = set(config) - fields
-  if unknown:
-    raise ValueError(f"unknown reward option(s) {sorted(unknown)}; it takes {sorted(fields)}")
-  scalarizer = MnasReward(**config)
+  scalarizer = MnasReward(**_reward_options(config, MnasReward, "{'kind': 'mnas', "
+                                            "'target': 0.01}"))
   if scalarizer.num_objectives > num_objectives:
     raise ValueError(f"the reward reads objective {scalarizer.num_objectives - 1} but the "
                      f"fitness has {num_objectives} objective(s)")
@@ -268,17 +278,8 @@ def make_objective(config: Mapping[str, Any] | None) -> MnasObjective | None:
   """
   if config is None:
     return None
-  if not isinstance(config, Mapping):
-    raise ValueError(f"a reward config is a dict such as {{'kind': 'mnas', 'target': 0.01, "
-                     f"'cost': 'latency'}}, got {config!r}")
-  config = dict(config)
-  kind = config.pop("kind", MnasObjective.kind)
-  if kind != MnasObjective.kind:
-    raise ValueError(f"unknown reward kind {kind!r}; known: ['{MnasObjective.kind}']")
-  fields = {f.name for f in dataclasses.fields(MnasObjective)}
-  unknown = set(config) - fields
-  if unknown:
-    raise ValueError(f"unknown reward option(s) {sorted(unknown)}; it takes {sorted(fields)}")
+  config = _reward_options(config, MnasObjective, "{'kind': 'mnas', 'target': 0.01, "
+                           "'cost': 'latency'}")
   if "target" not in config:
     raise ValueError("a reward config needs a target cost, e.g. {'target': 0.01}")
   return MnasObjective(**config)
