@@ -443,12 +443,12 @@ DAMAGE = {"truncated": lambda d: d[:len(d) // 2], "empty": lambda d: b"",
           "other shape": _other_shape}
 
 
-@pytest.mark.parametrize("written", ["npz", "pickle"])
-@pytest.mark.parametrize("damage", list(DAMAGE))
+# Flipped bytes and shapes damage an .npz archive only; a pickle gets the other three.
+@pytest.mark.parametrize("written, damage", [
+    (w, d) for w in ("npz", "pickle") for d in DAMAGE
+    if w == "npz" or d not in ("flipped byte", "other shape")])
 def test_a_damaged_checkpoint_falls_back_to_the_previous(tmp_path, reference, damage,
                                                          written):
-  if written == "pickle" and damage in ("flipped byte", "other shape"):
-    pytest.skip("damage of an .npz archive")
   work = tmp_path / "run"
   _interrupted(work)
   suffix = "npz"
