@@ -738,7 +738,7 @@ def supernet_section(sizes: Sizes, clock: Clock) -> dict:
   import concurrent.futures
 
   from nasjax.models import supernet as sn_lib
-  from nasjax.search import oneshot
+  from nasjax.search.strategies import oneshot
 
   spec = sn_lib.NB201Supernet(C=sizes.supernet_C, N=sizes.supernet_N,
                               input_shape=(32, 32, 3), num_classes=10)

@@ -11,7 +11,7 @@ Per seed:
    ``max_evals`` evaluations (the start network's first one included), children trained
    with ``train`` from their inherited weights:
 
-   - ``eas``: the learned meta-controller (:mod:`nasjax.search.eas`);
+   - ``eas``: the learned meta-controller (:mod:`nasjax.search.strategies.eas`);
    - ``random``: the same episodes with uniformly random transformations (the
      controller never learns): what the controller adds.
 
@@ -44,7 +44,8 @@ import nasjax
 from nasjax import configs
 from nasjax import data as data_lib
 from nasjax import train as train_lib
-from nasjax.search import eas, runner
+from nasjax.search import runner
+from nasjax.search.strategies import eas
 from nasjax.search.evaluators import TrainingEvaluator
 from nasjax.search.spaces import PlainCNNSpace
 

@@ -9,7 +9,7 @@
         [--seeds S,S,... --members P,P,...]
     python experiments/lemonade_fmnist.py --ladder EPOCHS [--ladder-min-params N]
 
-1. Search: LEMONADE (:mod:`nasjax.search.lemonade`) in the run directory ``DIR/search``
+1. Search: LEMONADE (:mod:`nasjax.search.strategies.lemonade`) in the run directory ``DIR/search``
    with a training evaluator (validation error, parameters and batch-1 latency recorded;
    the front is taken over error and parameters), until ``search_seconds`` of training
    are charged. Started again with the same ``--workdir`` it resumes the search.
@@ -17,7 +17,7 @@
    against the same baselines (the config's ``seed``).
 2. Report: the front after each generation (error against parameters and against
    latency) as PNGs, and the final front's networks with their weights
-   (:func:`nasjax.search.lemonade.report_run`); the seconds and share of wall time the
+   (:func:`nasjax.search.strategies.lemonade.report_run`); the seconds and share of wall time the
    search spent compiling. ``--search-only`` stops here.
 3. Comparison: every front member is scored on the test set as found (weights inherited
    and trained along its lineage, ``depth`` trainings of ``train.epochs`` each), and so
@@ -70,7 +70,8 @@ from nasjax import configs
 from nasjax import data as data_lib
 from nasjax import models
 from nasjax import train as train_lib
-from nasjax.search import lemonade, runner
+from nasjax.search import runner
+from nasjax.search.strategies import lemonade
 from nasjax.search import report as report_lib
 from nasjax.search.evaluators import TrainingEvaluator
 from nasjax.search.spaces import PlainCNNSpace

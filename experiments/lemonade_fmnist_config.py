@@ -26,7 +26,7 @@ class Config:
     search_train: overrides of ``train`` for the search's children only (e.g. a lower
       peak rate); the trainings from scratch keep ``train``.
     objectives: what the evaluator records (the search's front uses ``front_objectives``).
-    lemonade: LEMONADE options (:data:`nasjax.search.lemonade.DEFAULT_CONFIG` keys).
+    lemonade: LEMONADE options (:data:`nasjax.search.strategies.lemonade.DEFAULT_CONFIG` keys).
     search_seconds: the search's budget of charged (training) seconds.
     max_evals: optional cap on evaluations.
     baselines: hand-designed plain CNNs (:func:`nasjax.models.plain_cnn` block lists),

@@ -4,8 +4,8 @@
         [--only spos,darts,darts2,enas] [--data-dir DIR]
     python experiments/oneshot_cifar10_nb201.py --lookup '|nor_conv_3x3~0|+|...|'
 
-Each method (:mod:`nasjax.search.spos`, :mod:`~nasjax.search.darts`,
-:mod:`~nasjax.search.enas`; ``darts2`` is second-order DARTS) searches once per seed
+Each method (:mod:`nasjax.search.strategies.spos`, :mod:`~nasjax.search.strategies.darts`,
+:mod:`~nasjax.search.strategies.enas`; ``darts2`` is second-order DARTS) searches once per seed
 and returns a cell; nothing is trained alone: the cell's row of
 ``shared/data/nb201/nb201.csv`` gives its 200-epoch test accuracy (and 12-epoch
 validation accuracy), and its rank among the 15,625 cells. NB201 reports these methods
@@ -29,7 +29,8 @@ import numpy as np
 
 from nasjax import configs
 from nasjax import data as data_lib
-from nasjax.search import darts, enas, spos, tabular
+from nasjax.search import tabular
+from nasjax.search.strategies import darts, enas, spos
 from nasjax.search.spaces import NB201Space
 
 STRATEGIES = {"spos": spos.Spos, "darts": darts.Darts, "darts2": darts.Darts,

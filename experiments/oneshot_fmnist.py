@@ -5,9 +5,9 @@
 
 1. Ground truth: ``num_sample`` distinct random NB201 cells are trained alone from
    scratch (:func:`nasjax.train.fit`, the same short budget for all) and tested.
-2. Each method searches with its own supernet (:mod:`nasjax.search.spos`,
-   :mod:`~nasjax.search.darts`, :mod:`~nasjax.search.enas`) and returns a cell, which
-   is trained alone with the same budget.
+2. Each method searches with its own supernet (:mod:`nasjax.search.strategies.spos`,
+   :mod:`~nasjax.search.strategies.darts`, :mod:`~nasjax.search.strategies.enas`) and
+   returns a cell, which is trained alone with the same budget.
 3. Each supernet scores the sample: SPOS by validation accuracy with recalibrated batch
    norm; ENAS by validation accuracy with batch statistics (its reward) and with
    recalibration; DARTS by the sum of the cell's log-softmax architecture weights (the
@@ -39,7 +39,7 @@ from nasjax import data as data_lib
 from nasjax import train as train_lib
 from nasjax.models import NB201_EDGES, NB201_OPS
 from nasjax.models import supernet as sn_lib
-from nasjax.search import darts, enas, oneshot, spos
+from nasjax.search.strategies import darts, enas, oneshot, spos
 from nasjax.search.spaces import NB201Space
 from nasjax.stats import kendall_tau
 

@@ -3,7 +3,7 @@
     python experiments/smash_fmnist.py [--variant default|tiny] [--workdir DIR]
         [--json PATH]
 
-1. One-shot search (:mod:`nasjax.search.smash`): train the hypernetwork and the shared
+1. One-shot search (:mod:`nasjax.search.strategies.smash`): train the hypernetwork and the shared
    weights, one uniformly sampled memory-bank architecture per step; then score
    ``num_samples`` fresh random architectures by validation accuracy with generated
    weights.
@@ -36,7 +36,7 @@ import nasjax
 from nasjax import configs
 from nasjax import data as data_lib
 from nasjax import train as train_lib
-from nasjax.search import smash as smash_search
+from nasjax.search.strategies import smash as smash_search
 from nasjax.stats import kendall_tau, pearson
 
 

@@ -20,8 +20,8 @@ class Config:
 
   Attributes:
     dataset, data_limit, val_fraction, data_seed: the data (:func:`nasjax.data.load`).
-    space: :class:`nasjax.search.smash.SmashSpace` fields.
-    smash: SMASH options (:data:`nasjax.search.smash.DEFAULT_CONFIG` keys; the data
+    space: :class:`nasjax.search.strategies.smash.SmashSpace` fields.
+    smash: SMASH options (:data:`nasjax.search.strategies.smash.DEFAULT_CONFIG` keys; the data
       keys are taken from the fields above).
     train: :class:`nasjax.train.TrainConfig` fields of every stand-alone training.
     num_correlation: random architectures (the first sampled ones, in sampling order)

@@ -14,8 +14,8 @@ import pytest
 import nasjax
 from nasjax.models import densenet, eas_start_net
 from nasjax.ops.plan import try_plan
-from nasjax.search import eas
-from nasjax.search import eas_controller as ctrl
+from nasjax.search.strategies import eas
+from nasjax.search.strategies import eas_controller as ctrl
 from nasjax.search.evaluators import TrainingEvaluator
 from nasjax.search.runner import Budget, load_checkpoint, resume, run
 from nasjax.search.spaces import PlainCNNSpace

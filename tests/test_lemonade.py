@@ -11,7 +11,8 @@ import nasjax
 from nasjax import data as data_lib
 from nasjax import train as train_lib
 from nasjax.ops import EXACT, MORPH_BATCH, MORPHISMS
-from nasjax.search import bench, kde, lemonade, nsga2, pareto
+from nasjax.search import bench, pareto
+from nasjax.search.strategies import kde, lemonade, nsga2
 from nasjax.search import Budget
 from nasjax.search.base import generation_keys, init_keys, make_strategy
 from nasjax.search.evaluators import MacroEvaluator

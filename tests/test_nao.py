@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from nasjax.search import Budget, DartsCellSpace, MacroSpace, NB201Space, make_strategy, run
-from nasjax.search import nao as nao_lib
-from nasjax.search.nao_model import NAOModel, token_scheme
+from nasjax.search.strategies import nao as nao_lib
+from nasjax.search.strategies.nao_model import NAOModel, token_scheme
 
 # One tiny model per space, shared by the tests so each program compiles once.
 TINY = dict(embed_dim=8, hidden=16, mlp_layers=1, mlp_hidden=16, batch_size=16,

@@ -10,7 +10,7 @@ from jax.flatten_util import ravel_pytree
 
 from nasjax import data as data_lib
 from nasjax.models import supernet as S
-from nasjax.search import darts, enas, oneshot, spos
+from nasjax.search.strategies import darts, enas, oneshot, spos
 from nasjax.search.base import make_strategy, strategy_entry
 from nasjax.search.spaces import DartsCellSpace, MacroSpace, NB201Space
 

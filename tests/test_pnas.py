@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nasjax.search import pnas
+from nasjax.search.strategies import pnas
 from nasjax.search.base import make_strategy
 from nasjax.search.spaces import MacroSpace, NB201Space, make_space
 from nasjax.search.tabular import load_nb201

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 import nasjax
-from nasjax.search import controller as controller_lib
-from nasjax.search import hardware, rl_nas
+from nasjax.search.strategies import controller as controller_lib
+from nasjax.search import hardware
+from nasjax.search.strategies import rl_nas
 from nasjax.search.base import make_strategy
-from nasjax.search.evolution import RegularizedEvolution
+from nasjax.search.strategies.evolution import RegularizedEvolution
 from nasjax.search.spaces import DartsCellSpace, NB201Space, PlainCNNSpace, make_space
 
 

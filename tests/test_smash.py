@@ -11,7 +11,7 @@ import nasjax
 from nasjax import data as data_lib
 from nasjax.models import smash as S
 from nasjax.search import make_space, make_strategy
-from nasjax.search import smash as search_smash
+from nasjax.search.strategies import smash as search_smash
 
 # Two blocks on 8x8 inputs: every feature (several banks, widths, kernels with a centre
 # slice, dilations, groups, inner widths, skipped ops and convs) at compile times of

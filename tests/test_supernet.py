@@ -12,7 +12,7 @@ import nasjax
 from nasjax import data as data_lib
 from nasjax import train as train_lib
 from nasjax.models import supernet as S
-from nasjax.search.oneshot import cross_entropy
+from nasjax.search.strategies.oneshot import cross_entropy
 from nasjax.search.spaces import MacroSpace
 
 # Outputs are compared with this tolerance: the same float32 ops, summed in the same

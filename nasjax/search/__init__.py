@@ -6,16 +6,16 @@ package's other modules, which register the remaining strategies and spaces, on 
 first lookup of a name they do not hold yet (:class:`Registry`).
 """
 
-from nasjax.search import evolution, random_search, reinforce  # noqa: F401  (registration)
+from nasjax.search.strategies import evolution, random_search, reinforce  # noqa: F401  (registration)
 from nasjax.search.base import (STRATEGIES, Registry, Strategy, StrategyEntry, fitness_matrix,
                                 generation_keys, init_keys, load_modules, load_strategies,
                                 make_strategy, register_strategy, resolve_config,
                                 select_objective, strategy_entry)
 from nasjax.search.evaluators import (EVALUATORS, MacroEvaluator, NB201Evaluator, Record,
                                       TrainingEvaluator, make_evaluator)
-from nasjax.search.evolution import EvolutionState, RegularizedEvolution
-from nasjax.search.random_search import RandomSearch, RandomState
-from nasjax.search.reinforce import Reinforce, ReinforceState
+from nasjax.search.strategies.evolution import EvolutionState, RegularizedEvolution
+from nasjax.search.strategies.random_search import RandomSearch, RandomState
+from nasjax.search.strategies.reinforce import Reinforce, ReinforceState
 from nasjax.search.runner import Budget, RunResult, read_config, read_history, resume, run
 from nasjax.search.spaces import (SPACES, DartsCellSpace, MacroSpace, NB201Space,
                                   PlainCNNSpace, SearchSpace, make_space, register_space)

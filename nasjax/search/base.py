@@ -119,8 +119,8 @@ def load_modules() -> None:
     _load_state = "loading"
     try:
       package = importlib.import_module("nasjax.search")
-      for module in pkgutil.iter_modules(package.__path__):
-        importlib.import_module(f"{package.__name__}.{module.name}")
+      for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+        importlib.import_module(module.name)
     except BaseException:
       _load_state = "pending"
       raise

@@ -576,9 +576,23 @@ def _module(module: str):
   return sys.modules.get(module)
 
 
+# Modules that moved to nasjax.search.strategies: checkpoints written before name them by
+# their old paths.
+_MOVED = frozenset(("random_search", "evolution", "reinforce", "nsga2", "lemonade", "kde",
+                    "eas", "eas_controller", "pnas", "nao", "nao_model", "rl_nas", "controller",
+                    "smash", "spos", "darts", "enas", "oneshot"))
+
+
+def _current_module(module: str) -> str:
+  head, _, last = module.rpartition(".")
+  return f"nasjax.search.strategies.{last}" if head == "nasjax.search" and last in _MOVED \
+      else module
+
+
 @functools.lru_cache(maxsize=1024)
 def _state_class(module: str, name: str):
   """The class ``module.name`` if it is a state class of :data:`STATE_PACKAGES`."""
+  module = _current_module(module)
   parts = name.split(".")
   obj = _module(module)
   # Walk the namespaces with vars(), never getattr (which could run a __getattr__).

@@ -5,7 +5,7 @@ Two stages, as the weight-sharing part of the NAS overview describes:
 1. Supernet training: each SGD step trains one path, drawn uniformly from the space
    (every edge's op uniform in NB201), so every path's weights are trained about equally
    and no architecture is favoured before the search.
-2. Search: regularized evolution (:class:`~nasjax.search.evolution.RegularizedEvolution`,
+2. Search: regularized evolution (:class:`~nasjax.search.strategies.evolution.RegularizedEvolution`,
    aging, tournament selection) over paths, where a path's fitness is its validation
    accuracy with the inherited weights after its batch-norm statistics are
    recalibrated on training batches (:func:`nasjax.models.supernet.score_paths`); no
@@ -27,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.models import supernet as sn_lib
-from nasjax.search import oneshot
+from nasjax.search.strategies import oneshot
 from nasjax.search.base import register_strategy
-from nasjax.search.evolution import RegularizedEvolution
+from nasjax.search.strategies.evolution import RegularizedEvolution
 from nasjax.search.spaces import SearchSpace
 
 
@@ -115,7 +115,7 @@ DEFAULT_CONFIG = {**oneshot.COMMON_CONFIG, "weight_decay": 5e-4, "impl": "switch
 
 @dataclasses.dataclass(eq=False)
 class Spos:
-  """SPOS as a strategy (see :mod:`nasjax.search.oneshot` for how ask/tell work).
+  """SPOS as a strategy (see :mod:`nasjax.search.strategies.oneshot` for how ask/tell work).
 
   Attributes:
     space: an ``nb201`` or ``darts`` search space.

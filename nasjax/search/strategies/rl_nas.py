@@ -1,6 +1,6 @@
 """RL-NAS: an LSTM controller trained with REINFORCE (Zoph & Le, ICLR 2017).
 
-The controller (:mod:`nasjax.search.controller`) samples a batch of child architectures;
+The controller (:mod:`nasjax.search.strategies.controller`) samples a batch of child architectures;
 each child is trained and its validation accuracy is the reward ``R``; the controller's
 parameters ``theta`` follow the policy gradient (§3.2)::
 
@@ -40,7 +40,7 @@ import numpy as np
 import optax
 
 from nasjax.arch import Arch, Node
-from nasjax.search import controller as controller_lib
+from nasjax.search.strategies import controller as controller_lib
 from nasjax.search.base import fitness_matrix, register_strategy, select_objective
 from nasjax.search.hardware import make_scalarizer
 from nasjax.search.spaces import SearchSpace, register_space
@@ -236,7 +236,7 @@ class RLNAS:
     baseline_decay: the moving average keeps this much of the old baseline per batch.
     entropy_weight: ``beta``, weight of the entropy bonus.
     hidden, num_layers, temperature, tanh_constant: the controller's (see
-      :class:`~nasjax.search.controller.Controller`).
+      :class:`~nasjax.search.strategies.controller.Controller`).
     objective: which objective is the (negated) reward, when ``reward`` is None.
     reward: a MnasNet reward config (:func:`~nasjax.search.hardware.make_scalarizer`),
       or None.

@@ -8,7 +8,7 @@ networks that no evaluated network dominates in all objectives: the current
 approximation of the Pareto front. Each generation (Algorithm 1 of the paper):
 
 1. a kernel density estimate ``p_KDE`` is fitted to the population's cheap objectives
-   (log-scaled: sizes span orders of magnitude; :mod:`nasjax.search.kde`);
+   (log-scaled: sizes span orders of magnitude; :mod:`nasjax.search.strategies.kde`);
 2. ``n_pc`` parents are drawn with probability proportional to ``1 / p_KDE``, so sparse
    regions of the front get more offspring;
 3. each parent gets one child by random network morphisms (§3.1: insert a layer, widen,
@@ -61,7 +61,7 @@ import numpy as np
 
 from nasjax.arch import Arch
 from nasjax.network import Network, count_params, flops, init, key_seed, latency
-from nasjax.search import kde
+from nasjax.search.strategies import kde
 from nasjax.search.base import register_strategy
 from nasjax.search.pareto import dominance_matrix, pareto_mask
 from nasjax.search.spaces import SearchSpace
@@ -526,7 +526,7 @@ class Lemonade:
                         child_archs: Sequence[Arch]) -> np.ndarray:
     """Step 4's ``log(p_KDE * cost ** cost_exponent)`` of each proposed child ``(c,)``:
     a child is accepted with probability proportional to the exponential of minus this
-    (:func:`nasjax.search.kde.sample_sparse`). Without ``cost_objective`` it is
+    (:func:`nasjax.search.strategies.kde.sample_sparse`). Without ``cost_objective`` it is
     :meth:`child_log_density`."""
     log_child = self.child_log_density(pop_cheap, child_cheap)
     if self.cost_objective is None or self.cost_exponent == 0:

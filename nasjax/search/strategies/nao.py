@@ -7,14 +7,14 @@ Algorithm 1 of the paper, as an ask/tell strategy over search-space codes:
    ``ask``).
 2. ``tell`` adds the evaluated architectures to the set ``X`` and, once the seeds are
    told, trains the encoder, predictor and decoder
-   (:class:`~nasjax.search.nao_model.NAOModel`) jointly on all of ``X`` for ``epochs``
+   (:class:`~nasjax.search.strategies.nao_model.NAOModel`) jointly on all of ``X`` for ``epochs``
    epochs, continuing from the previous parameters. Scores are the negated fitness,
    min-max normalised over ``X`` as NAO normalises accuracies.
 3. Every later ``ask`` takes the ``top_k`` best architectures of ``X``, moves the
    representation of each along the predictor's gradient with step ``eta``, ``2 eta``,
    ... ``max_steps * eta``, and proposes, per seed, the first decoded architecture that
    is neither in ``X`` nor proposed for a better seed (codes are compared up to the
-   space's symmetries, :meth:`~nasjax.search.nao_model.TokenScheme.canonical`). A seed
+   space's symmetries, :meth:`~nasjax.search.strategies.nao_model.TokenScheme.canonical`). A seed
    whose steps find nothing new is replaced by a new random architecture.
 
 Options beyond the paper (the registered defaults, :data:`DEFAULTS`, use them;
@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.search.base import register_strategy, select_objective
-from nasjax.search.nao_model import NAOModel
+from nasjax.search.strategies.nao_model import NAOModel
 from nasjax.search.spaces import SearchSpace
 
 SELECT = ("first", "predicted", "pool")
@@ -417,7 +417,7 @@ NAO_WS_PREFIX = "nao_"
 class NAOWSState:
   """Attributes:
     spos: the supernet, its optimiser state, phase log and proposal ranking (the state
-      of :class:`~nasjax.search.spos.Spos`, whose search is replaced by NAO).
+      of :class:`~nasjax.search.strategies.spos.Spos`, whose search is replaced by NAO).
     controller: the NAO state of the last phase's search.
   """
 
@@ -430,7 +430,7 @@ class NAOWS:
   """NAO-WS: NAO on a weight-sharing supernet's validation accuracy.
 
   Each of ``phases`` phases trains the supernet further with uniformly sampled paths
-  (SPOS's recipe, :meth:`~nasjax.search.spos.Spos.train`), then runs NAO from scratch
+  (SPOS's recipe, :meth:`~nasjax.search.strategies.spos.Spos.train`), then runs NAO from scratch
   against the supernet's scores (:func:`optimise`, ``nao_evaluations`` scored paths), and
   ranks every path it scored. As for the other one-shot strategies, ``ask`` proposes the
   best-ranked path not proposed yet, and ``tell`` only counts: the evaluator's measurement
@@ -449,7 +449,7 @@ class NAOWS:
   name = "nao_ws"
 
   def __post_init__(self):
-    from nasjax.search import spos
+    from nasjax.search.strategies import spos
 
     opts = {k: v for k, v in self.options.items() if k != "num_objectives"}
     unknown = set(opts) - set(NAO_WS_CONFIG)
@@ -491,7 +491,7 @@ class NAOWS:
     Returns:
       ``(codes (1, L) int32, state)``.
     """
-    from nasjax.search import oneshot
+    from nasjax.search.strategies import oneshot
 
     del key  # the search is deterministic given init's key
     sp, controller = state.spos, state.controller
@@ -512,14 +512,14 @@ class NAOWS:
     return codes, NAOWSState(sp, controller)
 
   def tell(self, key, state: NAOWSState, candidates, fitness) -> NAOWSState:
-    from nasjax.search import oneshot
+    from nasjax.search.strategies import oneshot
 
     del key, fitness
     return state.replace(spos=oneshot.count_told(state.spos, candidates))
 
 
 def _nao_ws_config() -> dict:
-  from nasjax.search import spos
+  from nasjax.search.strategies import spos
 
   supernet = {k: v for k, v in spos.DEFAULT_CONFIG.items()
               if k not in ("cycles", "population_size", "sample_size")}

@@ -16,7 +16,7 @@ sequence of steps:
   mean of the chosen layers' anchor states (a learned vector when none is chosen).
 
 :func:`program_for` gives a space's program: its own ``controller_program()`` when it
-has one (the layer strings of :mod:`nasjax.search.rl_nas`: per layer an anchor point,
+has one (the layer strings of :mod:`nasjax.search.strategies.rl_nas`: per layer an anchor point,
 then the layer's choices), else one :class:`Choice` per code position in order (NB201
 edges, DARTS ``[input, op]`` genes, ...). The program is run as a ``lax.scan`` over its
 *groups* (an anchor and the choices that follow it, or a single choice), so a long

@@ -21,7 +21,7 @@ updated in turn, ``alpha`` on a validation batch and ``w`` on a training batch:
      ``xi`` and no longer approximates Eq. 7. ``hessian="exact"`` differentiates through
      the virtual step with autodiff instead (the quantity the finite difference
      approximates; a test checks that the two agree).
-2. weight step: SGD on ``L_train(w, alpha)`` (see :mod:`nasjax.search.oneshot`).
+2. weight step: SGD on ``L_train(w, alpha)`` (see :mod:`nasjax.search.strategies.oneshot`).
 
 The cell is derived from ``alpha``: in the NB201 space the op of largest weight on each
 edge (``none`` included, as NB201's search code does); in the DARTS space, per node the
@@ -49,7 +49,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from nasjax.models import supernet as sn_lib
-from nasjax.search import oneshot
+from nasjax.search.strategies import oneshot
 from nasjax.search.base import register_strategy
 from nasjax.search.spaces import SearchSpace
 
@@ -218,7 +218,7 @@ class DartsState:
     step: ``()`` int32 weight steps done.
     phase: ``()`` int32 search phases done.
     log: the :class:`DartsLog`.
-    proposals: the ranking proposed from (see :class:`~nasjax.search.oneshot.Proposals`).
+    proposals: the ranking proposed from (see :class:`~nasjax.search.strategies.oneshot.Proposals`).
     count: ``()`` int32 candidates told.
   """
 
@@ -241,7 +241,7 @@ DEFAULT_CONFIG = {**oneshot.COMMON_CONFIG, "order": "first", "hessian": "finite_
 
 @dataclasses.dataclass(eq=False)
 class Darts:
-  """DARTS as a strategy (see :mod:`nasjax.search.oneshot` for how ask/tell work).
+  """DARTS as a strategy (see :mod:`nasjax.search.strategies.oneshot` for how ask/tell work).
 
   Attributes:
     space: an ``nb201`` or ``darts`` search space.

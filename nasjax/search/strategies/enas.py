@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 from nasjax.models import supernet as sn_lib
-from nasjax.search import oneshot
+from nasjax.search.strategies import oneshot
 from nasjax.search.base import register_strategy
 from nasjax.search.spaces import SearchSpace
 
@@ -189,7 +189,7 @@ DEFAULT_CONFIG = {**oneshot.COMMON_CONFIG, "weight_decay": 5e-4, "impl": "switch
 
 @dataclasses.dataclass(eq=False)
 class Enas:
-  """ENAS as a strategy (see :mod:`nasjax.search.oneshot` for how ask/tell work).
+  """ENAS as a strategy (see :mod:`nasjax.search.strategies.oneshot` for how ask/tell work).
 
   ``child_steps`` weight steps (default: one epoch) alternate with ``controller_steps``
   controller updates.

@@ -7,7 +7,7 @@ the shared weights end to end on the step's batch. Then ``num_samples`` random
 architectures are scored by their validation accuracy with generated weights; the best
 ones are trained on their own.
 
-In the strategy protocol (:mod:`nasjax.search.oneshot`): the first ask trains the
+In the strategy protocol (:mod:`nasjax.search.strategies.oneshot`): the first ask trains the
 hypernetwork (``phases > 1`` splits the training over several asks and re-ranks after
 each), scores the samples and proposes the best-scored architecture; later asks propose
 the next-best, without repeats; the runner's evaluator trains each proposal from scratch
@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from nasjax.models import smash as smash_lib
-from nasjax.search import oneshot
+from nasjax.search.strategies import oneshot
 from nasjax.search.base import register_strategy
 from nasjax.search.spaces import SearchSpace, register_space
 

@@ -2,7 +2,7 @@
 Architecture Search by Network Transformation", AAAI 2018).
 
 Instead of training every candidate from scratch, EAS grows a trained network. A
-meta-controller (:mod:`nasjax.search.eas_controller`: a bidirectional-LSTM encoder of the
+meta-controller (:mod:`nasjax.search.strategies.eas_controller`: a bidirectional-LSTM encoder of the
 network's layer sequence, a Net2Wider actor and a Net2Deeper actor, §3, §3.1) looks at
 the network and picks transformations that keep the function it computes: Net2Wider
 (a layer goes to the next width on a discrete ladder) and Net2Deeper (an
@@ -42,7 +42,7 @@ block, whose filters copy existing channels).
 
 Strategy protocol (:mod:`nasjax.search.base`): ``ask`` returns the start network, then
 each episode's children to evaluate, as :class:`~nasjax.Network` s carrying their
-inherited weights (as :mod:`nasjax.search.lemonade` does); the runner tells back the
+inherited weights (as :mod:`nasjax.search.strategies.lemonade` does); the runner tells back the
 trained networks, and the best becomes the seed. Fitness must be a validation error in
 percent (the training evaluator's ``val_error``). With ``policy="random"`` the actions
 are drawn uniformly and the controller never learns: the ablation that isolates what
@@ -63,7 +63,7 @@ import numpy as np
 
 from nasjax.arch import Arch
 from nasjax.network import Network, init
-from nasjax.search import eas_controller as ctrl
+from nasjax.search.strategies import eas_controller as ctrl
 from nasjax.search.base import register_strategy, select_objective
 from nasjax.search.spaces import SearchSpace
 
@@ -240,7 +240,8 @@ def insertion_blocks(layers: Sequence[Layer]) -> list[list[Layer]]:
 
 
 def observe(layers: Sequence[Layer], max_len: int, max_blocks: int) -> dict[str, np.ndarray]:
-  """One observation (:func:`nasjax.search.eas_controller.observation_spec`) of a network.
+  """One observation (:func:`~nasjax.search.strategies.eas_controller.observation_spec`)
+  of a network.
 
   Raises:
     ValueError: if the network has more than ``max_len`` layers or ``max_blocks`` blocks.
