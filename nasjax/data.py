@@ -36,6 +36,7 @@ import os
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
+import jax
 import numpy as np
 
 from nasjax.network import key_seed
@@ -482,6 +483,27 @@ def batches(x: np.ndarray, y: np.ndarray, batch_size: int, key, *, augment: bool
     if augment:
       xb = random_crop_flip(xb, rng)
     yield xb, y[idx]
+
+
+def stream(x: np.ndarray, y: np.ndarray, batch_size: int, key, *, start: int = 0,
+           augment: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """Endless full mini-batches: epoch ``e`` is :func:`batches` with key ``fold_in(key, e)``.
+
+  ``start`` skips that many batches, so a stream rebuilt at any step continues exactly
+  where an earlier one stopped (shared-weight training resumed from a checkpoint).
+
+  Raises:
+    ValueError: if ``batch_size`` exceeds the number of examples.
+  """
+  if batch_size > len(x):
+    raise ValueError(f"batch_size {batch_size} exceeds the {len(x)} examples")
+  epoch, index = divmod(int(start), len(x) // batch_size)
+  while True:
+    for i, batch in enumerate(batches(x, y, batch_size, jax.random.fold_in(key, epoch),
+                                      augment=augment)):
+      if i >= index:
+        yield batch
+    epoch, index = epoch + 1, 0
 
 
 def padded_batches(x: np.ndarray, y: np.ndarray, batch_size: int, stop: int | None = None

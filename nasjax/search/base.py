@@ -81,6 +81,12 @@ class StrategyEntry:
     report: optional ``report(workdir, out) -> dict``: the strategy's own part of
       ``nasjax report`` (plots and exports beyond the common ones), merged into the
       summary under ``"strategy"``.
+    options: the strategy's :class:`~nasjax.search.options.Options` class, or None for
+      a strategy configured by a plain dict: ``default_config`` then derives from it,
+      every config is checked by it and the factory gets an instance of it.
+    needs_problem: whether the factory takes ``problem=`` (a
+      :class:`nasjax.search.work.Problem`: input shape, classes, a batch of inputs), as
+      strategies that build networks do.
   """
 
   name: str
@@ -92,6 +98,8 @@ class StrategyEntry:
   smoke: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   description: str = ""
   report: Callable[[Any, Any], dict] | None = None
+  needs_problem: bool = False
+  options: type | None = None
 
   def supports(self, space: str | SearchSpace) -> bool:
     name = space if isinstance(space, str) else space.name
@@ -202,19 +210,31 @@ def register_strategy(name: str, factory: Callable[[SearchSpace, dict], Any], *,
                       jittable: bool = False, default_config: Mapping[str, Any] | None = None,
                       smoke: Mapping[str, Any] | None = None,
                       description: str = "",
-                      report: Callable[[Any, Any], dict] | None = None) -> StrategyEntry:
+                      report: Callable[[Any, Any], dict] | None = None,
+                      needs_problem: bool = False, options: type | None = None
+                      ) -> StrategyEntry:
   """Add a strategy to :data:`STRATEGIES` (see :class:`StrategyEntry` for the fields).
 
+  With ``options`` (an :class:`~nasjax.search.options.Options` subclass), leave
+  ``default_config`` out: it is the class's defaults; the ``smoke`` preset's options are
+  checked against the class here.
+
   Raises:
-    ValueError: if ``name`` is empty or already registered.
+    ValueError: if ``name`` is empty or already registered, or a smoke option is bad.
   """
   if not isinstance(name, str) or not name:
     raise ValueError(f"a strategy name must be a non-empty string, got {name!r}")
   # Only the names registered so far: a lookup would import the module being imported.
   if dict.__contains__(STRATEGIES, name):
     raise ValueError(f"strategy {name!r} is already registered")
+  if options is not None:
+    if default_config is not None:
+      raise ValueError(f"strategy {name!r}: give options or default_config, not both")
+    default_config = options.defaults()
+    options.from_dict((smoke or {}).get("config", {}))
   entry = StrategyEntry(name, factory, tuple(spaces), bool(multi_objective), bool(jittable),
-                        dict(default_config or {}), dict(smoke or {}), description, report)
+                        dict(default_config or {}), dict(smoke or {}), description, report,
+                        bool(needs_problem), options)
   return STRATEGIES.register(name, entry)
 
 
@@ -246,11 +266,14 @@ def resolve_config(name: str, config: Mapping[str, Any] | None = None, *,
   if unknown:
     raise ValueError(f"unknown option(s) {sorted(unknown)} for strategy {name!r}; it takes "
                      f"{sorted(entry.default_config)}")
-  return {**entry.default_config, **config, "num_objectives": int(num_objectives)}
+  config = {**entry.default_config, **config, "num_objectives": int(num_objectives)}
+  if entry.options is not None:
+    config = entry.options.from_dict(config).to_dict()
+  return config
 
 
 def make_strategy(name: str, space: SearchSpace, config: Mapping[str, Any] | None = None, *,
-                  num_objectives: int = 1):
+                  num_objectives: int = 1, problem=None, evaluator=None):
   """Build the registered strategy ``name`` for ``space``.
 
   Args:
@@ -258,6 +281,9 @@ def make_strategy(name: str, space: SearchSpace, config: Mapping[str, Any] | Non
     space: the search space.
     config: options overriding the entry's defaults.
     num_objectives: length of the fitness vectors the strategy will be told.
+    problem: the :class:`~nasjax.search.work.Problem` of a strategy that builds networks
+      (``needs_problem``); default ``evaluator.problem()``. Ignored by the others.
+    evaluator: the evaluator the search will use (asked for the problem when needed).
 
   Raises:
     ValueError: for an unknown name or option, a space the strategy does not support,
@@ -267,7 +293,17 @@ def make_strategy(name: str, space: SearchSpace, config: Mapping[str, Any] | Non
   if not entry.supports(space):
     raise ValueError(f"strategy {name!r} does not search space {space.name!r}; it supports "
                      f"{list(entry.spaces)}")
-  return entry.factory(space, resolve_config(name, config, num_objectives=num_objectives))
+  config = resolve_config(name, config, num_objectives=num_objectives)
+  if entry.options is not None:
+    config = entry.options.from_dict(config)
+  if not entry.needs_problem:
+    return entry.factory(space, config)
+  if problem is None and callable(getattr(evaluator, "problem", None)):
+    problem = evaluator.problem()
+  if problem is None:
+    raise ValueError(f"strategy {name!r} builds networks: give problem= (a "
+                     "nasjax.search.work.Problem) or a training evaluator")
+  return entry.factory(space, config, problem=problem)
 
 
 def fitness_matrix(fitness: jax.Array, num_objectives: int) -> jax.Array:

@@ -253,7 +253,7 @@ def cmd_search(args) -> int:
   o = _options(args)
   evaluator, budget = _plan(o)
   strategy = make_strategy(args.strategy, evaluator.space, o.config,
-                           num_objectives=len(evaluator.objectives))
+                           num_objectives=len(evaluator.objectives), evaluator=evaluator)
   # Everything is checked: only now is a run directory made.
   workdir = args.workdir or tempfile.mkdtemp(prefix=f"nasjax-smoke-{args.strategy}-")
   result = run(strategy, evaluator, budget, workdir, args.seed, quiet=args.quiet,

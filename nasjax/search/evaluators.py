@@ -18,8 +18,12 @@ objectives; it never stops the search.
 
 - :class:`NB201Evaluator`: NAS-Bench-201's protocol (see :mod:`nasjax.search.tabular`).
 - :class:`MacroEvaluator`: NAS-Bench-Macro accuracy, parameters and FLOPs.
-- :class:`TrainingEvaluator`: builds, initialises and trains each candidate with
-  :func:`nasjax.train.fit`, several candidates at once on several local devices.
+- :class:`TrainingEvaluator`: builds, initialises (or distils, for a
+  :class:`~nasjax.search.work.Child` with a teacher) and trains each candidate with
+  :func:`nasjax.train.fit`, several candidates at once on several local devices; it also
+  runs the work weight-sharing strategies ask for on their shared weights
+  (:meth:`TrainingEvaluator.run_shared`) and tells strategies the task
+  (:meth:`TrainingEvaluator.problem`).
 
 The macro and training evaluators take a ``reward`` config
 (:func:`nasjax.search.hardware.make_objective`): the objective ``neg_reward``, MnasNet's
@@ -38,7 +42,8 @@ from typing import Any, Callable, Mapping, Sequence
 import jax
 import numpy as np
 
-from nasjax.search import hardware, tabular
+from nasjax import runtime
+from nasjax.search import hardware, tabular, work
 from nasjax.search.spaces import MacroSpace, NB201Space, SearchSpace, make_space
 
 
@@ -369,7 +374,7 @@ class TrainingEvaluator:
     """``(history description, code or None)`` of a candidate."""
     import nasjax
 
-    if isinstance(cand, nasjax.Network):
+    if isinstance(cand, (nasjax.Network, work.Child)):
       return cand.arch.to_dict(), None
     if isinstance(cand, nasjax.Arch):
       return cand.to_dict(), None
@@ -390,7 +395,9 @@ class TrainingEvaluator:
       data = self.data
       with jax.default_device(device):
         k_init, k_fit = jax.random.split(key)
-        if isinstance(cand, nasjax.Network):
+        if isinstance(cand, work.Child):
+          net = self._start_child(cand, k_init, device, fit_devices, metrics)
+        elif isinstance(cand, nasjax.Network):
           net = jax.device_put(cand, device)
         else:
           arch = cand if isinstance(cand, nasjax.Arch) else self.space.build(
@@ -427,6 +434,38 @@ class TrainingEvaluator:
       objectives = [math.nan] * len(self.objectives)
     return Record(arch_desc, objectives, status, cost, metrics, code,
                   net if status == "ok" else None)
+
+  def _start_child(self, child: work.Child, key, device, fit_devices, metrics: dict):
+    """The network a :class:`~nasjax.search.work.Child` starts training from: its
+    network, distilled from its teacher first when it asks for it."""
+    from nasjax import train as train_lib
+
+    net = jax.device_put(child.network, device)
+    if child.distill_steps:
+      net, hist, losses = train_lib.distill(
+          net, jax.device_put(child.teacher, device), self.data, self.train_config,
+          steps=int(child.distill_steps), key=key, temperature=child.temperature,
+          learning_rate=child.learning_rate, devices=fit_devices or [device])
+      metrics.update(distill_seconds=hist.seconds, distill_steps=len(losses),
+                     distill_loss=losses[-1] if losses else math.nan)
+      if hist.status != "ok":
+        raise FloatingPointError(f"distillation {hist.status}")
+    return net
+
+  def problem(self) -> work.Problem:
+    """The task, as strategies that build networks take it (input shape, classes and
+    the first :data:`nasjax.ops.MORPH_BATCH` training inputs)."""
+    return work.Problem.of(self.data)
+
+  def run_shared(self, request) -> work.SharedResult:
+    """Run a weight-sharing strategy's request on this evaluator's data.
+
+    A :class:`~nasjax.search.work.TrainShared` runs its jitted step over the steps of its
+    chunk on batches of :func:`nasjax.data.stream`; a
+    :class:`~nasjax.search.work.ScoreShared` calls its score function with the data set.
+    The work runs on the first device.
+    """
+    return run_shared(request, self.data, self.device_list[0])
 
   @property
   def _reward_cost(self) -> str | None:
@@ -473,6 +512,53 @@ class TrainingEvaluator:
       for f in [pool.submit(worker, d) for d in range(lanes)]:
         f.result()
     return out
+
+
+# ------------------------------------------------------------------------ shared weights
+_STEPS: dict = {}  # step function -> its jitted program (kept: one compile per function)
+
+
+def _jitted_step(step: Callable):
+  if step not in _STEPS:
+    _STEPS[step] = runtime.jit(step, donate_argnums=0)
+  return _STEPS[step]
+
+
+def run_shared(request, data, device=None) -> work.SharedResult:
+  """Run a :class:`~nasjax.search.work.TrainShared` or
+  :class:`~nasjax.search.work.ScoreShared` on ``data`` (a :class:`nasjax.data.Dataset`),
+  on ``device`` (default: the first local device)."""
+  from nasjax import data as data_lib
+
+  start = time.perf_counter()
+  device = device or jax.local_devices()[0]
+  if isinstance(request, work.ScoreShared):
+    with jax.default_device(device):
+      scores = np.asarray(request.score(request.weights, np.asarray(request.codes), data),
+                          np.float64)
+    return work.SharedResult(request.weights, {}, scores, time.perf_counter() - start)
+  if not isinstance(request, work.TrainShared):
+    raise ValueError(f"not work on shared weights: {type(request).__name__}")
+  r = request
+  train = data_lib.stream(data.x_train, data.y_train, int(r.batch_size),
+                          jax.random.fold_in(r.key, 0), start=int(r.start), augment=r.augment)
+  val = (data_lib.stream(data.x_val, data.y_val, int(r.val_batch_size),
+                         jax.random.fold_in(r.key, 1), start=int(r.start))
+         if r.val_batch_size else None)
+  k_steps = jax.random.fold_in(r.key, 2)
+  step = _jitted_step(r.step)
+  sums: dict = {}
+  with jax.default_device(device):
+    weights = jax.tree_util.tree_map(lambda a: jax.numpy.array(a, copy=True), r.weights)
+    for i in range(int(r.start), int(r.stop)):
+      batch = next(train) if val is None else (next(train), next(val))
+      weights, metrics = step(weights, batch, jax.random.fold_in(k_steps, i),
+                              np.int32(i))
+      for name, value in metrics.items():
+        sums.setdefault(name, []).append(value)
+    jax.block_until_ready(weights)
+  means = {k: float(np.mean(np.asarray(v, np.float64))) for k, v in sums.items()}
+  return work.SharedResult(weights, means, None, time.perf_counter() - start)
 
 
 # ----------------------------------------------------------------------------- registry

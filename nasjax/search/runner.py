@@ -76,6 +76,7 @@ import numpy as np
 
 from nasjax import runtime
 from nasjax.search import checkpoint as _checkpoint
+from nasjax.search import work
 from nasjax.search.base import (STRATEGIES, generation_keys, init_keys, make_strategy,
                                 strategy_entry)
 from nasjax.search.evaluators import Record, make_evaluator
@@ -628,7 +629,14 @@ def _strategy_name_config(strategy) -> tuple[str, dict]:
   if not isinstance(name, str) or name not in STRATEGIES:
     raise ValueError(f"strategy object {strategy!r} has no registered name; register it "
                      "with register_strategy so that the run can be resumed")
-  config = strategy.config() if callable(getattr(strategy, "config", None)) else {}
+  from nasjax.search.options import Options
+
+  config = getattr(strategy, "config", None)
+  if isinstance(config, Options):
+    config = config.to_dict()
+    config.pop("num_objectives")
+  else:
+    config = config() if callable(config) else {}
   return name, dict(config)
 
 
@@ -648,7 +656,7 @@ def _cache_key(space, cand) -> str:
   from nasjax.arch import Arch
   from nasjax.network import Network
 
-  if isinstance(cand, Network):
+  if isinstance(cand, (Network, work.Child)):
     return ""  # a network with its own weights: never the same evaluation
   if isinstance(cand, Arch):
     return "arch:" + cand.to_json()
@@ -659,7 +667,7 @@ def _describe(space, cand) -> tuple[Any, list[int] | None]:
   from nasjax.arch import Arch
   from nasjax.network import Network
 
-  if isinstance(cand, Network):
+  if isinstance(cand, (Network, work.Child)):
     return cand.arch.to_dict(), None
   if isinstance(cand, Arch):
     return cand.to_dict(), None
@@ -708,6 +716,14 @@ def _evaluate(evaluator, items: list, key, cache: dict,
                    {**c["metrics"], "cached": True}, code)
     out.append(rec)
   return out
+
+
+def _run_shared(evaluator, request, name: str) -> work.SharedResult:
+  if not callable(getattr(evaluator, "run_shared", None)):
+    raise ValueError(f"strategy {name!r} trains shared weights, which the "
+                     f"{getattr(evaluator, 'kind', type(evaluator).__name__)!r} evaluator "
+                     "cannot do; use the training evaluator")
+  return evaluator.run_shared(request)
 
 
 def _check_seed(seed) -> int:
@@ -833,7 +849,8 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
   budget = Budget.coerce(budget)
   names = list(evaluator.objectives)
   if isinstance(strategy, str):
-    strategy = make_strategy(strategy, evaluator.space, config, num_objectives=len(names))
+    strategy = make_strategy(strategy, evaluator.space, config, num_objectives=len(names),
+                             evaluator=evaluator)
   name, strategy_config = _strategy_name_config(strategy)
   run_config = _json_safe({
       "format": FORMAT, "strategy": name, "strategy_config": strategy_config,
@@ -943,7 +960,7 @@ def _told(cands, records: list[Record], num_objectives: int) -> tuple[Any, np.nd
   fitness = fitness[:, 0] if num_objectives == 1 else fitness
   if isinstance(cands, (jax.Array, np.ndarray)):
     return cands, fitness
-  told = [r.network if isinstance(c, Network) and r.network is not None else c
+  told = [r.network if isinstance(c, (Network, work.Child)) and r.network is not None else c
           for c, r in zip(cands, records)] + list(cands[len(records):])
   return told, fitness
 
@@ -978,6 +995,14 @@ def _search(strategy, name: str, evaluator, budget: Budget, workdir: Path, seed:
       break
     key_next, k_ask, k_eval, k_tell = generation_keys(key)
     cands, asked = ask(k_ask, state)
+    if work.is_shared(cands):  # work on shared weights: no candidate, no history entry
+      result = _run_shared(evaluator, cands, name)
+      counters["elapsed"] += result.seconds
+      state, key = tell(k_tell, asked, cands, result), key_next
+      counters["wall"], counters["compile"] = clocks()
+      rundir.checkpoint(counters, key, state, cache)
+      progress.update(counters["evals"], counters["elapsed"], rundir.best_value())
+      continue
     items = list(np.asarray(cands)) if isinstance(cands, (jax.Array, np.ndarray)) else list(cands)
     if not items:
       raise ValueError(f"strategy {name!r} asked for no candidates")

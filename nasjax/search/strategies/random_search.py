@@ -14,7 +14,16 @@ import jax
 import jax.numpy as jnp
 
 from nasjax.search.base import register_strategy
+from nasjax.search.options import Options, integer, option
 from nasjax.search.spaces import SearchSpace
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RandomConfig(Options):
+  """Attributes: batch_size: candidates per ``ask``."""
+
+  strategy = "random"
+  batch_size: int = option(1, integer(1))
 
 
 @flax.struct.dataclass
@@ -26,23 +35,16 @@ class RandomState:
 
 @dataclasses.dataclass(frozen=True)
 class RandomSearch:
-  """Propose ``batch_size`` uniform samples per generation.
+  """Propose ``config.batch_size`` uniform samples per generation.
 
   Attributes:
     space: the search space.
-    batch_size: candidates per ``ask``.
+    config: a :class:`RandomConfig`.
   """
 
   space: SearchSpace
-  batch_size: int = 1
+  config: RandomConfig = RandomConfig()
   name = "random"
-
-  def __post_init__(self):
-    if not isinstance(self.batch_size, int) or self.batch_size < 1:
-      raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
-
-  def config(self) -> dict:
-    return {"batch_size": self.batch_size}
 
   def init(self, key: jax.Array) -> RandomState:
     del key  # nothing random to initialise
@@ -50,7 +52,8 @@ class RandomSearch:
 
   def ask(self, key: jax.Array, state: RandomState) -> tuple[jax.Array, RandomState]:
     """Returns ``(codes (batch_size, L) int32, state)``."""
-    words = jax.random.bits(key, (self.batch_size, self.space.sample_words), jnp.uint32)
+    words = jax.random.bits(key, (self.config.batch_size, self.space.sample_words),
+                            jnp.uint32)
     return jax.vmap(self.space.sample_bits)(words), state
 
   def tell(self, key, state: RandomState, candidates, fitness) -> RandomState:
@@ -59,8 +62,6 @@ class RandomSearch:
 
 
 register_strategy(
-    "random", lambda space, config: RandomSearch(space, batch_size=config["batch_size"]),
-    spaces=("*",), multi_objective=True, jittable=True,
-    default_config={"batch_size": 1},
-    smoke={"config": {"batch_size": 2}, "max_evals": 4},
+    "random", RandomSearch, options=RandomConfig, spaces=("*",), multi_objective=True,
+    jittable=True, smoke={"config": {"batch_size": 2}, "max_evals": 4},
     description="uniform random sampling of the search space")
