@@ -36,7 +36,9 @@ or list (a Python list), or an object whose ``"t"`` says what it is:
 
 State classes are the dataclasses, NamedTuples and enums defined in
 :data:`STATE_PACKAGES` (nasjax's strategy states, supernets and networks, optax's
-optimiser states). Anything else (a function, an instance of another class) is refused
+optimiser states) and in the modules that define registered strategies
+(:func:`strategy_modules`: a strategy written in a user's own module, which is imported
+before its runs are resumed; such a module is never imported by a checkpoint). Anything else (a function, an instance of another class) is refused
 by :func:`dumps` with a ``TypeError`` naming where it is in the tree.
 
 :func:`loads` runs no code from the data: it resolves only state classes (looking them
@@ -258,7 +260,8 @@ class _Writer:
                 "fields": self.fields(names, [getattr(x, f) for f in names])}
     raise _Unstorable(f"{_short_repr(x)} (of type {_qualified(cls)}): a checkpoint holds "
                       "plain data, arrays, architectures and the dataclasses, NamedTuples "
-                      f"and enums of {' and '.join(STATE_PACKAGES)}")
+                      f"and enums of {' and '.join(STATE_PACKAGES)} and of the modules of "
+                      "registered strategies")
 
 
 def _short_repr(x) -> str:
@@ -557,8 +560,25 @@ def _legacy_getattr(obj, name):
   raise RefusedGlobal(f"getattr({what}, {name!r})")
 
 
+def strategy_modules() -> frozenset[str]:
+  """The modules that define the registered strategies outside :data:`STATE_PACKAGES`
+  (their factories and options classes): a strategy written in a user's own module keeps
+  its state classes there. They are looked up only if already imported, never imported
+  here."""
+  from nasjax.search.base import STRATEGIES
+
+  out = set()
+  for entry in dict.values(STRATEGIES):  # the registered ones, importing nothing
+    for obj in (entry.factory, entry.options):
+      module = getattr(obj, "__module__", None)
+      if isinstance(module, str) and module.split(".")[0] not in STATE_PACKAGES:
+        out.add(module)
+  return frozenset(out)
+
+
 def _module(module: str):
-  """The module ``module`` of one of :data:`STATE_PACKAGES`, or None if there is none.
+  """The module ``module`` of one of :data:`STATE_PACKAGES` or of a registered strategy
+  (:func:`strategy_modules`), or None if there is none.
 
   The package is imported (which imports its private modules, e.g. optax's
   ``optax._src.base``), and ``module`` itself if it has no private component: a
@@ -566,7 +586,7 @@ def _module(module: str):
   """
   package = module.split(".")[0]
   if package not in STATE_PACKAGES:
-    return None
+    return sys.modules.get(module) if module in strategy_modules() else None
   try:
     importlib.import_module(package)
     if module not in sys.modules and not any(p.startswith("_") for p in module.split(".")):
@@ -589,10 +609,21 @@ def _current_module(module: str) -> str:
       else module
 
 
-@functools.lru_cache(maxsize=1024)
 def _state_class(module: str, name: str):
-  """The class ``module.name`` if it is a state class of :data:`STATE_PACKAGES`."""
+  """The class ``module.name`` if it is a state class of :data:`STATE_PACKAGES` or of a
+  registered strategy's module."""
   module = _current_module(module)
+  if module.split(".")[0] in STATE_PACKAGES:
+    return _package_state_class(module, name)
+  return _find_state_class(module, name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _package_state_class(module: str, name: str):
+  return _find_state_class(module, name)
+
+
+def _find_state_class(module: str, name: str):
   parts = name.split(".")
   obj = _module(module)
   # Walk the namespaces with vars(), never getattr (which could run a __getattr__).
