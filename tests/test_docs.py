@@ -2,6 +2,8 @@
 
 import pathlib
 import re
+import sys
+import types
 
 import pytest
 
@@ -25,7 +27,22 @@ def test_doc_runs(path, tmp_path, monkeypatch):
   if not blocks:
     pytest.skip(f"{path.name} has no python blocks")
   monkeypatch.chdir(tmp_path)  # files a tutorial writes land in a scratch folder
-  namespace = {"__name__": f"docs_{path.stem}"}
+  # A module of its own, as a script's: classes a page defines (a strategy's state) are
+  # found by their module, as checkpoints look them up.
+  module = types.ModuleType(f"docs_{path.stem}")
+  monkeypatch.setitem(sys.modules, module.__name__, module)
+  namespace = module.__dict__
+  from nasjax.search import STRATEGIES
+
+  registered = set(STRATEGIES)  # every module imported first
+  try:
+    _run_blocks(path, blocks, namespace)
+  finally:  # what the page registered does not outlive it
+    for name in set(dict.keys(STRATEGIES)) - registered:
+      dict.pop(STRATEGIES, name)
+
+
+def _run_blocks(path, blocks, namespace):
   for k, block in enumerate(blocks):
     code = compile(block, f"{path.name} [python block {k + 1}]", "exec")
     exec(code, namespace)  # noqa: S102 - running the documentation is the point

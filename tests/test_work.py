@@ -56,7 +56,8 @@ def test_problem_of_a_dataset_and_its_checks():
     work.Problem((8, 8), 4, np.zeros((1, 8, 8)))
   with pytest.raises(ValueError, match="num_classes must be an int >= 2, got 1"):
     work.Problem((8, 8, 3), 1, np.zeros((1, 8, 8, 3)))
-  with pytest.raises(ValueError, match=r"inputs must have shape \(n, 8, 8, 3\), got \(2, 8, 8, 1\)"):
+  with pytest.raises(ValueError,
+                     match=r"inputs must have shape \(n, 8, 8, 3\), got \(2, 8, 8, 1\)"):
     work.Problem((8, 8, 3), 4, np.zeros((2, 8, 8, 1)))
   evaluator = TrainingEvaluator(SPACE, dataset="synthetic")
   assert evaluator.problem().inputs.shape == (nasjax.ops.MORPH_BATCH, 8, 8, 3)
