@@ -38,7 +38,8 @@ State classes are the dataclasses, NamedTuples and enums defined in
 :data:`STATE_PACKAGES` (nasjax's strategy states, supernets and networks, optax's
 optimiser states) and in the modules that define registered strategies
 (:func:`strategy_modules`: a strategy written in a user's own module, which is imported
-before its runs are resumed; such a module is never imported by a checkpoint). Anything else (a function, an instance of another class) is refused
+before its runs are resumed; such a module is never imported by a checkpoint). Anything
+else (a function, an instance of another class) is refused
 by :func:`dumps` with a ``TypeError`` naming where it is in the tree.
 
 :func:`loads` runs no code from the data: it resolves only state classes (looking them
