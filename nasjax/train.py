@@ -422,6 +422,59 @@ def data_parallel_devices(batch_size: int, devices: Sequence[Any] | None = None)
   return devices[:max(n, 1)]
 
 
+def _validate(net: Network, data: data_lib.Dataset, config: TrainConfig, device) -> float:
+  """Validation accuracy of ``net`` on ``device`` (NaN without a validation split)."""
+  if len(data.y_val) == 0:
+    return float("nan")
+  with validation_placement(net, device) as local:
+    return evaluate(local, data.x_val, data.y_val, config.eval_batch_size,
+                    dtype=config.dtype)["accuracy"]
+
+
+def _compile_programs(net: Network, opt_state, data: data_lib.Dataset, config: TrainConfig,
+                      mesh, batch_sharding, eval_device, hist: History):
+  """The compiled train step; the eval step is compiled too (both timed into
+  ``hist.compile_seconds``), so that compile_seconds holds all compilation."""
+  t = time.perf_counter()
+  step = _compiled_step(config, mesh, net, opt_state, data.input_shape, data.num_classes,
+                        batch_sharding)
+  hist.compile_seconds += time.perf_counter() - t
+  if len(data.y_val):
+    bs = _eval_batch_size(len(data.y_val), config.eval_batch_size)
+    t = time.perf_counter()
+    # A real call (on zeros) rather than lower().compile(): it also fills jit's dispatch
+    # cache, which evaluate() goes through.
+    with validation_placement(net, eval_device) as local:
+      jax.block_until_ready(_eval_step(local, np.zeros((bs,) + data.input_shape, np.float32),
+                                       np.zeros((bs, data.num_classes), np.float32),
+                                       np.zeros(bs, bool), config.dtype))
+    hist.compile_seconds += time.perf_counter() - t
+  return step
+
+
+def _train_epoch(step, net: Network, opt_state, batches, config: TrainConfig, total: int,
+                 num_classes: int, batch_sharding, hist: History):
+  """The steps of one epoch (until ``total`` steps in all, or a step that is not
+  finite: ``hist.status`` becomes ``"diverged"``); returns the losses of its steps."""
+  losses = []
+  nxt = next(batches, None)
+  while nxt is not None and hist.steps < total:
+    xb, yb = jax.device_put((nxt[0], one_hot(nxt[1], num_classes)), batch_sharding)
+    lr = np.float32(learning_rate(config, hist.steps, total))
+    # The step donates its inputs and returns them unchanged where it was not finite.
+    net, opt_state, loss, ok = step(net, opt_state, xb, yb, lr, np.float32(1.0))
+    # Prepare the next batch while the device works, then wait for this step: the
+    # divergence check needs its result, and collectives on host devices must not
+    # overlap steps.
+    nxt = next(batches, None)
+    if not bool(ok):
+      hist.status = "diverged"
+      break
+    losses.append(float(loss))
+    hist.steps += 1
+  return net, opt_state, losses
+
+
 def fit(net: Network, data: data_lib.Dataset, config: TrainConfig, key, *,
         devices: Sequence[Any] | None = None) -> tuple[Network, History]:
   """Train ``net`` on ``data.x_train`` and validate after each epoch.
@@ -453,57 +506,20 @@ def fit(net: Network, data: data_lib.Dataset, config: TrainConfig, key, *,
   if config.max_steps is not None:
     total = min(total, config.max_steps)
   hist = History()
-
   mesh, replicated, batch_sharding = _placement(devices)
   net, opt_state = _prepare(net, config, replicated)
   eval_device = devices[0]
-  if total > 0:
-    t = time.perf_counter()
-    step = _compiled_step(config, mesh, net, opt_state, data.input_shape, data.num_classes,
-                          batch_sharding)
-    hist.compile_seconds += time.perf_counter() - t
-
-  def validate(net_now):
-    if len(data.y_val) == 0:
-      return float("nan")
-    with validation_placement(net_now, eval_device) as local:
-      return evaluate(local, data.x_val, data.y_val, config.eval_batch_size,
-                      dtype=config.dtype)["accuracy"]
-
-  if total > 0 and len(data.y_val):
-    # Compile the eval step up front too, so compile_seconds holds all compilation.
-    bs = _eval_batch_size(len(data.y_val), config.eval_batch_size)
-    t = time.perf_counter()
-    # A real call (on zeros) rather than lower().compile(): it also fills jit's dispatch
-    # cache, which evaluate() goes through.
-    with validation_placement(net, eval_device) as local:
-      jax.block_until_ready(_eval_step(local, np.zeros((bs,) + data.input_shape, np.float32),
-                                       np.zeros((bs, data.num_classes), np.float32),
-                                       np.zeros(bs, bool), config.dtype))
-    hist.compile_seconds += time.perf_counter() - t
-
+  step = _compile_programs(net, opt_state, data, config, mesh, batch_sharding, eval_device,
+                           hist) if total > 0 else None
   epoch = 0
   while hist.steps < total and hist.status == "ok":
-    it = data_lib.batches(data.x_train, data.y_train, config.batch_size,
-                          jax.random.fold_in(key, epoch), augment=config.augment)
-    losses = []
-    nxt = next(it, None)
-    while nxt is not None and hist.steps < total:
-      xb, yb = jax.device_put((nxt[0], one_hot(nxt[1], data.num_classes)), batch_sharding)
-      lr = np.float32(learning_rate(config, hist.steps, total))
-      net, opt_state, loss, ok = step(net, opt_state, xb, yb, lr, np.float32(1.0))
-      # Prepare the next batch while the device works, then wait for this step: the
-      # divergence check needs its result, and collectives on host devices must not
-      # overlap steps.
-      nxt = next(it, None)
-      if not bool(ok):
-        hist.status = "diverged"
-        break
-      losses.append(float(loss))
-      hist.steps += 1
+    batches = data_lib.batches(data.x_train, data.y_train, config.batch_size,
+                               jax.random.fold_in(key, epoch), augment=config.augment)
+    net, opt_state, losses = _train_epoch(step, net, opt_state, batches, config, total,
+                                          data.num_classes, batch_sharding, hist)
     if losses:
       hist.train_loss.append(float(np.mean(losses)))
-      hist.val_accuracy.append(validate(net))
+      hist.val_accuracy.append(_validate(net, data, config, eval_device))
     epoch += 1
 
   if mesh is not None:
