@@ -11,7 +11,7 @@ import pytest
 
 from nasjax import cli
 from nasjax.search import (MacroEvaluator, PlainCNNSpace, TrainingEvaluator, hardware,
-                           make_evaluator, read_history, runner, tabular)
+                           make_evaluator, read_history, rundir, runner, tabular)
 
 DATA = tabular.data_dir()
 needs_tables = pytest.mark.skipif(
@@ -188,7 +188,7 @@ def test_full_disk_is_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
   def full(path, *args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-  monkeypatch.setattr(runner, "atomic_write", full)
+  monkeypatch.setattr(rundir, "atomic_write", full)
   workdir = tmp_path / "run"
   err = _error(capsys, ["search", "--strategy", "random", *TINY_SPACE, "--dataset",
                         "synthetic", "--max-evals", "1", "--workdir", str(workdir)])

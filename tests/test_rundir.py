@@ -19,7 +19,7 @@ import pytest
 
 from nasjax.arch import Arch, Node
 from nasjax.search import (Budget, make_evaluator, read_config, read_history, resume, run,
-                           runner, tabular)
+                           rundir, runner, tabular)
 from nasjax.search import checkpoint as ckpt_format
 from nasjax.search.report import report, summarize
 
@@ -155,8 +155,8 @@ def _crafted(kind: str, marker) -> tuple[bytes, str]:
     exec_ = _Call(_Call(getattr, builtins_dict, "get"), "exec")
     return pickle.dumps(_Call(exec_, touch)), r"getattr\(method, '__globals__'\)"
   if kind == "nasjax function":
-    return (pickle.dumps(_Call(runner.atomic_write, str(marker), b"x")),
-            "nasjax.search.runner.atomic_write")
+    return (pickle.dumps(_Call(rundir.atomic_write, str(marker), b"x")),
+            "nasjax.search.rundir.atomic_write")
   if kind == "dotted name":
     # Protocol 4 resolves a dotted name attribute by attribute: runner's ``os.system``.
     data = (b"\x80\x04" + _short_str("nasjax.search.runner") + _short_str("os.system") +
@@ -393,7 +393,7 @@ def test_a_second_process_is_refused_until_the_first_dies(tmp_path, reference):
   history = (work / "history.jsonl").read_bytes()
   holder = subprocess.Popen(
       [sys.executable, "-c", "import sys; from pathlib import Path; "
-       "from nasjax.search import runner; lock = runner._lock(Path(sys.argv[1])); "
+       "from nasjax.search import rundir; lock = rundir._lock(Path(sys.argv[1])); "
        "print('locked', flush=True); sys.stdin.read()", str(work)],
       stdin=subprocess.PIPE, stdout=subprocess.PIPE)
   try:

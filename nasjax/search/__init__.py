@@ -16,7 +16,8 @@ from nasjax.search.evaluators import (EVALUATORS, MacroEvaluator, NB201Evaluator
 from nasjax.search.strategies.evolution import EvolutionState, RegularizedEvolution
 from nasjax.search.strategies.random_search import RandomSearch, RandomState
 from nasjax.search.strategies.reinforce import Reinforce, ReinforceState
-from nasjax.search.runner import Budget, RunResult, read_config, read_history, resume, run
+from nasjax.search.rundir import read_config, read_history
+from nasjax.search.runner import Budget, RunResult, resume, run
 from nasjax.search.spaces import (SPACES, DartsCellSpace, MacroSpace, NB201Space,
                                   PlainCNNSpace, SearchSpace, make_space, register_space)
 

@@ -264,7 +264,7 @@ def cmd_search(args) -> int:
 
 def _check_run_dir(workdir: str) -> None:
   """Raise unless ``workdir`` is a directory holding a search run."""
-  from nasjax.search.runner import read_config
+  from nasjax.search.rundir import read_config
 
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise ValueError(f"{workdir!r} is a file, not a run directory")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from nasjax.search import pareto
-from nasjax.search.runner import read_best, read_config, read_history
+from nasjax.search.rundir import read_best, read_config, read_history
 
 
 def _values(history, names) -> np.ndarray:
