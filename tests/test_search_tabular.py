@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import nasjax
+from nasjax.search import base as search_base
 from nasjax.search import (Budget, MacroEvaluator, MacroSpace, NB201Evaluator, NB201Space,
                            bench, generation_keys, init_keys, make_strategy, run, tabular)
 
@@ -75,17 +76,26 @@ def test_nb201_protocol_equals_plain_python_reference(name, dataset):
 
 
 @needs_tables
-def test_run_directory_records_the_protocol_of_the_benchmark_path(tmp_path):
+@pytest.mark.parametrize("name,budget", [("rea", 12000.0), ("random", 4000.0),
+                                         ("reinforce", 4000.0), ("nao", 4000.0),
+                                         ("rl_nas", 4000.0), ("pnas", 4000.0)])
+def test_run_directory_records_the_protocol_of_the_benchmark_path(tmp_path, name, budget):
+  # The run directory's loop and the benchmark's loop query the same cells in the same
+  # order for the same seed. (The benchmark's vectorised program, one vmapped while loop
+  # over seeds, rounds a learned model's float32 maths differently and may part from
+  # them after a few dozen queries; test_vmapped_rea_over_seeds_equals_the_per_seed_loop
+  # and test_nao's vectorised test compare it where it is exact.)
   evaluator = NB201Evaluator("cifar10")
-  result = run("rea", evaluator, Budget(time_budget=12000.0), tmp_path, 11, quiet=True)
-  seqs = bench.query_sequences(make_strategy("rea", evaluator.space), evaluator, [11],
-                               time_budget=12000.0)
-  res = bench.nb201_results(seqs, evaluator, 12000.0)
+  result = run(name, evaluator, Budget(time_budget=budget), tmp_path, 11, quiet=True)
+  seqs = bench.query_sequences(make_strategy(name, evaluator.space), evaluator, [11],
+                               time_budget=budget, vectorize=False,
+                               jittable=search_base.strategy_entry(name).jittable)
+  res = bench.nb201_results(seqs, evaluator, budget)
   assert result.evals == int(res["queries"][0])
   ranks = [evaluator.space.hash(h["code"]) for h in result.history]
   np.testing.assert_array_equal(ranks, seqs[0, :result.evals])
   assert result.summary["test_accuracy"] == float(res["test"][0])
-  assert result.history[-2]["elapsed"] < 12000.0 <= result.history[-1]["elapsed"]
+  assert result.history[-2]["elapsed"] < budget <= result.history[-1]["elapsed"]
 
 
 @needs_tables

@@ -46,6 +46,7 @@ import numbers
 from typing import NamedTuple, Sequence
 
 from nasjax.arch import Arch, Node
+from nasjax.models._checks import check_io, positive
 
 DARTS_OPS = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3",
              "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")
@@ -77,25 +78,6 @@ DARTS_V2 = Genotype(
             ("max_pool_3x3", 1), ("max_pool_3x3", 0), ("skip_connect", 2),
             ("skip_connect", 2), ("max_pool_3x3", 1)),
     reduce_concat=(2, 3, 4, 5))
-
-
-def _check_io(input_shape: Sequence[int], num_classes: int) -> tuple[int, ...]:
-  shape = tuple(input_shape)
-  if len(shape) != 3 or not all(_is_count(d) for d in shape):
-    raise ValueError(f"input_shape must be (H, W, C) of positive ints, got {input_shape!r}")
-  if not _is_count(num_classes):
-    raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-  return tuple(int(d) for d in shape)
-
-
-def _is_count(value) -> bool:
-  return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
-
-
-def _positive(value, what: str) -> int:
-  if not _is_count(value):
-    raise ValueError(f"{what} must be a positive int, got {value!r}")
-  return value
 
 
 def check_genotype(genotype: Genotype, steps: int) -> None:
@@ -260,11 +242,11 @@ def darts_cell(genotype: Genotype | None = None, C: int = 16, layers: int = 5,
   Raises:
     ValueError: for a bad genotype (naming the entry) or a non-positive size.
   """
-  shape = _check_io(input_shape, num_classes)
+  shape = check_io(input_shape, num_classes)
   genotype = DARTS_V2 if genotype is None else Genotype(*genotype)
   for value, what in ((C, "C"), (layers, "layers"), (steps, "steps"),
                       (stem_multiplier, "stem_multiplier")):
-    _positive(value, what)
+    positive(value, what)
   check_genotype(genotype, steps)
   c_cur = stem_multiplier * C
   nodes = [Node("input", "input", shape=shape),

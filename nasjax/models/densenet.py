@@ -25,19 +25,7 @@ import numbers
 from typing import Sequence
 
 from nasjax.arch import Arch, Node
-
-
-def _check_io(input_shape: Sequence[int], num_classes: int) -> tuple[int, ...]:
-  shape = tuple(input_shape)
-  if len(shape) != 3 or not all(_is_count(d) for d in shape):
-    raise ValueError(f"input_shape must be (H, W, C) of positive ints, got {input_shape!r}")
-  if not _is_count(num_classes):
-    raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-  return tuple(int(d) for d in shape)
-
-
-def _is_count(value) -> bool:
-  return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+from nasjax.models._checks import check_io, is_count
 
 
 def _bn_relu_conv(prefix: str, suffix: str, src: str, features: int,
@@ -74,12 +62,12 @@ def densenet(growth_rate: int = 12, block_layers: Sequence[int] = (4, 4),
     ValueError: for a non-positive growth rate, layer count or width, or a compression
       outside (0, 1].
   """
-  shape = _check_io(input_shape, num_classes)
-  if not _is_count(growth_rate):
+  shape = check_io(input_shape, num_classes)
+  if not is_count(growth_rate):
     raise ValueError(f"growth_rate must be a positive int, got {growth_rate!r}")
-  if not _is_count(init_features):
+  if not is_count(init_features):
     raise ValueError(f"init_features must be a positive int, got {init_features!r}")
-  if not block_layers or not all(_is_count(n) for n in block_layers):
+  if not block_layers or not all(is_count(n) for n in block_layers):
     raise ValueError(f"block_layers must be positive ints, got {block_layers!r}")
   if not isinstance(compression, numbers.Real) or not 0.0 < compression <= 1.0:
     raise ValueError(f"compression must be in (0, 1], got {compression!r}")

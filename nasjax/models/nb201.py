@@ -36,10 +36,10 @@ block's ``r{s}_add`` or ``stem_bn``.
 
 from __future__ import annotations
 
-import numbers
 from typing import Sequence
 
 from nasjax.arch import Arch, Node
+from nasjax.models._checks import check_io, is_count
 
 NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # (node, input) of the six edges, in the order of the official string.
@@ -107,19 +107,6 @@ def nb201_str(ops: Sequence[str]) -> str:
   for (j, i), op in zip(NB201_EDGES, ops):
     cells.setdefault(j, []).append(f"{op}~{i}")
   return "+".join("|" + "|".join(cells[j]) + "|" for j in (1, 2, 3))
-
-
-def _check_io(input_shape: Sequence[int], num_classes: int) -> tuple[int, ...]:
-  shape = tuple(input_shape)
-  if len(shape) != 3 or not all(_is_count(d) for d in shape):
-    raise ValueError(f"input_shape must be (H, W, C) of positive ints, got {input_shape!r}")
-  if not _is_count(num_classes):
-    raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-  return tuple(int(d) for d in shape)
-
-
-def _is_count(value) -> bool:
-  return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 def _live_nodes(edges: dict[tuple[int, int], str]) -> set[int]:
@@ -225,11 +212,11 @@ def nb201(arch_str: str | Sequence[str] = DEFAULT_ARCH_STR, C: int = 16, N: int 
   Raises:
     ValueError: for a bad cell string (naming the token) or a non-positive ``C``/``N``.
   """
-  shape = _check_io(input_shape, num_classes)
+  shape = check_io(input_shape, num_classes)
   ops = parse_nb201(arch_str) if isinstance(arch_str, str) else parse_nb201(
       nb201_str(arch_str))
   for value, what in ((C, "C"), (N, "N")):
-    if not _is_count(value):
+    if not is_count(value):
       raise ValueError(f"{what} must be a positive int, got {value!r}")
   nodes = [Node("input", "input", shape=shape),
            Node("stem_conv", "conv", ["input"], features=C, kernel=3),

@@ -15,25 +15,12 @@ Node names, for block ``b`` and layer ``l`` (both from 0)::
 
 from __future__ import annotations
 
-import numbers
 from typing import Sequence
 
 from nasjax.arch import Arch, Node
+from nasjax.models._checks import check_io, is_count
 
 LayerSpec = int | tuple[int, int]
-
-
-def _check_io(input_shape: Sequence[int], num_classes: int) -> tuple[int, ...]:
-  shape = tuple(input_shape)
-  if len(shape) != 3 or not all(_is_count(d) for d in shape):
-    raise ValueError(f"input_shape must be (H, W, C) of positive ints, got {input_shape!r}")
-  if not _is_count(num_classes):
-    raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-  return tuple(int(d) for d in shape)
-
-
-def _is_count(value) -> bool:
-  return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
 
 
 def _layer(spec, kernel: int, where: str) -> tuple[int, int]:
@@ -42,9 +29,9 @@ def _layer(spec, kernel: int, where: str) -> tuple[int, int]:
     filters, k = spec
   else:
     filters, k = spec, kernel
-  if not _is_count(filters):
+  if not is_count(filters):
     raise ValueError(f"{where}: filters must be a positive int, got {spec!r}")
-  if not _is_count(k):
+  if not is_count(k):
     raise ValueError(f"{where}: kernel must be a positive int, got {spec!r}")
   return filters, k
 
@@ -78,7 +65,7 @@ def plain_cnn(blocks: Sequence[Sequence[LayerSpec]] = ((16, 16), (32, 32)), kern
   Raises:
     ValueError: for an empty block list or block, or a non-positive width or kernel.
   """
-  shape = _check_io(input_shape, num_classes)
+  shape = check_io(input_shape, num_classes)
   if not blocks:
     raise ValueError("plain_cnn needs at least one block, got blocks=()")
   nodes = [Node("input", "input", shape=shape)]
@@ -97,7 +84,7 @@ def plain_cnn(blocks: Sequence[Sequence[LayerSpec]] = ((16, 16), (32, 32)), kern
   nodes.append(Node("gap", "gap", [prev]))
   prev = "gap"
   for i, units in enumerate(dense):
-    if not _is_count(units):
+    if not is_count(units):
       raise ValueError(f"dense layer {i}: units must be a positive int, got {units!r}")
     nodes += [Node(f"fc{i}", "dense", [prev], features=units),
               Node(f"fc{i}_relu", "relu", [f"fc{i}"])]
@@ -146,9 +133,9 @@ def eas_start_net(variant: str = "small", *, num_blocks: int | None = None,
   for key, value in (("num_blocks", num_blocks), ("filters", filters), ("units", units)):
     if value is not None:
       cfg[key] = value
-  if not _is_count(cfg["num_blocks"]):
+  if not is_count(cfg["num_blocks"]):
     raise ValueError(f"num_blocks must be a positive int, got {cfg['num_blocks']!r}")
-  if cfg["units"] != 0 and not _is_count(cfg["units"]):
+  if cfg["units"] != 0 and not is_count(cfg["units"]):
     raise ValueError(f"units must be a non-negative int, got {cfg['units']!r}")
   blocks = tuple((cfg["filters"],) for _ in range(cfg["num_blocks"]))
   dense = (cfg["units"],) if cfg["units"] else ()

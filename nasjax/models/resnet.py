@@ -20,29 +20,10 @@ Node names, for stage ``s`` and block ``k`` (both from 0)::
 
 from __future__ import annotations
 
-import numbers
 from typing import Sequence
 
 from nasjax.arch import Arch, Node
-
-
-def _check_io(input_shape: Sequence[int], num_classes: int) -> tuple[int, ...]:
-  shape = tuple(input_shape)
-  if len(shape) != 3 or not all(_is_count(d) for d in shape):
-    raise ValueError(f"input_shape must be (H, W, C) of positive ints, got {input_shape!r}")
-  if not _is_count(num_classes):
-    raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-  return tuple(int(d) for d in shape)
-
-
-def _is_count(value) -> bool:
-  return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
-
-
-def _positive(value, what: str) -> int:
-  if not _is_count(value):
-    raise ValueError(f"{what} must be a positive int, got {value!r}")
-  return value
+from nasjax.models._checks import check_io, positive
 
 
 def residual_block(prefix: str, src: str, in_channels: int, features: int, stride: int = 1,
@@ -97,16 +78,16 @@ def resnet(stages: Sequence[tuple[int, int]] = ((16, 1), (32, 1)), stem: int | N
   Raises:
     ValueError: for an empty stage list or a non-positive width, block count or kernel.
   """
-  shape = _check_io(input_shape, num_classes)
+  shape = check_io(input_shape, num_classes)
   if not stages:
     raise ValueError("resnet needs at least one stage, got stages=()")
   for s, stage in enumerate(stages):
     if not isinstance(stage, (tuple, list)) or len(stage) != 2:
       raise ValueError(f"stage {s} must be a (channels, num_blocks) pair, got {stage!r}")
-    _positive(stage[0], f"stage {s} channels")
-    _positive(stage[1], f"stage {s} num_blocks")
-  _positive(kernel, "kernel")
-  channels = _positive(stages[0][0] if stem is None else stem, "stem")
+    positive(stage[0], f"stage {s} channels")
+    positive(stage[1], f"stage {s} num_blocks")
+  positive(kernel, "kernel")
+  channels = positive(stages[0][0] if stem is None else stem, "stem")
   nodes = [Node("input", "input", shape=shape),
            Node("stem_conv", "conv", ["input"], features=channels, kernel=kernel),
            Node("stem_bn", "batchnorm", ["stem_conv"]),
