@@ -31,8 +31,8 @@ def agreement(student: Network, teacher: Network, x, *, teacher_probs=None,
     dtype: compute dtype of the student.
 
   Returns:
-    ``{"agreement": share of equal top-1 predictions, "kl": mean KL(teacher || student)
-    of the softmax outputs}``.
+    ``{"agreement": a, "kl": k}``: ``a`` the share of equal top-1 predictions, ``k`` the
+    mean KL(teacher || student) of the softmax outputs.
   """
   from nasjax import train as train_lib
 
