@@ -55,15 +55,13 @@ SPACES = {
 }
 
 
-def _supernet(limit: int, **extra) -> dict:
-  """Options of a one-shot strategy: one epoch of its supernet on the same images."""
-  return {"dataset": "fashion_mnist", "data_limit": limit, "epochs": 1.0, "batch_size": 64,
-          **extra}
+def _supernet(**extra) -> dict:
+  """Options of a one-shot strategy: one epoch of its supernet on the evaluator's images."""
+  return {"epochs": 1.0, "batch_size": 64, **extra}
 
 
 def plans(limit: int, evals: int) -> dict:
   """``{strategy: (space, strategy config)}``: the configuration each strategy runs."""
-  data = {"dataset": "fashion_mnist", "data_limit": limit}
   proposals = max(2 * evals, 16)
   return {
       "random": ("plain_cnn", {}),
@@ -72,33 +70,26 @@ def plans(limit: int, evals: int) -> dict:
       "rl_nas": ("plain_cnn", {}),
       "nsga2": ("plain_cnn", {"population_size": 6}),
       "nao": ("plain_cnn", {"seed_size": max(evals // 2, 2), "top_k": 3, "epochs": 50}),
-      "lemonade": ("plain_cnn", {"n_pc": 8, "n_ac": 3, "distill_steps": 20, **data}),
+      "lemonade": ("plain_cnn", {"n_pc": 8, "n_ac": 3, "distill_steps": 20}),
       "eas": ("plain_cnn", {"start": {"variant": "tiny", "num_blocks": 2},
-                            "num_children": 4, **data}),
+                            "num_children": 4}),
       "pnas": ("pnas_cell", {"beam": 4, "first_level": 4, "members": 3, "fit_steps": 50}),
-      "spos": ("nb201", _supernet(limit, cycles=10, population_size=8, sample_size=3,
+      "spos": ("nb201", _supernet(cycles=10, population_size=8, sample_size=3,
                                   proposals=proposals)),
-      "darts": ("nb201", _supernet(limit, proposals=proposals)),
-      "enas": ("nb201", _supernet(limit, derive_samples=proposals)),
-      "nao_ws": ("nb201", _supernet(limit, proposals=proposals, nao_seed_size=8,
+      "darts": ("nb201", _supernet(proposals=proposals)),
+      "enas": ("nb201", _supernet(derive_samples=proposals)),
+      "nao_ws": ("nb201", _supernet(proposals=proposals, nao_seed_size=8,
                                     nao_top_k=3, nao_epochs=50)),
-      "smash": ("smash", _supernet(limit, num_samples=proposals, proposals=proposals,
+      "smash": ("smash", _supernet(num_samples=proposals, proposals=proposals,
                                    eval_examples=500)),
   }
 
 
 def registered() -> list[str]:
   """Every registered strategy (after importing all of :mod:`nasjax.search`)."""
-  import importlib
-  import pkgutil
+  from nasjax.search.base import load_strategies
 
-  import nasjax.search as search
-
-  for mod in pkgutil.iter_modules(search.__path__):
-    importlib.import_module(f"nasjax.search.{mod.name}")
-  from nasjax.search.base import STRATEGIES
-
-  return sorted(STRATEGIES)
+  return sorted(load_strategies())
 
 
 def worker(name: str, args) -> dict:

@@ -1,7 +1,8 @@
 """EAS on Fashion-MNIST (or CIFAR-10 / SVHN with their configs), with its ablations.
 
     python experiments/eas_fmnist.py [--config experiments/configs/eas_fmnist.py]
-        [--variant default|tiny] [--workdir DIR] [--seeds 0,1] [--data-dir D] [--json PATH]
+        [--variant default|paper|tiny] [--workdir DIR] [--seeds 0,1] [--data-dir D]
+        [--json PATH]
 
 Per seed:
 
@@ -80,7 +81,7 @@ def pretrain(cfg: dict, data, seed: int, path: Path):
   """The trained start network of ``seed`` (trained once, then read from ``path``)."""
   if path.exists():
     return nasjax.load(path)
-  strategy = eas.EAS(PlainCNNSpace(), **{**cfg["eas"], "dataset": cfg["dataset"]})
+  strategy = eas.EAS(PlainCNNSpace(), eas.EasConfig(**cfg["eas"]))
   arch = strategy.start_arch(data.input_shape, data.num_classes)
   net = nasjax.init(arch, jax.random.key(seed))
   net, hist = train_lib.fit(net, data, train_lib.TrainConfig(**cfg["pretrain"]),
@@ -101,8 +102,7 @@ def search(cfg: dict, arm: str, seed: int, start_path: Path, workdir: Path,
                                 train=dict(cfg["train"]), data_limit=cfg["data_limit"],
                                 val_fraction=cfg["val_fraction"], data_dir=data_dir,
                                 devices=_devices(cfg.get("devices")))
-  config = {**cfg["eas"], "policy": POLICIES[arm], "start_weights": str(start_path.resolve()),
-            "dataset": cfg["dataset"], "data_limit": cfg["data_limit"]}
+  config = {**cfg["eas"], "policy": POLICIES[arm], "start_weights": str(start_path.resolve())}
   return runner.run("eas", evaluator, {"max_evals": cfg["max_evals"]}, workdir, seed, config,
                     quiet=not verbose)
 
@@ -134,7 +134,7 @@ def run_seed(cfg: dict, seed: int, workdir: Path, data, data_dir, verbose: bool)
                   depth=state.seed_depth, evals=result.evals, episodes=state.episode,
                   search_val_error=state.seed_fitness, mean_rewards=rewards,
                   arch=state.seed.arch.to_dict(),
-                  archs_evaluated=len(state.cache))
+                  children_trained=len(state.cache))
     keep(arm, arm_row)
   best = done[cfg["arms"][0]]
   depth = best["depth"]

@@ -1,8 +1,6 @@
 """LEMONADE on Fashion-MNIST: a Pareto front of error against size, from trivial networks.
 
-    python experiments/lemonade_fmnist.py [--variant NAME (default, lr003, lr003m, lr003d, lr003w,
-        lr003c, lr003g, lr003t, lr003u, lr001t, lr003v, lr003b, lr003x, lr003n, lr003f, lr003h
-        or tiny)]
+    python experiments/lemonade_fmnist.py [--variant NAME (default, paper or tiny)]
         [--workdir DIR] [--search-seconds S] [--search-seed N] [--plots DIR] [--json PATH]
         [--no-search]
         [--search-only] [--scratch] [--scratch-epochs E] [--shard I/N]
@@ -421,7 +419,7 @@ def format_table(rows: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--variant", default="default")
   parser.add_argument("--workdir", default="runs/lemonade_fmnist")
@@ -464,7 +462,11 @@ def main(argv=None) -> int:
                       "least --ladder-min-params parameters) from scratch for EPOCHS "
                       "epochs and print their errors: no search")
   parser.add_argument("--ladder-min-params", type=int, default=0)
-  args = parser.parse_args(argv)
+  return parser
+
+
+def _config(args):
+  """The variant ``args.variant`` with the command line's overrides."""
   variants = load_variants()
   if args.variant not in variants:
     raise ValueError(f"unknown variant {args.variant!r}; choose from {sorted(variants)}")
@@ -473,36 +475,38 @@ def main(argv=None) -> int:
     cfg = dataclasses.replace(cfg, search_seconds=args.search_seconds)
   if args.search_seed is not None:
     cfg = dataclasses.replace(cfg, search_seed=args.search_seed)
-  workdir = Path(args.workdir)
-  shard = parse_shard(args.shard) if args.shard else (0, 1)
-  start = time.perf_counter()
-  if shard[1] > 1:
-    compare(cfg, workdir, {"front": _exported_front(workdir, f"--shard {args.shard}")},
-            scratch=args.scratch, scratch_epochs=args.scratch_epochs, shard=shard)
-    print(f"shard {args.shard}: done in {time.perf_counter() - start:.0f} s", flush=True)
-    return 0
-  if args.seeds is not None or args.members is not None:
-    if args.seeds is None or args.members is None or args.scratch_epochs is None:
-      raise ValueError("--seeds and --members go together, with --scratch-epochs")
-    rows = seed_spread(cfg, workdir, _exported_front(workdir, "--seeds"),
-                       args.scratch_epochs, parse_ints(args.seeds, "--seeds"),
-                       parse_ints(args.members, "--members"))
-    print(format_spread(rows), flush=True)
-    if args.json:
-      Path(args.json).write_text(json.dumps({"variant": args.variant, "spread": rows},
-                                            indent=1))
-    return 0
-  if args.ladder is not None:
-    rows = ladder(cfg, workdir, args.ladder, args.ladder_min_params)
-    print("| blocks | params | epochs | val error % | test error % |\n"
-          "| --- | ---: | ---: | ---: | ---: |", flush=True)
-    for r in rows:
-      print(f"| {_blocks_str(r['blocks'])} | {r['params']:,} | {r['epochs']:g} | "
-            f"{r['val_error']:.2f} | {r['test_error']:.2f} |", flush=True)
-    if args.json:
-      Path(args.json).write_text(json.dumps({"variant": args.variant, "ladder": rows},
-                                            indent=1))
-    return 0
+  return cfg
+
+
+def _write_json(args, **fields) -> None:
+  if args.json:
+    Path(args.json).write_text(json.dumps({"variant": args.variant, **fields}, indent=1))
+
+
+def _spread_main(cfg, args, workdir: Path) -> int:
+  if args.seeds is None or args.members is None or args.scratch_epochs is None:
+    raise ValueError("--seeds and --members go together, with --scratch-epochs")
+  rows = seed_spread(cfg, workdir, _exported_front(workdir, "--seeds"),
+                     args.scratch_epochs, parse_ints(args.seeds, "--seeds"),
+                     parse_ints(args.members, "--members"))
+  print(format_spread(rows), flush=True)
+  _write_json(args, spread=rows)
+  return 0
+
+
+def _ladder_main(cfg, args, workdir: Path) -> int:
+  rows = ladder(cfg, workdir, args.ladder, args.ladder_min_params)
+  print("| blocks | params | epochs | val error % | test error % |\n"
+        "| --- | ---: | ---: | ---: | ---: |", flush=True)
+  for r in rows:
+    print(f"| {_blocks_str(r['blocks'])} | {r['params']:,} | {r['epochs']:g} | "
+          f"{r['val_error']:.2f} | {r['test_error']:.2f} |", flush=True)
+  _write_json(args, ladder=rows)
+  return 0
+
+
+def _search_and_report(cfg, args, workdir: Path, start: float) -> tuple[dict, int]:
+  """Search (unless ``--no-search``), then report: ``(report, evaluations)``."""
   if args.no_search:
     history = runner.read_history(workdir / "search")
     print(f"search (as found): {len(history)} evaluations, "
@@ -523,13 +527,10 @@ def main(argv=None) -> int:
     print(f"compiling: {summary['compile_seconds']:.0f} s of {summary['wall_seconds']:.0f} s "
           f"wall ({100 * summary['compile_share']:.1f} %), the candidates' train and eval "
           f"steps {summary['candidate_compile_seconds']:.0f} s", flush=True)
-  if args.search_only:
-    return 0
-  rows = compare(cfg, workdir, report, scratch=args.scratch,
-                 scratch_epochs=args.scratch_epochs)
-  if not rows:
-    print("front: no network within the search's constraints", flush=True)
-    return 0
+  return report, evals
+
+
+def _print_comparison(rows: list[dict], args, start: float) -> None:
   print(format_table(rows), flush=True)
   wins = sum(r["test_error"] <= r["baseline_test_error"] for r in rows)
   print(f"front: {len(rows)} networks, {min(r['params'] for r in rows):,} to "
@@ -540,9 +541,33 @@ def main(argv=None) -> int:
     own = sum(r["scratch_test_error"] <= r["baseline_test_error"] for r in rows)
     print(f"trained from scratch as long: {own} of {len(rows)} front architectures as "
           f"accurate as their baseline or better", flush=True)
-  if args.json:
-    Path(args.json).write_text(json.dumps({"variant": args.variant, "rows": rows,
-                                           "evaluations": evals}, indent=1))
+
+
+def main(argv=None) -> int:
+  args = _parser().parse_args(argv)
+  cfg = _config(args)
+  workdir = Path(args.workdir)
+  shard = parse_shard(args.shard) if args.shard else (0, 1)
+  start = time.perf_counter()
+  if shard[1] > 1:
+    compare(cfg, workdir, {"front": _exported_front(workdir, f"--shard {args.shard}")},
+            scratch=args.scratch, scratch_epochs=args.scratch_epochs, shard=shard)
+    print(f"shard {args.shard}: done in {time.perf_counter() - start:.0f} s", flush=True)
+    return 0
+  if args.seeds is not None or args.members is not None:
+    return _spread_main(cfg, args, workdir)
+  if args.ladder is not None:
+    return _ladder_main(cfg, args, workdir)
+  report, evals = _search_and_report(cfg, args, workdir, start)
+  if args.search_only:
+    return 0
+  rows = compare(cfg, workdir, report, scratch=args.scratch,
+                 scratch_epochs=args.scratch_epochs)
+  if not rows:
+    print("front: no network within the search's constraints", flush=True)
+    return 0
+  _print_comparison(rows, args, start)
+  _write_json(args, rows=rows, evaluations=evals)
   return 0
 
 

@@ -1,6 +1,7 @@
 """EAS: layer sequences, controller masks, REINFORCE, weight-preserving children, search."""
 
 import dataclasses
+import functools
 import importlib.util
 import json
 import math
@@ -12,8 +13,10 @@ import numpy as np
 import pytest
 
 import nasjax
+from nasjax import data as data_lib
 from nasjax.models import densenet, eas_start_net
 from nasjax.ops.plan import try_plan
+from nasjax.search import work
 from nasjax.search.strategies import eas
 from nasjax.search.strategies import eas_controller as ctrl
 from nasjax.search.evaluators import TrainingEvaluator
@@ -27,15 +30,25 @@ SHAPE, CLASSES = (8, 8, 3), 4  # the synthetic data set's
 # controller's programs compile once for the whole file.
 CONTROLLER = {"num_children": 4, "hidden": 16, "max_len": 16, "max_blocks": 4,
               "filter_levels": (4, 8), "unit_levels": (8, 16, 32),
-              "growth_levels": (4, 8, 12, 16, 24, 32), "dataset": "synthetic"}
+              "growth_levels": (4, 8, 12, 16, 24, 32)}
 PLAIN = {**CONTROLLER, "start": {"variant": "tiny", "num_blocks": 2, "filters": 4, "units": 8},
          "steps": ("deeper", "wider")}
 DENSE = {**CONTROLLER, "family": "densenet", "steps": ("deeper", "wider"),
          "start": {"growth_rate": 4, "block_layers": [1, 1], "init_features": 4}}
 
 
+@functools.cache
+def _problem() -> work.Problem:
+  """The task of the synthetic data set, as a training evaluator gives it."""
+  return work.Problem.of(data_lib.load("synthetic"))
+
+
+def _eas(config: dict) -> eas.EAS:
+  return eas.EAS(PlainCNNSpace(), eas.EasConfig(**config), _problem())
+
+
 def _strategy(**overrides):
-  return eas.EAS(PlainCNNSpace(), **{**PLAIN, **overrides})
+  return _eas({**PLAIN, **overrides})
 
 
 def _perturbed(net, seed):
@@ -98,10 +111,10 @@ def test_layer_sequence_of_a_densenet():
 def test_controller_shapes_and_masks(plain):
   strategy, state = plain
   layers = strategy.layers(state.seed.arch)
-  obs = eas.observe(layers, strategy.max_len, strategy.max_blocks)
+  obs = eas.observe(layers, strategy.config.max_len, strategy.config.max_blocks)
   # Mark the first conv as already at the top of its ladder: it must never widen.
   obs["widen_mask"][0] = False
-  n = strategy.num_children
+  n = strategy.config.num_children
   batch = {k: np.stack([v] * n) for k, v in obs.items()}
   draws = []
   for r in range(16):
@@ -110,7 +123,7 @@ def test_controller_shapes_and_masks(plain):
     d = eas._sample(strategy.controller, state.params, batch, keys, "deeper", strategy.uniform)
     draws.append((w, d))
   (widen, lp_w), (deeper, lp_d) = draws[0]
-  assert widen.shape == (n, strategy.max_len) and deeper.shape == (n, 3)
+  assert widen.shape == (n, strategy.config.max_len) and deeper.shape == (n, 3)
   assert lp_w.shape == lp_d.shape == (n,)
   assert np.all(np.isfinite(lp_w)) and np.all(np.asarray(lp_d) < 0)
   widen = np.concatenate([np.asarray(w[0]) for w, _ in draws])
@@ -150,7 +163,7 @@ def test_top_level_layers_are_never_widened_and_head_insertions_are_dense(plain)
     if name == "net2deeper":
       assert (kw["op"] == "dense") == (kw["after"] in head)
   assert any(name == "net2deeper" and kw["op"] == "conv" for name, kw in ops)
-  assert traj["tokens"].shape == (strategy.num_children, 2, strategy.max_len)
+  assert traj["tokens"].shape == (strategy.config.num_children, 2, strategy.config.max_len)
   np.testing.assert_array_equal(traj["valid"][:, 0], True)
 
 
@@ -191,8 +204,9 @@ def test_reinforce_raises_the_probability_of_a_rewarded_action():
 def test_cached_children_are_not_evaluated_again():
   arch_a, arch_b = (eas_start_net("tiny", num_blocks=n, input_shape=SHAPE,
                                   num_classes=CLASSES) for n in (1, 2))
-  a = eas.Child(arch_a, (), eas.arch_key(arch_a))
-  b = eas.Child(arch_b, (), eas.arch_key(arch_b))
+  wide = [("net2wider", {"node": "b0_l0_conv", "width": 8})]
+  a = eas.Child(arch_a, (), eas.child_key(3, ()))
+  b = eas.Child(arch_b, tuple(wide), eas.child_key(3, wide))
   out = eas.EAS._assign_candidates([a, b, a, b], {a.key: 12.5}, force=False)
   assert [c.candidate for c in out] == [-1, 0, -1, 0]
   assert out[0].fitness == 12.5 and math.isnan(out[1].fitness)
@@ -200,12 +214,51 @@ def test_cached_children_are_not_evaluated_again():
   assert [c.candidate for c in out] == [0, 0]
 
 
+def test_the_cache_key_is_what_was_trained_the_seed_and_the_actions():
+  deeper = ("net2deeper", {"after": "b0_l0_relu", "kernel": 3, "op": "conv"})
+  wider = ("net2wider", {"node": "b0_l0_conv", "width": 8})
+  key = eas.child_key(5, [deeper, wider])
+  assert key == eas.child_key(5, ((deeper[0], dict(reversed(deeper[1].items()))), wider))
+  # The same actions from another seed network, or other actions, are another training.
+  assert key != eas.child_key(6, [deeper, wider])
+  assert key != eas.child_key(5, [wider, deeper])
+  assert len({key, eas.child_key(-1, ()), eas.child_key(0, ())}) == 3
+
+
+def test_a_new_seed_is_not_answered_from_the_old_seeds_results(plain):
+  strategy, state = plain
+  children, asked = strategy.ask(jax.random.key(11), state)
+  assert state.seed_id == 0 and all(c.key == eas.child_key(0, c.ops) for c in asked.pending)
+  # Every child better than the seed: the first becomes the seed, with its identity.
+  fitness = np.linspace(10.0, 20.0, len(children))
+  told = strategy.tell(None, asked, children, fitness)
+  assert told.seed is children[0] and told.seed_id == state.count
+  assert told.seed_fitness == pytest.approx(10.0, abs=0.0)
+  assert len(told.cache) == len(state.cache) + len(children)
+  # An episode from the new seed with the same actions is a new training: not cached.
+  again, asked2 = strategy.ask(jax.random.key(11), told)
+  assert all(c.candidate >= 0 and c.key not in told.cache for c in asked2.pending)
+
+
 # ------------------------------------------------------------------- weight inheritance
 @pytest.mark.parametrize("config", [PLAIN, DENSE], ids=["plain_cnn", "densenet"])
 def test_children_compute_their_parents_function_before_training(config):
-  strategy = eas.EAS(PlainCNNSpace(), **config)
-  state = _seeded(strategy, seed=1)
-  children, state = strategy.ask(jax.random.key(7), state)
+  strategy = _eas(config)
+  seeded = _seeded(strategy, seed=1)
+  before = [np.asarray(a) for a in jax.tree_util.tree_leaves(seeded.seed)]
+  children, state = strategy.ask(jax.random.key(7), seeded)
+  # No gradient step in ask: the seed is bitwise as told, and every layer a child shares
+  # with it unchanged in shape holds its weights bitwise.
+  assert state.seed is seeded.seed
+  for a, b in zip(jax.tree_util.tree_leaves(state.seed), before):
+    np.testing.assert_array_equal(np.asarray(a), b)
+  for child in children:
+    kept = [n for n, p in state.seed.params.items() if n in child.params and all(
+        np.shape(child.params[n][k]) == np.shape(v) for k, v in p.items())]
+    assert kept
+    for n in kept:
+      for k, v in state.seed.params[n].items():
+        np.testing.assert_array_equal(np.asarray(child.params[n][k]), np.asarray(v))
   assert children and all(c.arch != state.seed.arch for c in children)
   grown = [c for c in children if nasjax.count_params(c.arch) >
            nasjax.count_params(state.seed.arch)]
@@ -218,6 +271,7 @@ def test_children_compute_their_parents_function_before_training(config):
   # given a conv-BN unit moved by 77 % and 170 % of the largest logit there.)
   batch = strategy.morph_batch
   assert batch.shape == (nasjax.ops.MORPH_BATCH, *SHAPE)
+  np.testing.assert_array_equal(batch, _problem().inputs)
   parent_train = np.asarray(nasjax.apply_train(state.seed, batch)[0])
   train_scale = np.abs(parent_train).max()
   new_bns = 0
@@ -250,8 +304,8 @@ def test_tiny_search_grows_the_start_network_and_resumes(tmp_path):
     assert nasjax.count_params(nasjax.Arch.from_dict(h["arch"])) > nasjax.count_params(start)
   state = load_checkpoint(tmp_path / "run")["state"]
   told = [h for h in result.history if h["generation"] < state.episode + 1]
-  assert state.count == len(told) >= 2 and len(state.cache) == len(
-      {h["arch"]["nodes"].__repr__() for h in told})
+  # One cache entry per trained child (its seed and actions), none for cached ones.
+  assert state.count == len(told) >= 2 and len(state.cache) == len(told)
   best = min(h["objectives"]["val_error"] for h in told)
   assert state.seed_fitness == pytest.approx(best, abs=1e-9)
   assert state.seed_depth == (1 if best == told[0]["objectives"]["val_error"] else 2)
@@ -260,16 +314,26 @@ def test_tiny_search_grows_the_start_network_and_resumes(tmp_path):
 
 
 def test_bad_options_are_rejected():
-  with pytest.raises(ValueError, match="unknown family 'resnet'"):
-    _strategy(family="resnet")
-  with pytest.raises(ValueError, match="steps must be"):
-    _strategy(steps=("deeper", "sideways"))
-  with pytest.raises(ValueError, match="unknown policy"):
-    _strategy(policy="greedy")
-  with pytest.raises(ValueError, match="filters levels must be increasing"):
-    _strategy(filter_levels=(8, 4))
+  cases = [({"family": "resnet"}, "option family must be one of"),
+           ({"steps": ("deeper", "sideways")}, "option steps must be a non-empty list"),
+           ({"steps": ()}, "option steps must be a non-empty list"),
+           ({"policy": "greedy"}, "option policy must be one of"),
+           ({"filter_levels": (8, 4)}, "option filter_levels must be increasing positive "
+            r"ints, got \(8, 4\)"),
+           ({"baseline_decay": 1.0}, r"option baseline_decay must lie in \[0, 1\)"),
+           ({"objective": 1}, "objective 1 is outside the 1 objectives"),
+           ({"start": [1]}, "option start must be a dict")]
+  for options, message in cases:
+    with pytest.raises(ValueError, match=message):
+      eas.EasConfig(**options)
   with pytest.raises(ValueError, match="kind must be"):
     ctrl.sample(None, None, None, None, "both")
+  # A config.json from before names the data set the strategy loaded: gone.
+  with pytest.raises(ValueError, match=r"unknown option\(s\) \['data_limit', 'dataset'\]"):
+    eas.EasConfig.from_dict({"dataset": "synthetic", "data_limit": None})
+  # The start network needs the problem it is built for.
+  with pytest.raises(ValueError, match="eas builds networks: give it problem="):
+    eas.EAS(PlainCNNSpace(), eas.EasConfig(**PLAIN)).start_network(jax.random.key(0))
 
 
 # ------------------------------------------------------------------------- experiment
@@ -290,7 +354,7 @@ def test_experiment_configs_build_their_start_networks(name):
             "svhn_cropped": (32, 32, 3)}
   for variant, cfg in _experiment().load_variants(EXPERIMENTS / "configs" / f"{name}.py"
                                                   ).items():
-    strategy = eas.EAS(PlainCNNSpace(), **cfg["eas"])
+    strategy = eas.EAS(PlainCNNSpace(), eas.EasConfig(**cfg["eas"]))
     arch = strategy.start_arch(shapes[cfg["dataset"]], 10)
     assert arch.shape(arch.output) == (10,), variant
     TrainConfig(**cfg["train"])

@@ -1,6 +1,7 @@
 """LEMONADE and the NSGA-II baseline: densities, sampling, inheritance, fronts."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -8,15 +9,18 @@ import numpy as np
 import pytest
 
 import nasjax
-from nasjax import data as data_lib
-from nasjax import train as train_lib
 from nasjax.ops import EXACT, MORPH_BATCH, MORPHISMS
-from nasjax.search import bench, pareto
+from nasjax.search import Budget, bench, pareto, work
+from nasjax.search.base import generation_keys, init_keys
+from nasjax.search.evaluators import MacroEvaluator, TrainingEvaluator
+from nasjax.search.spaces import MacroSpace, NB201Space, PlainCNNSpace
 from nasjax.search.strategies import kde, lemonade, nsga2
-from nasjax.search import Budget
-from nasjax.search.base import generation_keys, init_keys, make_strategy
-from nasjax.search.evaluators import MacroEvaluator
-from nasjax.search.spaces import MacroSpace, NB201Space
+from nasjax.search.strategies.lemonade import LemonadeConfig
+
+
+def _lem(space=None, problem=None, **options):
+  """A LEMONADE strategy on ``space`` (default NB-201's codes) with ``options``."""
+  return lemonade.Lemonade(space or NB201Space(), LemonadeConfig(**options), problem)
 
 
 # ------------------------------------------------------------------------------- KDE
@@ -84,11 +88,11 @@ def test_acceptance_density_counts_the_proposed_children():
   # points the population's density treats alike (by symmetry).
   pop = np.exp([[0.0], [5.0], [10.0]])
   children = np.exp([[2.5], [2.5], [2.5], [7.5]])
-  alone = lemonade.Lemonade(NB201Space(), accept_density="population")
+  alone = _lem(accept_density="population")
   p = kde.inverse_density_probs(alone.child_log_density(pop, children))
   np.testing.assert_allclose(p, 0.25, rtol=1e-9)
   # Counting the children, the three at e^2.5 crowd each other: the lone one is favoured.
-  joint = lemonade.Lemonade(NB201Space(), accept_density="joint")
+  joint = _lem(accept_density="joint")
   p = kde.inverse_density_probs(joint.child_log_density(pop, children))
   assert p[3] > 0.33 and p[3] > 1.5 * p[0]  # 0.37 and 0.21 with these wide kernels
   np.testing.assert_allclose(p[:3], p[0], rtol=1e-9)
@@ -106,8 +110,8 @@ def test_cost_weighted_acceptance_divides_by_a_power_of_the_cost():
   assert cost[1] / cost[0] == pytest.approx(56.5, rel=0.01)  # 52.7M and 0.93M FLOPs
   pop = np.exp([[0.0], [10.0]])
   children = np.exp([[5.0], [5.0]])  # the same density: only the cost tells them apart
-  plain = lemonade.Lemonade(NB201Space())
-  weighted = lemonade.Lemonade(NB201Space(), cost_objective="flops", cost_exponent=0.5)
+  plain = _lem()
+  weighted = _lem(cost_objective="flops", cost_exponent=0.5)
   base = plain.accept_log_weight(pop, children, archs)
   np.testing.assert_allclose(base, plain.child_log_density(pop, children), rtol=1e-12)
   np.testing.assert_allclose(kde.inverse_density_probs(base), 0.5, rtol=1e-12)
@@ -116,7 +120,7 @@ def test_cost_weighted_acceptance_divides_by_a_power_of_the_cost():
   p = kde.inverse_density_probs(log_w)
   # Acceptance odds are the inverse square root of the FLOPs ratio: 7.5 to 1.
   assert p[0] / p[1] == pytest.approx(np.sqrt(cost[1] / cost[0]), rel=1e-9)
-  zero = lemonade.Lemonade(NB201Space(), cost_objective="flops", cost_exponent=0)
+  zero = _lem(cost_objective="flops", cost_exponent=0)
   np.testing.assert_allclose(zero.accept_log_weight(pop, children, archs), base, rtol=1e-12)
 
 
@@ -124,8 +128,7 @@ def test_cost_weighted_acceptance_spends_less_on_costly_children_on_macro():
   ev = MacroEvaluator()
 
   def accepted_sizes(config):
-    s = make_strategy("lemonade", ev.space, {"n_pc": 16, "n_ac": 2, **config},
-                      num_objectives=2)
+    s = _lem(ev.space, n_pc=16, n_ac=2, num_objectives=2, **config)
     key, k0 = init_keys(0)
     state, out = s.init(k0), []
     for _ in range(25):
@@ -137,8 +140,8 @@ def test_cost_weighted_acceptance_spends_less_on_costly_children_on_macro():
       state = s.tell(k_tell, state, codes, np.array([r.objectives for r in recs]))
     return np.array(out)
 
-  plain = accepted_sizes({"cheap_objectives": ["params"]})
-  cheap = accepted_sizes({"cheap_objectives": ["params"], "cost_objective": "params",
+  plain = accepted_sizes({"cheap_objectives": ("params",)})
+  cheap = accepted_sizes({"cheap_objectives": ("params",), "cost_objective": "params",
                           "cost_exponent": 8.0})
   assert len(plain) == len(cheap) == 48
   # Geometric mean size of the accepted children: 1.55x smaller with the cost (1.55x to
@@ -168,7 +171,7 @@ def test_nsga2_ranks_and_crowding_match_the_host_versions():
 
 def test_nsga2_keeps_the_best_fronts_and_never_a_failure():
   space = MacroSpace()
-  s = nsga2.NSGA2(space, population_size=4, batch_size=4)
+  s = nsga2.NSGA2(space, nsga2.NSGA2Config(population_size=4, batch_size=4, num_objectives=2))
   ask, tell = jax.jit(s.ask), jax.jit(s.tell)
   state = s.init(jax.random.key(0))
   codes, state = ask(jax.random.key(1), state)
@@ -184,7 +187,7 @@ def test_nsga2_keeps_the_best_fronts_and_never_a_failure():
 # ------------------------------------------------------------------- tabular (macro)
 def test_lemonade_on_macro_gives_a_valid_front():
   ev = MacroEvaluator()
-  s = make_strategy("lemonade", ev.space, {"n_pc": 8, "n_ac": 4}, num_objectives=2)
+  s = _lem(ev.space, n_pc=8, n_ac=4, num_objectives=2)
   key, k0 = init_keys(3)
   state, seen, F = s.init(k0), [], []
   while len(seen) < 60:
@@ -209,45 +212,63 @@ def test_lemonade_on_macro_gives_a_valid_front():
 
 
 # ------------------------------------------------------------ networks: inheritance
+TRAIN = {"epochs": 1.0, "batch_size": 32, "max_steps": 3, "learning_rate": 0.05}
+
+
+@functools.cache
+def _evaluator(**train):
+  """The training evaluator of these tests (the synthetic data set: 8x8x3, 4 classes)."""
+  return TrainingEvaluator(PlainCNNSpace(), dataset="synthetic", train={**TRAIN, **train})
+
+
 @pytest.fixture(scope="module")
 def tiny():
-  data = data_lib.synthetic(num_train=128, num_val=32, num_test=32, input_shape=(8, 8, 3),
-                            num_classes=4)
-  cfg = train_lib.TrainConfig(epochs=1.0, batch_size=32, max_steps=3, learning_rate=0.05)
-  return data, cfg
+  """``(data, problem)`` of the evaluator the network tests train with."""
+  ev = _evaluator()
+  return ev.data, ev.problem()
 
 
 def _strategy(**kw):
   base = dict(num_objectives=1, n_pc=6, n_ac=3, initial=(((4,),), ((4,), (8,))),
-              distill_steps=3, dataset="synthetic")
-  return lemonade.Lemonade(NB201Space(), representation="networks", **{**base, **kw})
+              distill_steps=3, representation="networks")
+  return _lem(NB201Space(), _evaluator().problem(), **{**base, **kw})
 
 
-def _train(nets, data, cfg, key):
-  out, fit = [], []
-  for j, net in enumerate(nets):
-    trained, hist = train_lib.fit(net, data, cfg, jax.random.fold_in(key, j))
-    out.append(trained)
-    fit.append(100.0 * (1.0 - hist.val_accuracy[-1]))
-  return out, np.array(fit)
+def _train(cands, key):
+  """The candidates trained by the evaluator, and their validation errors: what the
+  search runner tells LEMONADE (the trained network in place of each candidate)."""
+  records = _evaluator().evaluate(list(cands), key)
+  assert all(r.status == "ok" for r in records), [r.status for r in records]
+  return [r.network for r in records], np.array([r.objectives[0] for r in records])
+
+
+def _untrained(cands, seed=0):
+  """The candidates as networks without training (an initial Arch initialised)."""
+  return [nasjax.init(c, jax.random.key(seed + j)) if isinstance(c, nasjax.Arch) else c
+          for j, c in enumerate(cands)]
+
+
+def _leaves(net):
+  return [np.asarray(a) for a in jax.tree_util.tree_leaves((net.params, net.state))]
 
 
 @pytest.fixture(scope="module")
 def first_generation(tiny):
   """The state after the initial network (two conv layers) was trained and told."""
-  data, cfg = tiny
   s = _strategy(initial=(((4,), (8,)),))
   key, k0 = init_keys(0)
   key, k_ask, k_eval, k_tell = generation_keys(key)
-  nets, state = s.ask(k_ask, s.init(k0))
-  assert len(nets) == 1 and state.pending[0].ops == ("initial",)
-  trained, fit = _train(nets, data, cfg, k_eval)
+  cands, state = s.ask(k_ask, s.init(k0))
+  # The initial network is proposed as an architecture, for the evaluator to train.
+  assert len(cands) == 1 and isinstance(cands[0], nasjax.Arch)
+  assert state.pending[0].ops == ("initial",) and state.pending[0].genome is cands[0]
+  trained, fit = _train(cands, k_eval)
   return key, s.tell(k_tell, state, trained, fit)
 
 
 def test_end_to_end_children_inherit_weights_and_the_front_is_nondominated(tiny,
                                                                           first_generation):
-  data, cfg = tiny
+  data, _ = tiny
   key, state = first_generation
   s = _strategy(morphisms=EXACT, n_pc=4, n_ac=2)
   x = data.x_val[:16]
@@ -259,14 +280,14 @@ def test_end_to_end_children_inherit_weights_and_the_front_is_nondominated(tiny,
     for net, ind in zip(nets, state.pending):
       assert ind.cheap == (float(nasjax.count_params(net.arch)),)
       # An exact child computes its trained parent's function before its own training.
-      assert ind.exact and ind.ops[0] in EXACT
+      assert isinstance(net, nasjax.Network) and ind.exact and ind.ops[0] in EXACT
       parent = by_uid[ind.parent].genome
       assert net.arch != parent.arch
       np.testing.assert_allclose(nasjax.apply(net, x), nasjax.apply(parent, x),
                                  rtol=1e-4, atol=1e-4)
     if gen == 1:
       break
-    trained, fit = _train(nets, data, cfg, k_eval)
+    trained, fit = _train(nets, k_eval)
     by_pending = {ind.uid: t for ind, t in zip(state.pending, trained)}
     state = s.tell(k_tell, state, trained, fit)
     # Members keep the weights they were trained to.
@@ -278,16 +299,17 @@ def test_end_to_end_children_inherit_weights_and_the_front_is_nondominated(tiny,
     assert state.generation == 2 and state.count == 3
 
 
-def test_inserted_batch_norms_keep_the_parents_function_in_training_mode(first_generation):
-  """A conv-BN-ReLU unit takes its batch norm's statistics on the strategy's fixed slice
-  of training images: on them the child equals its trained parent in training mode too
-  (with running mean 0 and variance 1 instead, the logits moved by 9.6 % of the largest
-  there)."""
+def test_inserted_batch_norms_keep_the_parents_function_in_training_mode(tiny,
+                                                                         first_generation):
+  """A conv-BN-ReLU unit takes its batch norm's statistics on the problem's training
+  inputs: on them the child equals its trained parent in training mode too (with running
+  mean 0 and variance 1 instead, the logits moved by 9.6 % of the largest there)."""
+  data, problem = tiny
   _, state = first_generation
   s = _strategy(morphisms=("insert_conv_bn_relu",), n_pc=4, n_ac=2)
   batch = s.morph_batch
-  assert batch.shape == (MORPH_BATCH, 8, 8, 3)
-  np.testing.assert_array_equal(batch, s.data.x_train[:MORPH_BATCH])
+  np.testing.assert_array_equal(batch, problem.inputs)
+  np.testing.assert_array_equal(batch, data.x_train[:MORPH_BATCH])
   children, state = s.ask(jax.random.key(5), state)
   by_uid = {ind.uid: ind for ind in state.population}
   assert len(children) == 2
@@ -306,26 +328,67 @@ def test_inserted_batch_norms_keep_the_parents_function_in_training_mode(first_g
 
 def test_tell_keeps_the_trained_networks_and_drops_failures():
   s = _strategy()
-  nets, state = s.ask(jax.random.key(0), s.init(jax.random.key(1)))
+  cands, state = s.ask(jax.random.key(0), s.init(jax.random.key(1)))
+  assert [type(c) for c in cands] == [nasjax.Arch, nasjax.Arch]
   trained = [n.replace(params=jax.tree_util.tree_map(lambda a: a + 1.0, n.params))
-             for n in nets]
-  state = s.tell(None, state, trained, np.array([50.0, np.nan]))
+             for n in _untrained(cands)]
+  # A candidate told back without its trained network: only a failure may be.
+  with pytest.raises(ValueError, match="needs the trained network"):
+    s.tell(None, state, [trained[0], cands[1]], np.array([50.0, 40.0]))
+  state = s.tell(None, state, [trained[0], cands[1]], np.array([50.0, np.nan]))
   assert len(state.population) == 1
   member = state.population[0]
   assert member.genome is trained[0] and member.fitness == (50.0,)
   with pytest.raises(ValueError, match="last ask proposed 0"):
     s.tell(None, state, trained, np.array([1.0, 2.0]))
+  _, again = s.ask(jax.random.key(2), s.init(jax.random.key(1)))
+  with pytest.raises(ValueError, match="different architecture"):
+    s.tell(None, again, trained[::-1], np.array([1.0, 2.0]))
 
 
-def test_approximate_children_are_distilled_from_their_parent(first_generation):
+def test_ask_trains_nothing_and_approximate_children_are_distilled_by_the_evaluator(
+    tiny, first_generation):
+  data, _ = tiny
   _, state = first_generation
-  s = _strategy(morphisms=("prune_filters",), n_pc=2, n_ac=1)
-  children, state = s.ask(jax.random.key(3), state)
+  told = [_leaves(ind.genome) for ind in state.population]
+  s = _strategy(morphisms=("prune_filters",), n_pc=2, n_ac=1, distill_steps=20,
+                distill_temperature=2.0, distill_learning_rate=0.05)
+  children, asked = s.ask(jax.random.key(3), state)
   parent = state.population[0].genome
-  (child,), (ind,) = children, state.pending
+  (child,), (ind,) = children, asked.pending
   assert not ind.exact and ind.ops == ("prune_filters",) and ind.parent == 0
-  assert ind.info["loss_last"] >= 0.0 and set(ind.info) >= {"agreement_after", "kl_after"}
+  # An approximate child is a work.Child: distillation is the evaluator's, with the
+  # strategy's steps, temperature and rate, from the parent as it was told.
+  assert isinstance(child, work.Child) and child.teacher is parent
+  assert (child.distill_steps, child.temperature, child.learning_rate) == (20, 2.0, 0.05)
+  assert child.network is ind.genome and child.arch == ind.genome.arch
   assert nasjax.count_params(child.arch) < nasjax.count_params(parent.arch)
+  # No gradient step in ask: the population's networks are bitwise the ones told, and
+  # every layer the morphism left alone is bitwise the parent's.
+  assert asked.population == state.population
+  for member, leaves in zip(asked.population, told):
+    for a, b in zip(_leaves(member.genome), leaves):
+      np.testing.assert_array_equal(a, b)
+  same = [n for n in child.network.params if n in parent.params and all(
+      np.shape(child.network.params[n][k]) == np.shape(parent.params[n][k])
+      for k in parent.params[n])]
+  assert same and len(same) < len(parent.params)
+  for n in same:
+    for k, v in parent.params[n].items():
+      np.testing.assert_array_equal(np.asarray(child.network.params[n][k]), np.asarray(v))
+  # The evaluator distils it (no training after: max_steps 0): the KL to the teacher on
+  # validation images falls tenfold (measured 0.131 -> 0.013; agreement 0.66 -> 1.0).
+  from nasjax.ops.distill import agreement
+
+  (rec,) = _evaluator(max_steps=0).evaluate([child], jax.random.key(4))
+  assert rec.status == "ok" and rec.metrics["distill_steps"] == 20
+  before = agreement(child.network, parent, data.x_val)["kl"]
+  after = agreement(rec.network, parent, data.x_val)["kl"]
+  assert after < 0.3 * before, (before, after)
+  # With no distillation steps an approximate child is its network, trained as it is.
+  plain, _ = _strategy(morphisms=("prune_filters",), n_pc=2, n_ac=1, distill_steps=0).ask(
+      jax.random.key(3), state)
+  assert isinstance(plain[0], nasjax.Network) and plain[0].arch == child.arch
 
 
 def test_children_outside_the_size_bounds_are_not_proposed(first_generation):
@@ -344,7 +407,7 @@ def test_children_outside_the_size_bounds_are_not_proposed(first_generation):
   assert len(props) == 4 and all(p.cheap[0] > n for p in props)
   with pytest.raises(ValueError, match="min_params \\(10\\) exceeds max_params \\(5\\)"):
     _strategy(min_params=10, max_params=5)
-  with pytest.raises(ValueError, match="min_params must be a positive count"):
+  with pytest.raises(ValueError, match="option min_params must be an int >= 1 or None"):
     _strategy(min_params=0)
 
 
@@ -373,7 +436,7 @@ def test_monotone_widths_drops_exactly_the_narrowing_children():
             initial=(((8,), (8,)),))
   s = _strategy(**kw)
   nets, state = s.ask(jax.random.key(0), s.init(jax.random.key(0)))
-  state = s.tell(None, state, nets, np.array([50.0]))  # a (8|8) network, untrained
+  state = s.tell(None, state, _untrained(nets), np.array([50.0]))  # (8|8), untrained
   parents = np.zeros(32, np.int32)
   free = _strategy(**kw)._propose_networks(jax.random.key(0), state, parents)
   kept = _strategy(monotone_widths=True, **kw)._propose_networks(jax.random.key(0), state,
@@ -382,7 +445,8 @@ def test_monotone_widths_drops_exactly_the_narrowing_children():
   assert len(narrowing) >= 3 and len(free) == 32
   assert [p.arch for p in kept] == [p.arch for p in free
                                     if lemonade.narrowing_conv(p.arch) is None]
-  with pytest.raises(ValueError, match="monotone_widths must be True or False, got 'yes'"):
+  with pytest.raises(ValueError, match="option monotone_widths must be true or false, got "
+                     "'yes'"):
     _strategy(monotone_widths="yes")
 
 
@@ -400,12 +464,12 @@ def test_min_width_drops_exactly_the_children_with_a_narrower_conv(first_generat
   # has 3, a pruned one fewer than before.
   assert sum(narrowest(p.arch) < 4 for p in free) >= 3 and len(free) == 32
   assert [p.arch for p in kept] == [p.arch for p in free if narrowest(p.arch) >= 4]
-  with pytest.raises(ValueError, match="min_width must be a positive int or None, got 0"):
+  with pytest.raises(ValueError, match="option min_width must be an int >= 1 or None, got 0"):
     _strategy(min_width=0)
 
 
 def test_initial_depth_trains_the_starts_again_unchanged_before_any_morphism(tiny):
-  data, cfg = tiny
+  data, _ = tiny
   s = _strategy(num_objectives=2, morphisms=EXACT, n_pc=4, n_ac=2, initial_depth=3)
   key, k0 = init_keys(0)
   state = s.init(k0)
@@ -433,21 +497,22 @@ def test_initial_depth_trains_the_starts_again_unchanged_before_any_morphism(tin
     else:  # morphisms from the fourth generation on, on the depth-3 lineages
       assert all(ind.ops not in (("initial",), ("train",)) for ind in pending)
       assert len(pending) == 2 and all(ind.depth == 4 for ind in pending)
-    trained, _ = _train(nets, data, cfg, k_eval)
+    trained, _ = _train(nets, k_eval)
     fit = []
     for ind in pending:
-      spec = tuple((n,) for n in _conv_widths(ind.genome.arch))
+      arch = ind.genome if isinstance(ind.genome, nasjax.Arch) else ind.genome.arch
+      spec = tuple((n,) for n in _conv_widths(arch))
       err = errors.get(spec, 25.0) - 2.0 * (ind.depth - 1)
       fit.append([err, ind.cheap[0]])
     state = s.tell(k_tell, state, trained, np.array(fit))
     if 0 < gen < 3:  # the retrained networks replaced their parents
       assert sorted(ind.uid for ind in state.population) == sorted(
           ind.uid for ind in pending)
-  assert [s.config()["initial_depth"], lemonade.DEFAULT_CONFIG["initial_depth"]] == [3, 1]
-  with pytest.raises(ValueError, match="initial_depth must be a positive int, got 0"):
+  assert [s.config.initial_depth, LemonadeConfig.defaults()["initial_depth"]] == [3, 1]
+  with pytest.raises(ValueError, match="option initial_depth must be an int >= 1, got 0"):
     _strategy(initial_depth=0)
   with pytest.raises(ValueError, match="initial_depth=2 needs networks"):
-    lemonade.Lemonade(NB201Space(), representation="codes", initial_depth=2)
+    _lem(representation="codes", initial_depth=2)
 
 
 def _conv_widths(arch):
@@ -486,7 +551,7 @@ def test_widen_to_monotone_keeps_grown_children_that_monotone_widths_drops():
             initial=(((4, 4), (8,)),))
   s = _strategy(**kw)
   nets, state = s.ask(jax.random.key(0), s.init(jax.random.key(0)))
-  state = s.tell(None, state, nets, np.array([50.0]))  # a (4,4|8) network, untrained
+  state = s.tell(None, state, _untrained(nets), np.array([50.0]))  # (4,4|8), untrained
   parents = np.zeros(32, np.int32)
   dropped = s._propose_networks(jax.random.key(0), state, parents)
   grown = _strategy(widen_to_monotone=True, **kw)._propose_networks(jax.random.key(0), state,
@@ -499,7 +564,8 @@ def test_widen_to_monotone_keeps_grown_children_that_monotone_widths_drops():
   assert len(new) >= 3 and all(p.exact for p in new)
   with pytest.raises(ValueError, match="widen_to_monotone=True needs monotone_widths=True"):
     _strategy(widen_to_monotone=True)
-  with pytest.raises(ValueError, match="widen_to_monotone must be True or False, got 1"):
+  with pytest.raises(ValueError, match="option widen_to_monotone must be true or false, "
+                     "got 1"):
     _strategy(widen_to_monotone=1, monotone_widths=True)
 
 
@@ -525,9 +591,8 @@ def test_pareto_population_with_a_margin_keeps_near_ties():
   # behind) does not.
   kept = lemonade.pareto_population(inds, (0, 1), (0.15, 0.0))
   assert [p.uid for p in kept] == [0, 1, 3]
-  strategy = lemonade.Lemonade(NB201Space(), num_objectives=3, front_objectives=(0, 1),
-                               dominance_margin=(0.15, 0))
-  assert strategy.config()["dominance_margin"] == [0.15, 0.0]
+  strategy = _lem(num_objectives=3, front_objectives=(0, 1), dominance_margin=(0.15, 0))
+  assert strategy.config.to_dict()["dominance_margin"] == [0.15, 0.0]
   state = lemonade.LemonadeState(pending=tuple(
       lemonade.Individual(i.uid, (0,) * 6, i.cheap) for i in inds))
   state = strategy.tell(None, state, [(0,) * 6] * 4,
@@ -539,8 +604,8 @@ def test_depth_margin_keeps_shallow_members_as_parents_not_on_the_returned_front
   import json
 
   ind = lambda uid, f, c, d: lemonade.Individual(uid, (0,) * 6, (c,), (f, c, 0.0), depth=d)
-  # lr003i's case: the 454k start's child (4 evaluations deep) against the 73k start's
-  # lineage 5 and 12 evaluations deep.
+  # A measured search's case: the 454k start's child (4 evaluations deep) against the 73k
+  # start's lineage 5 and 12 evaluations deep.
   top, mid, deep = ind(16, 10.37, 501_506, 4), ind(44, 10.15, 109_914, 5), ind(
       114, 8.12, 206_866, 12)
   plain = lambda inds: [p.uid for p in lemonade.pareto_population(inds, (0, 1), (0.15, 0))]
@@ -573,23 +638,27 @@ def test_depth_margin_keeps_shallow_members_as_parents_not_on_the_returned_front
   # tell keeps the population with it; front() and export_front leave the protected out.
   s = _strategy(num_objectives=3, front_objectives=(0, 1), dominance_margin=(0.15, 0),
                 depth_margin=2.0, constraints=((0, 14.0),))
+  (net,) = _untrained([nasjax.models.plain_cnn([[4]], input_shape=(8, 8, 3),
+                                               num_classes=4)])
+  top, mid = (dataclasses.replace(i, genome=net) for i in (top, mid))
   state = lemonade.LemonadeState(pending=(top, mid))
-  state = s.tell(None, state, [(0,) * 6] * 2, [list(top.fitness), list(mid.fitness)])
+  state = s.tell(None, state, [net, net], [list(top.fitness), list(mid.fitness)])
   assert [p.uid for p in state.population] == [16, 44]
   assert [p.uid for p in s.front(state)] == [44]
   records = lemonade.export_front(state, tmp_path / "front", ("val_error", "params", "lat"),
-                                  s.constraints, s.front_objectives, s.dominance_margin)
+                                  s.constraints, s.config.front_objectives,
+                                  s.config.dominance_margin)
   assert [r["uid"] for r in records] == [44]
   assert [r["uid"] for r in json.loads((tmp_path / "front" / "front.json").read_text())] == [44]
   # Config round trip, default and bad values.
-  assert s.config()["depth_margin"] == 2.0 and lemonade.DEFAULT_CONFIG["depth_margin"] == 0.0
-  rebuilt = lemonade._make(NB201Space(), {**s.config(), "num_objectives": 3})
-  assert rebuilt.depth_margin == 2.0
+  assert s.config.depth_margin == 2.0 and LemonadeConfig.defaults()["depth_margin"] == 0.0
+  rebuilt = LemonadeConfig.from_dict(s.config.to_dict())
+  assert rebuilt.to_dict() == s.config.to_dict() and rebuilt.depth_margin == 2.0
   for bad in (-0.1, float("nan"), True, "0.2"):
-    with pytest.raises(ValueError, match="depth_margin must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="option depth_margin must be a number >= 0"):
       _strategy(depth_margin=bad)
   with pytest.raises(ValueError, match="depth_margin=0.5 needs networks"):
-    lemonade.Lemonade(NB201Space(), representation="codes", depth_margin=0.5)
+    _lem(representation="codes", depth_margin=0.5)
 
 
 def test_fronts_by_generation_and_report_use_the_margin():
@@ -605,11 +674,11 @@ def test_constraints_bound_the_returned_front_not_the_population(tmp_path):
   import json
 
   rng = np.random.default_rng(0)
-  strategy = lemonade.Lemonade(NB201Space(), num_objectives=3, front_objectives=(0, 1),
-                               dominance_margin=(0.15, 0), constraints=((0, 14.0),))
-  assert strategy.config()["constraints"] == [[0, 14.0]]
-  rebuilt = lemonade._make(NB201Space(), {**strategy.config(), "num_objectives": 3})
-  assert rebuilt.constraints == ((0, 14.0),)
+  strategy = _lem(num_objectives=3, front_objectives=(0, 1), dominance_margin=(0.15, 0),
+                  constraints=((0, 14.0),))
+  assert strategy.config.to_dict()["constraints"] == [[0, 14.0]]
+  rebuilt = LemonadeConfig.from_dict(strategy.config.to_dict())  # as config.json holds it
+  assert lemonade.Lemonade(NB201Space(), rebuilt).constraints == ((0, 14.0),)
   state, told, uid = lemonade.LemonadeState(), [], 0
   for _ in range(6):  # six generations of eight children of 4k-1M parameters, the
     # smaller the less accurate: 22% error at 4k, 11% at 1M, +-1.5 points of noise
@@ -653,38 +722,61 @@ def test_fronts_by_generation_leaves_out_evaluations_over_a_bound():
   np.testing.assert_allclose(plain, [[5_000, 20.0], [40_000, 13.0]], rtol=0, atol=1e-12)
 
 
-def test_bad_options_are_rejected():
-  with pytest.raises(ValueError, match="dominance_margin has 1 values, but the front is "
-                     "taken over 2"):
-    lemonade.Lemonade(NB201Space(), num_objectives=2, dominance_margin=(0.1,))
-  with pytest.raises(ValueError, match="dominance_margin values must be finite and >= 0, "
-                     "got -0.1"):
-    lemonade.Lemonade(NB201Space(), num_objectives=2, front_objectives=(0, 1),
-                      dominance_margin=(-0.1, 0))
-  with pytest.raises(ValueError, match="n_ac"):
-    lemonade.Lemonade(NB201Space(), n_pc=2, n_ac=3)
-  with pytest.raises(ValueError, match="cheap objective 'size'"):
-    lemonade.Lemonade(NB201Space(), cheap_objectives=("size",))
-  with pytest.raises(ValueError, match="unknown morphism 'grow'"):
-    lemonade.Lemonade(NB201Space(), morphisms=("grow",))
-  with pytest.raises(ValueError, match="front_objectives names column 2"):
-    lemonade.Lemonade(NB201Space(), num_objectives=2, front_objectives=(0, 2))
-  with pytest.raises(ValueError, match="accept_density"):
-    lemonade.Lemonade(NB201Space(), accept_density="parents")
-  with pytest.raises(ValueError, match="unknown cost_objective 'time'"):
-    lemonade.Lemonade(NB201Space(), cost_objective="time")
-  with pytest.raises(ValueError, match="cost_exponent must be a finite number >= 0, got -1"):
-    lemonade.Lemonade(NB201Space(), cost_objective="flops", cost_exponent=-1)
+def test_bad_options_are_rejected(tmp_path):
+  cases = [
+      ({"num_objectives": 2, "dominance_margin": (0.1,)},
+       "dominance_margin has 1 values, but the front is taken over 2"),
+      ({"num_objectives": 2, "front_objectives": (0, 1), "dominance_margin": (-0.1, 0)},
+       "option dominance_margin values must be finite and >= 0, -0.1 is not"),
+      ({"n_pc": 2, "n_ac": 3}, r"n_ac \(3\) cannot exceed n_pc \(2\)"),
+      ({"cheap_objectives": ("size",)}, "names an unknown cheap objective 'size'"),
+      ({"cheap_objectives": ()}, "option cheap_objectives needs at least one of"),
+      ({"morphisms": ("grow",)}, "names an unknown morphism 'grow'"),
+      ({"morphism_options": {"grow": {}}}, "option morphism_options names an unknown "
+       "morphism 'grow'"),
+      ({"num_objectives": 2, "front_objectives": (0, 2)}, "front_objectives names column 2"),
+      ({"accept_density": "parents"}, "option accept_density must be one of"),
+      ({"cost_objective": "time"}, "option cost_objective must be one of .*, got 'time'"),
+      ({"cost_exponent": -1}, "option cost_exponent must be a number >= 0.0, got -1"),
+      ({"initial": ()}, "option initial needs at least one network"),
+      ({"initial": (((4,),), ((4,),))}, "option initial holds the same network twice"),
+      ({"distill_steps": -1}, "option distill_steps must be an int >= 0, got -1"),
+      ({"distill_temperature": 0.0}, "option distill_temperature must be a number > 0.0"),
+  ]
   two = dict(num_objectives=3, front_objectives=(0, 1))
-  with pytest.raises(ValueError, match=r"constraint column 2 is not one of the fitness "
-                     r"columns the front is taken over, \[0, 1\]"):
-    lemonade.Lemonade(NB201Space(), constraints=((2, 0.01),), **two)
-  with pytest.raises(ValueError, match="constraint bound must be a finite number, got nan"):
-    lemonade.Lemonade(NB201Space(), constraints=((0, float("nan")),), **two)
-  with pytest.raises(ValueError, match=r"constraints need \(column, bound\) pairs, got 14.0"):
-    lemonade.Lemonade(NB201Space(), constraints=(14.0,), **two)
-  with pytest.raises(ValueError, match="constraints bound column 0 twice"):
-    lemonade.Lemonade(NB201Space(), constraints=((0, 14.0), (0, 12.0)), **two)
+  cases += [
+      ({"constraints": ((2, 0.01),), **two}, r"constraint column 2 is not one of the "
+       r"fitness columns the front is taken over, \[0, 1\]"),
+      ({"constraints": ((0, float("nan")),), **two},
+       "needs a finite number as each bound, nan is not"),
+      ({"constraints": (14.0,), **two}, r"needs \(column, bound\) pairs, 14.0 is not one"),
+      ({"constraints": ((0, 14.0), (0, 12.0)), **two}, "constraints bound column 0 twice"),
+  ]
+  for options, message in cases:
+    with pytest.raises(ValueError, match=message):
+      LemonadeConfig(**options)
+  # A config.json of a run from before holds options that are gone (the strategy's own
+  # data and distillation trainer): resuming it fails, naming them.
+  import json
+
+  from nasjax.search import runner
+
+  old = {**LemonadeConfig.defaults(), "dataset": "synthetic", "data_limit": None,
+         "distill_batch_size": 64, "distill_train": {}}
+  work_dir = tmp_path / "old"
+  work_dir.mkdir()
+  (work_dir / "config.json").write_text(json.dumps({
+      "format": "nasjax.search.run/1", "strategy": "lemonade", "strategy_config": old,
+      "evaluator": {"kind": "train", "space": "plain_cnn", "dataset": "synthetic"},
+      "objectives": ["val_error"], "budget": {"max_evals": 4, "time_budget": None},
+      "seed": 0}))
+  with pytest.raises(ValueError, match=r"unknown option\(s\) \['data_limit', 'dataset', "
+                     r"'distill_batch_size', 'distill_train'\] for strategy 'lemonade'"):
+    runner.resume(work_dir, quiet=True)
+  # Networks need the problem they are built for; codes do not.
+  with pytest.raises(ValueError, match="lemonade builds networks on space 'nb201': give "
+                     "it problem="):
+    _lem(representation="networks").ask(jax.random.key(0), lemonade.LemonadeState())
 
 
 # ------------------------------------------------------------------------- experiment
@@ -985,9 +1077,9 @@ def test_fmnist_experiment_search_train_overrides_only_the_children(tmp_path):
   saved = json.loads((tmp_path / "search" / "config.json").read_text())
   assert saved["evaluator"]["train"]["learning_rate"] == pytest.approx(0.0125, abs=0.0)
   assert cfg.train["learning_rate"] == pytest.approx(0.05, abs=0.0)  # from scratch: train
-  lr003 = module.load_variants()["lr003"]
-  assert {**lr003.train, **lr003.search_train}["learning_rate"] == pytest.approx(0.03, abs=0)
-  assert lr003.train["learning_rate"] == pytest.approx(0.1, abs=0.0)
+  default = module.load_variants()["default"]
+  assert default.search_train == {} and default.train["learning_rate"] == pytest.approx(
+      0.1, abs=0.0)
 
 
 def test_fmnist_experiment_search_seed_changes_only_the_search(tmp_path):
@@ -1023,12 +1115,13 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
 
   module = _experiment("lemonade_fmnist")
   variants = module.load_variants()
+  assert sorted(variants) == ["default", "paper", "tiny"]
+  problem = work.Problem((28, 28, 1), 10, np.zeros((1, 28, 28, 1), np.float32))
   for name, cfg in variants.items():
+    config = LemonadeConfig(num_objectives=len(cfg.objectives), **cfg.lemonade)
     if name == "tiny":
       continue
-    strategy = lemonade.Lemonade(NB201Space(), num_objectives=len(cfg.objectives),
-                                 representation="networks",
-                                 **cfg.lemonade)  # for its allowed() check
+    strategy = lemonade.Lemonade(PlainCNNSpace(), config, problem)  # for allowed()
     for spec in cfg.lemonade["initial"]:
       assert strategy.allowed(plain_cnn(spec, input_shape=(28, 28, 1), num_classes=10)), (
           name, spec)
@@ -1037,56 +1130,13 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
     return [nasjax.count_params(plain_cnn(s, input_shape=(28, 28, 1), num_classes=10))
             for s in variants[name].lemonade["initial"]]
 
-  assert starts("lr003d") == [6274, 18482, 94186]
-  assert starts("lr003w") == [6274, 18482, 288170]  # a start above 250k for the top
-  assert starts("lr003c") == starts("lr003g") == [6274, 18482, 72666, 162562]
-  assert starts("lr003t") == [6274, 18482, 72666, 454210]  # a wide last block on top
-  assert starts("lr003u") == [6274, 18482, 454210]
-  assert starts("lr001t") == starts("lr003t")
-  assert variants["lr001t"].search_train == {"learning_rate": 0.01}
-  assert starts("lr003v") == starts("lr003") == [5178, 24058, 94186]  # one conv a block
-  assert variants["lr003v"].lemonade["monotone_widths"] is True
-  assert variants["lr003v"].lemonade["widen_to_monotone"] is True
-  assert variants["lr003v"].search_train == variants["lr003"].search_train
-  assert starts("lr003b") == [6274, 24058, 94186]  # three blocks at the small end
-  assert variants["lr003b"].lemonade["widen_to_monotone"] is True
-  assert variants["lr003b"].search_train == variants["lr003v"].search_train
-  assert starts("lr003x") == starts("lr003v")
-  assert "to_sepconv" not in variants["lr003x"].lemonade["morphisms"]
-  assert set(variants["lr003x"].lemonade["morphisms"]) == set(MORPHISMS) - {"to_sepconv"}
-  assert starts("lr003n") == starts("lr003b")
-  assert variants["lr003n"].lemonade["morphisms"] == variants["lr003x"].lemonade["morphisms"]
-  assert variants["lr003n"].lemonade["dominance_margin"] == [0.15, 0.0]
-  assert variants["lr003n"].lemonade["front_objectives"] == [0, 1]
-  # lr003f: lr003n with the front bounded at 14 % validation error, another search seed.
-  assert variants["lr003f"].lemonade == {**variants["lr003n"].lemonade,
-                                         "constraints": [[0, 14.0]]}
-  assert variants["lr003f"].search_seed == 1 and variants["lr003n"].search_seed is None
-  assert variants["lr003f"].search_train == variants["lr003n"].search_train
-  # lr003h and lr003k: the starts and widening of lr003g and lr003t with lr003n's margin
-  # and morphisms and lr003f's bound.
-  for name, base in (("lr003h", "lr003g"), ("lr003k", "lr003t")):
-    assert starts(name) == starts(base)
-    assert variants[name].lemonade == {**variants[base].lemonade,
-                                       "morphisms": variants["lr003n"].lemonade["morphisms"],
-                                       "dominance_margin": [0.15, 0.0],
-                                       "constraints": [[0, 14.0]]}, name
-    assert variants[name].search_seed is None
-    assert variants[name].search_train == variants[base].search_train
-  # lr003s: lr003k with acceptance divided by FLOPs ** 0.55 (spent training time).
-  assert variants["lr003s"].lemonade == {**variants["lr003k"].lemonade,
-                                         "cost_objective": "flops", "cost_exponent": 0.55}
-  assert variants["lr003s"].search_train == variants["lr003k"].search_train
-  assert variants["lr003s"].search_seed is None
-  # lr003r: lr003s without children that have a conv of fewer than 4 filters.
-  assert variants["lr003r"].lemonade == {**variants["lr003s"].lemonade, "min_width": 4}
-  assert variants["lr003r"].search_train == variants["lr003s"].search_train
-  assert variants["lr003r"].search_seed is None
-  # lr003i: lr003r with the starts trained three times before any morphism.
-  assert variants["lr003i"].lemonade == {**variants["lr003r"].lemonade, "initial_depth": 3}
-  assert variants["lr003i"].search_train == variants["lr003r"].search_train
-  assert variants["lr003i"].search_seed is None
-  # lr003e: lr003i with a lower cost exponent.
-  assert variants["lr003e"].lemonade == {**variants["lr003i"].lemonade, "cost_exponent": 0.3}
-  assert variants["lr003e"].search_train == variants["lr003i"].search_train
-  assert variants["lr003e"].search_seed is None
+  assert starts("default") == starts("paper") == [5178, 24058, 94186, 372682]
+  default, paper = variants["default"].lemonade, variants["paper"].lemonade
+  # The paper's Algorithm 1: acceptance by the population's density, its operators (no
+  # Net2Deeper, which is EAS's), no size bounds; the rest is the default's.
+  assert paper == {**default, "accept_density": "population", "min_params": None,
+                   "max_params": None, "morphisms": paper["morphisms"]}
+  assert set(paper["morphisms"]) == set(MORPHISMS) - {"net2deeper"}
+  assert LemonadeConfig.defaults()["accept_density"] == "joint"
+  assert variants["paper"].train == variants["default"].train
+  assert variants["paper"].search_seconds == variants["default"].search_seconds == 3200.0

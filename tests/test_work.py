@@ -255,9 +255,8 @@ def test_a_search_killed_while_shared_weights_train_resumes_from_its_last_chunk(
   assert len(resumed.history) == 2
 
 
-def test_a_strategy_that_builds_networks_needs_a_problem(shared_linear):
-  with pytest.raises(ValueError, match="'test_shared_linear' builds networks: give problem="):
-    make_strategy("test_shared_linear", SPACE, {})
+def test_a_strategy_that_builds_networks_gets_the_evaluators_problem(shared_linear):
+  assert make_strategy("test_shared_linear", SPACE, {}).problem is None  # no evaluator
   strategy = make_strategy("test_shared_linear", SPACE, {"steps": 3},
                            evaluator=_evaluator())
   assert strategy.config.steps == 3 and strategy.problem.input_shape == (8, 8, 3)

@@ -282,7 +282,8 @@ def make_strategy(name: str, space: SearchSpace, config: Mapping[str, Any] | Non
     config: options overriding the entry's defaults.
     num_objectives: length of the fitness vectors the strategy will be told.
     problem: the :class:`~nasjax.search.work.Problem` of a strategy that builds networks
-      (``needs_problem``); default ``evaluator.problem()``. Ignored by the others.
+      (``needs_problem``); default ``evaluator.problem()`` where the evaluator has one,
+      else None. Ignored by the others.
     evaluator: the evaluator the search will use (asked for the problem when needed).
 
   Raises:
@@ -300,9 +301,7 @@ def make_strategy(name: str, space: SearchSpace, config: Mapping[str, Any] | Non
     return entry.factory(space, config)
   if problem is None and callable(getattr(evaluator, "problem", None)):
     problem = evaluator.problem()
-  if problem is None:
-    raise ValueError(f"strategy {name!r} builds networks: give problem= (a "
-                     "nasjax.search.work.Problem) or a training evaluator")
+  # Without one (a tabular evaluator), the strategy gets None and says so if it needs it.
   return entry.factory(space, config, problem=problem)
 
 

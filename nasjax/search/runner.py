@@ -422,10 +422,11 @@ def _charge(records: list[Record], budget: Budget, counters: dict, lineage: list
 
 
 def _told(cands, records: list[Record], num_objectives: int) -> tuple[Any, np.ndarray]:
-  """What ``tell`` gets: the candidates (trained networks in place of the networks asked
-  for) and the fitness, NaN for the candidates the budget left unrecorded, so that the
-  strategy's final state (a LEMONADE front, an evolution's population) holds every
-  recorded evaluation and nothing else."""
+  """What ``tell`` gets: the candidates (the trained networks in place of the
+  architectures, networks and children asked for) and the fitness, NaN for the candidates
+  the budget left unrecorded, so that the strategy's final state (a LEMONADE front, an
+  evolution's population) holds every recorded evaluation and nothing else."""
+  from nasjax.arch import Arch
   from nasjax.network import Network
 
   fitness = np.full((len(cands), num_objectives), np.nan)
@@ -433,7 +434,8 @@ def _told(cands, records: list[Record], num_objectives: int) -> tuple[Any, np.nd
   fitness = fitness[:, 0] if num_objectives == 1 else fitness
   if isinstance(cands, (jax.Array, np.ndarray)):
     return cands, fitness
-  told = [r.network if isinstance(c, (Network, work.Child)) and r.network is not None else c
+  told = [r.network if isinstance(c, (Arch, Network, work.Child)) and r.network is not None
+          else c
           for c, r in zip(cands, records)] + list(cands[len(records):])
   return told, fitness
 

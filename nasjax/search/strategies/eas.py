@@ -2,10 +2,10 @@
 Architecture Search by Network Transformation", AAAI 2018).
 
 Instead of training every candidate from scratch, EAS grows a trained network. A
-meta-controller (:mod:`nasjax.search.strategies.eas_controller`: a bidirectional-LSTM encoder of the
-network's layer sequence, a Net2Wider actor and a Net2Deeper actor, §3, §3.1) looks at
-the network and picks transformations that keep the function it computes: Net2Wider
-(a layer goes to the next width on a discrete ladder) and Net2Deeper (an
+meta-controller (:mod:`nasjax.search.strategies.eas_controller`: a bidirectional-LSTM
+encoder of the network's layer sequence, a Net2Wider actor and a Net2Deeper actor, §3,
+§3.1) looks at the network and picks transformations that keep the function it computes:
+Net2Wider (a layer goes to the next width on a discrete ladder) and Net2Deeper (an
 identity-initialised layer is inserted). The transformed child inherits all weights
 (:data:`nasjax.ops.MORPHISMS`), so a short training suffices to tell whether the change
 helps.
@@ -16,12 +16,13 @@ One episode:
    start network), ``num_children`` children are sampled. Each applies ``steps`` in turn
    (e.g. four Net2Deeper steps and one Net2Wider step); before every step the current
    child is re-encoded, so each decision sees the network it changes.
-2. The children whose architecture was evaluated before take their earlier result
-   (results are cached by architecture); the others get the seed's weights through the
-   morphisms (a batch norm inserted with a new conv takes its statistics on a fixed slice
-   of the training images, :attr:`EAS.morph_batch`, so that the child computes the seed's
-   function in training mode too) and are returned by ``ask``: the evaluator trains them
-   briefly (:func:`nasjax.train.fit`) and scores them on the validation split. The children of
+2. A child whose actions were already trained from the same seed takes that result
+   (results are cached by the seed network's identity and the actions, which together
+   say what was trained); the others get the seed's weights through the morphisms (a
+   batch norm inserted with a new conv takes its statistics on the problem's training
+   inputs, :attr:`EAS.morph_batch`, so that the child computes the seed's function in
+   training mode too) and are returned by ``ask``: the evaluator trains them briefly
+   (:func:`nasjax.train.fit`) and scores them on the validation split. The children of
    one episode form one batch, spread over the evaluator's devices.
 3. The reward of a child is EAS's transform of its validation accuracy,
    ``tan(acc * pi / 2)``, which stretches differences near the top. The controller
@@ -40,13 +41,17 @@ DenseNets (:func:`nasjax.models.densenet`, §3.2: widening a layer gives it more
 which every later layer of the block reads as copies; deepening adds a layer to a dense
 block, whose filters copy existing channels).
 
-Strategy protocol (:mod:`nasjax.search.base`): ``ask`` returns the start network, then
-each episode's children to evaluate, as :class:`~nasjax.Network` s carrying their
-inherited weights (as :mod:`nasjax.search.strategies.lemonade` does); the runner tells back the
-trained networks, and the best becomes the seed. Fitness must be a validation error in
-percent (the training evaluator's ``val_error``). With ``policy="random"`` the actions
-are drawn uniformly and the controller never learns: the ablation that isolates what
-the controller adds.
+Strategy protocol (:mod:`nasjax.search.base`; the candidates of
+:mod:`nasjax.search.work`). EAS proposes and never trains a candidate: ``ask`` returns
+the start network, then each episode's children to evaluate, as
+:class:`~nasjax.Network` s carrying their inherited weights; the runner tells back the
+trained networks, and the best becomes the seed. The controller's own REINFORCE steps
+are the strategy's. The task comes as a :class:`~nasjax.search.work.Problem` (the start
+network's input shape and classes, and the inputs inserted batch norms take their
+statistics on); EAS loads no data. Fitness must be a validation error in percent (the
+training evaluator's ``val_error``). With ``policy="random"`` the actions are drawn
+uniformly and the controller never learns: the ablation that isolates what the
+controller adds.
 """
 
 from __future__ import annotations
@@ -54,6 +59,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
 import math
 from typing import Any, Mapping, Sequence
 
@@ -63,9 +69,11 @@ import numpy as np
 
 from nasjax.arch import Arch
 from nasjax.network import Network, init
-from nasjax.search.strategies import eas_controller as ctrl
+from nasjax.search import work
 from nasjax.search.base import register_strategy, select_objective
+from nasjax.search.options import Options, integer, number, one_of, option
 from nasjax.search.spaces import SearchSpace
+from nasjax.search.strategies import eas_controller as ctrl
 
 FAMILIES = ("plain_cnn", "densenet")
 POLICIES = ("controller", "random")
@@ -267,15 +275,17 @@ def observe(layers: Sequence[Layer], max_len: int, max_blocks: int) -> dict[str,
           "deeper_ok": np.bool_(n < max_len and sizes.any())}
 
 
+
 # ----------------------------------------------------------------------------- state
 @dataclasses.dataclass(frozen=True)
 class Child:
-  """A network sampled in the current episode.
+  """A transformation sequence sampled from the seed in the current episode.
 
   Attributes:
-    arch: its architecture.
+    arch: the child's architecture.
     ops: the morphisms that make it from the seed, ``((name, kwargs), ...)``.
-    key: its cache key (a digest of the architecture).
+    key: its cache key, :func:`child_key` of the seed and ``ops``: what its training
+      would be.
     candidate: its index among the candidates of the ``ask`` (-1: taken from the cache).
     fitness: the cached fitness (NaN for a candidate, until told).
   """
@@ -289,7 +299,9 @@ class Child:
 
 @dataclasses.dataclass(frozen=True)
 class EASState:
-  """Attributes:
+  """EAS's search state: immutable (``ask`` and ``tell`` return new states).
+
+  Attributes:
     params: the controller's parameters.
     opt_state: Adam's state.
     baseline: the moving average of the rewards (None before the first update).
@@ -297,10 +309,13 @@ class EASState:
     seed_fitness: its fitness.
     seed_depth: evaluations along its lineage, its own included: its weights were
       trained that many times.
+    seed_id: which told candidate the seed is (its index in the order candidates were
+      told; -1 before the first): the seed network's identity in cache keys.
     pending: the children of the last ``ask`` (the start network, in the first).
     trajectory: the observations and actions of the pending children (arrays with
       leading axes ``(num_children, T)``), None for the start network.
-    cache: fitness of every architecture evaluated, by :func:`arch_key`.
+    cache: fitness of every child trained, by :func:`child_key` (the seed it grew from
+      and its actions).
     episode: episodes sampled (controller updates made).
     count: candidates told.
     log: one dict per controller update: ``episode``, ``mean_reward``, ``baseline``,
@@ -313,6 +328,7 @@ class EASState:
   seed: Network | None = None
   seed_fitness: float = math.nan
   seed_depth: int = 0
+  seed_id: int = -1
   pending: tuple[Child, ...] = ()
   trajectory: Mapping[str, np.ndarray] | None = None
   cache: Mapping[str, float] = dataclasses.field(default_factory=dict)
@@ -321,9 +337,14 @@ class EASState:
   log: tuple[Mapping[str, float], ...] = ()
 
 
-def arch_key(arch: Arch) -> str:
-  """A digest of the architecture: the cache key of its evaluation."""
-  return hashlib.sha256(arch.to_json().encode()).hexdigest()[:32]
+def child_key(seed_id: int, ops) -> str:
+  """The cache key of a child: a digest of the seed network's identity (``seed_id``) and
+  the actions (``ops``, ``((name, kwargs), ...)``) that make the child from it. Equal keys
+  mean the same network trained the same way; the same architecture grown from another
+  seed, whose weights differ, has another key."""
+  text = json.dumps([int(seed_id), [[name, dict(kwargs)] for name, kwargs in ops]],
+                    sort_keys=True)
+  return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def reward(fitness) -> np.ndarray:
@@ -335,19 +356,46 @@ def reward(fitness) -> np.ndarray:
   return np.tan(acc * np.pi / 2)
 
 
-# -------------------------------------------------------------------------- strategy
-@dataclasses.dataclass(frozen=True, eq=False)
-class EAS:
-  """The EAS strategy (see the module docstring).
+# --------------------------------------------------------------------------- options
+def _levels(v):
+  """A width or kernel ladder: increasing positive ints."""
+  ok = (isinstance(v, (tuple, list)) and len(v) > 0
+        and all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) and x >= 1
+                for x in v)
+        and list(v) == sorted(set(v)))
+  return None if ok else "must be increasing positive ints"
+
+
+def _steps(v):
+  if (not isinstance(v, (tuple, list)) or not v
+      or any(s not in STEP_KINDS for s in v)):
+    return f"must be a non-empty list of {list(STEP_KINDS)}"
+  return None
+
+
+def _mapping(v):
+  return None if isinstance(v, Mapping) else "must be a dict of keyword arguments"
+
+
+def _decay(v):
+  ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
+  return None if ok else "must lie in [0, 1)"
+
+
+def _path(v):
+  return None if v is None or isinstance(v, str) else "must be a file path or None"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EasConfig(Options):
+  """EAS's options.
 
   Attributes:
-    space: the search space named by the run (networks are grown, not coded).
-    num_objectives: length of the told fitness vectors.
-    objective: which of them is the validation error in percent.
+    objective: which told fitness column is the validation error in percent.
     family: ``"plain_cnn"`` or ``"densenet"``.
     start: keyword arguments of the start network's builder
       (:func:`nasjax.models.eas_start_net` or :func:`nasjax.models.densenet`); empty:
-      the family's default.
+      the family's default (:data:`DEFAULT_STARTS`).
     num_children: children sampled per episode.
     steps: the transformation steps of a child, each ``"wider"`` or ``"deeper"``.
     filter_levels, unit_levels, growth_levels: the width ladders of conv filters, dense
@@ -365,140 +413,123 @@ class EAS:
       before one is evaluated again anyway.
     start_weights: a network file (:func:`nasjax.save`) to start from instead: a trained
       start network, whose architecture replaces ``start``.
-    dataset, data_limit: the data set (a :func:`nasjax.data.load` name) that sizes the
-      start network's input and classifier and whose first training images set the
-      statistics of inserted batch norms; it should be the evaluator's.
+  """
+
+  strategy = "eas"
+  objective: int = option(0, integer(0))
+  family: str = option("plain_cnn", one_of(*FAMILIES))
+  start: Mapping[str, Any] = option({}, _mapping)
+  num_children: int = option(8, integer(1))
+  steps: tuple[str, ...] = option(("deeper", "deeper", "deeper", "deeper", "wider"), _steps)
+  filter_levels: tuple[int, ...] = option(DEFAULT_FILTER_LEVELS, _levels)
+  unit_levels: tuple[int, ...] = option(DEFAULT_UNIT_LEVELS, _levels)
+  growth_levels: tuple[int, ...] = option(DEFAULT_GROWTH_LEVELS, _levels)
+  kernels: tuple[int, ...] = option(DEFAULT_KERNELS, _levels)
+  max_len: int = option(64, integer(1))
+  max_blocks: int = option(8, integer(1))
+  embed: int = option(16, integer(1))
+  hidden: int = option(50, integer(1))
+  learning_rate: float = option(0.005, number(0.0))
+  baseline_decay: float = option(0.95, _decay)
+  policy: str = option("controller", one_of(*POLICIES))
+  wider_noise: float = option(0.1, number(0.0))
+  max_resample: int = option(8, integer(0))
+  start_weights: str | None = option(None, _path)
+
+  def check(self) -> None:
+    if self.objective >= self.num_objectives:
+      raise ValueError(f"eas: objective {self.objective!r} is outside the "
+                       f"{self.num_objectives} objectives")
+
+
+@functools.lru_cache(maxsize=32)
+def _controller(vocab: int, max_len: int, max_blocks: int, kernels: int, embed: int,
+                hidden: int) -> ctrl.EASController:
+  """One controller module per shape, so that its jitted programs compile once."""
+  return ctrl.EASController(vocab, max_len, max_blocks, kernels, embed, hidden)
+
+
+# -------------------------------------------------------------------------- strategy
+@dataclasses.dataclass(frozen=True, eq=False)
+class EAS:
+  """The EAS strategy (see the module docstring).
+
+  Attributes:
+    space: the search space named by the run (networks are grown, not coded).
+    config: an :class:`EasConfig`.
+    problem: the task (:class:`~nasjax.search.work.Problem`): the start network's input
+      shape and classes, and the training inputs on which inserted batch norms take
+      their statistics; needed to start a search (not to inspect architectures).
   """
 
   space: SearchSpace
-  num_objectives: int = 1
-  objective: int = 0
-  family: str = "plain_cnn"
-  start: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  num_children: int = 8
-  steps: tuple[str, ...] = ("deeper", "deeper", "deeper", "deeper", "wider")
-  filter_levels: tuple[int, ...] = DEFAULT_FILTER_LEVELS
-  unit_levels: tuple[int, ...] = DEFAULT_UNIT_LEVELS
-  growth_levels: tuple[int, ...] = DEFAULT_GROWTH_LEVELS
-  kernels: tuple[int, ...] = DEFAULT_KERNELS
-  max_len: int = 64
-  max_blocks: int = 8
-  embed: int = 16
-  hidden: int = 50
-  learning_rate: float = 0.005
-  baseline_decay: float = 0.95
-  policy: str = "controller"
-  wider_noise: float = 0.1
-  max_resample: int = 8
-  start_weights: str | None = None
-  dataset: str = "fashion_mnist_small"
-  data_limit: int | None = None
+  config: EasConfig = EasConfig()
+  problem: work.Problem | None = None
   name = "eas"
 
   def __post_init__(self):
-    for what in ("num_objectives", "num_children", "max_len", "max_blocks", "embed",
-                 "hidden"):
-      v = getattr(self, what)
-      if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{what} must be a positive int, got {v!r}")
-    if isinstance(self.max_resample, bool) or not isinstance(self.max_resample, int) or (
-        self.max_resample < 0):
-      raise ValueError(f"max_resample must be an int >= 0, got {self.max_resample!r}")
-    if not 0 <= self.objective < self.num_objectives:
-      raise ValueError(f"objective {self.objective!r} is outside the {self.num_objectives} "
-                       "objectives")
-    if self.family not in FAMILIES:
-      raise ValueError(f"unknown family {self.family!r}; choose from {list(FAMILIES)}")
-    if self.policy not in POLICIES:
-      raise ValueError(f"unknown policy {self.policy!r}; choose from {list(POLICIES)}")
-    steps = tuple(self.steps)
-    if not steps or any(s not in STEP_KINDS for s in steps):
-      raise ValueError(f"steps must be a non-empty list of {list(STEP_KINDS)}, got "
-                       f"{list(self.steps)!r}")
-    object.__setattr__(self, "steps", steps)
-    if not self.learning_rate >= 0:
-      raise ValueError(f"learning_rate must be >= 0, got {self.learning_rate!r}")
-    if not 0 <= self.baseline_decay < 1:
-      raise ValueError(f"baseline_decay must lie in [0, 1), got {self.baseline_decay!r}")
-    if not self.wider_noise >= 0:
-      raise ValueError(f"wider_noise must be >= 0, got {self.wider_noise!r}")
-    ladders = Ladders(self.filter_levels, self.unit_levels, self.growth_levels, self.kernels)
-    object.__setattr__(self, "filter_levels", ladders.filters)
-    object.__setattr__(self, "unit_levels", ladders.units)
-    object.__setattr__(self, "growth_levels", ladders.growth)
-    object.__setattr__(self, "kernels", ladders.kernels)
-    object.__setattr__(self, "start", dict(self.start or DEFAULT_STARTS[self.family]))
-    object.__setattr__(self, "ladders", ladders)
-    object.__setattr__(self, "controller", ctrl.EASController(
-        ladders.vocab, self.max_len, self.max_blocks, len(ladders.kernels), self.embed,
-        self.hidden))
-
+    if not isinstance(self.config, EasConfig):
+      raise ValueError(f"eas: config must be an EasConfig, got {type(self.config).__name__}")
 
   # -- configuration -------------------------------------------------------------------
-  def config(self) -> dict:
-    return {"objective": self.objective, "family": self.family, "start": dict(self.start),
-            "num_children": self.num_children, "steps": list(self.steps),
-            "filter_levels": list(self.filter_levels), "unit_levels": list(self.unit_levels),
-            "growth_levels": list(self.growth_levels), "kernels": list(self.kernels),
-            "max_len": self.max_len, "max_blocks": self.max_blocks, "embed": self.embed,
-            "hidden": self.hidden, "learning_rate": self.learning_rate,
-            "baseline_decay": self.baseline_decay, "policy": self.policy,
-            "wider_noise": self.wider_noise, "max_resample": self.max_resample,
-            "start_weights": self.start_weights, "dataset": self.dataset,
-            "data_limit": self.data_limit}
+  @property
+  def ladders(self) -> Ladders:
+    c = self.config
+    return Ladders(c.filter_levels, c.unit_levels, c.growth_levels, c.kernels)
+
+  @property
+  def controller(self) -> ctrl.EASController:
+    c, ladders = self.config, self.ladders
+    return _controller(ladders.vocab, c.max_len, c.max_blocks, len(ladders.kernels),
+                       c.embed, c.hidden)
 
   @property
   def uniform(self) -> jax.Array:
     """``()`` bool: whether actions are drawn uniformly (``policy="random"``)."""
-    return jnp.bool_(self.policy == "random")
+    return jnp.bool_(self.config.policy == "random")
 
   def start_arch(self, input_shape: Sequence[int], num_classes: int) -> Arch:
     """The start network's architecture for images of ``input_shape``."""
     from nasjax.models import densenet, eas_start_net
 
-    build = eas_start_net if self.family == "plain_cnn" else densenet
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in self.start.items()}
+    c = self.config
+    build = eas_start_net if c.family == "plain_cnn" else densenet
+    start = dict(c.start or DEFAULT_STARTS[c.family])
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in start.items()}
     arch = build(**kwargs, input_shape=tuple(input_shape), num_classes=num_classes)
-    observe(self.layers(arch), self.max_len, self.max_blocks)  # fits the controller
+    observe(self.layers(arch), c.max_len, c.max_blocks)  # fits the controller
     return arch
 
   def start_network(self, key: jax.Array) -> Network:
     """The network the search starts from: ``start_weights`` if given, else the start
-    architecture initialised from ``key``."""
-    if self.start_weights is None:
-      return init(self.start_arch(*self.data_shape), key)
+    architecture for the problem, initialised from ``key``."""
+    c = self.config
+    if c.start_weights is None:
+      problem = self._problem()
+      return init(self.start_arch(problem.input_shape, problem.num_classes), key)
     from nasjax.network import load
 
-    net = load(self.start_weights)
-    observe(self.layers(net.arch), self.max_len, self.max_blocks)  # fits the controller
+    net = load(c.start_weights)
+    observe(self.layers(net.arch), c.max_len, c.max_blocks)  # fits the controller
     return net
 
   def layers(self, arch: Arch) -> tuple[Layer, ...]:
     """The controller's view of ``arch`` (:func:`layer_sequence`)."""
-    return layer_sequence(arch, self.family, self.ladders)
+    return layer_sequence(arch, self.config.family, self.ladders)
 
-  def _load_data(self) -> None:
-    if "_shape" not in self.__dict__:
-      from nasjax import data as data_lib
-      from nasjax.ops import MORPH_BATCH
-
-      data = data_lib.load(self.dataset, limit=self.data_limit)
-      object.__setattr__(self, "_shape", (tuple(data.input_shape), int(data.num_classes)))
-      object.__setattr__(self, "_morph_batch", data.x_train[:MORPH_BATCH])
-
-  @property
-  def data_shape(self) -> tuple[tuple[int, ...], int]:
-    """``(input_shape, num_classes)`` of the data set, loaded once."""
-    self._load_data()
-    return self.__dict__["_shape"]
+  def _problem(self) -> work.Problem:
+    if self.problem is None:
+      raise ValueError("eas builds networks: give it problem= (a "
+                       "nasjax.search.work.Problem), as make_strategy does from a training "
+                       "evaluator")
+    return self.problem
 
   @property
   def morph_batch(self) -> np.ndarray:
-    """``(n, *input_shape)``: the first :data:`nasjax.ops.MORPH_BATCH` training images, on
-    which the batch norms that Net2Deeper inserts take their statistics (EAS §3.1: set
-    to undo the normalisation the layer applies in training mode too)."""
-    self._load_data()
-    return self.__dict__["_morph_batch"]
+    """``(n, *input_shape)``: the problem's training inputs, on which the batch norms that
+    Net2Deeper inserts take their statistics (EAS §3.1: set to undo the normalisation the
+    layer applies in training mode too)."""
+    return self._problem().inputs
 
   # -- protocol --------------------------------------------------------------------------
   def init(self, key: jax.Array) -> EASState:
@@ -510,24 +541,27 @@ class EAS:
   def ask(self, key: jax.Array, state: EASState) -> tuple[list[Network], EASState]:
     """The start network (first call), then the children of one episode to evaluate.
 
+    Nothing is trained here: the children carry the seed's weights through the
+    morphisms (the controller may take REINFORCE steps on cached results).
+
     Returns:
       ``(networks, state)``: :class:`~nasjax.Network` s with inherited weights, one per
-      distinct architecture not evaluated before; ``state.pending`` lists every child
-      of the episode (cached ones included).
+      distinct child not trained before; ``state.pending`` lists every child of the
+      episode (cached ones included).
     """
     if state.seed is None:
       net = self.start_network(key)
-      child = Child(net.arch, (), arch_key(net.arch), candidate=0)
+      child = Child(net.arch, (), child_key(-1, ()), candidate=0)
       return [net], dataclasses.replace(state, pending=(child,), trajectory=None)
     k_sample, k_make = jax.random.split(key)
-    for attempt in range(self.max_resample + 1):
+    most = self.config.max_resample
+    for attempt in range(most + 1):
       children, trajectory = self.sample_episode(jax.random.fold_in(k_sample, attempt),
                                                  state)
-      children = self._assign_candidates(children, state.cache,
-                                         force=attempt == self.max_resample)
+      children = self._assign_candidates(children, state.cache, force=attempt == most)
       if any(c.candidate >= 0 for c in children):
         break
-      # Every child was evaluated before: learn from the cached rewards, sample again.
+      # Every child was trained before: learn from the cached rewards, sample again.
       state = self._learn(state, trajectory, np.array([c.fitness for c in children]))
     nets = {}
     for j, child in enumerate(children):
@@ -551,14 +585,15 @@ class EAS:
       ValueError: if the candidates do not match the last ``ask``.
     """
     del key
-    f = np.asarray(select_objective(fitness, self.objective), np.float64)
+    f = np.asarray(select_objective(fitness, self.config.objective), np.float64)
     num = 1 + max([c.candidate for c in state.pending] + [-1])
     if len(candidates) != num or f.shape != (num,):
       raise ValueError(f"told {len(candidates)} candidates with fitness of shape "
                        f"{np.shape(fitness)}, but the last ask proposed {num}")
     by_candidate = {c.candidate: c for c in state.pending if c.candidate >= 0}
     cache = dict(state.cache)
-    seed, seed_fitness, seed_depth = state.seed, state.seed_fitness, state.seed_depth
+    seed, seed_fitness, seed_depth, seed_id = (state.seed, state.seed_fitness,
+                                               state.seed_depth, state.seed_id)
     for i, cand in enumerate(candidates):
       child = by_candidate[i]
       if isinstance(cand, Network) and cand.arch != child.arch:
@@ -567,11 +602,11 @@ class EAS:
         continue
       cache[child.key] = float(f[i])
       if isinstance(cand, Network) and (math.isnan(seed_fitness) or f[i] < seed_fitness):
-        seed, seed_fitness = cand, float(f[i])
+        seed, seed_fitness, seed_id = cand, float(f[i]), state.count + i
         seed_depth = state.seed_depth + 1
     new = dataclasses.replace(state, seed=seed, seed_fitness=seed_fitness,
-                              seed_depth=seed_depth, cache=cache, pending=(),
-                              trajectory=None, count=state.count + num)
+                              seed_depth=seed_depth, seed_id=seed_id, cache=cache,
+                              pending=(), trajectory=None, count=state.count + num)
     if state.trajectory is None:  # the start network: nothing to learn from
       return new
     child_f = np.array([f[c.candidate] if c.candidate >= 0 else c.fitness
@@ -594,18 +629,18 @@ class EAS:
     """
     from nasjax.ops.plan import try_plan
 
-    n = self.num_children
+    n = self.config.num_children
     archs = [state.seed.arch] * n
     ops: list[list] = [[] for _ in range(n)]
     obs_steps, widen_steps, deeper_steps, valid_steps = [], [], [], []
-    for t, kind in enumerate(self.steps):
+    for t, kind in enumerate(self.config.steps):
       layer_lists = [self.layers(a) for a in archs]
-      obs = [observe(layers, self.max_len, self.max_blocks) for layers in layer_lists]
+      obs = [observe(layers, self.config.max_len, self.config.max_blocks) for layers in layer_lists]
       batch = {k: np.stack([o[k] for o in obs]) for k in obs[0]}
       keys = jax.random.split(jax.random.fold_in(key, t), n)
       actions, _ = _sample(self.controller, state.params, batch, keys, kind, self.uniform)
       actions = np.asarray(actions)
-      widen = np.zeros((n, self.max_len), np.int32)
+      widen = np.zeros((n, self.config.max_len), np.int32)
       deeper = np.zeros((n, 3), np.int32)
       valid = np.zeros(n, bool)
       for i in range(n):
@@ -632,8 +667,8 @@ class EAS:
     trajectory = {k: np.stack([b[k] for b in obs_steps], axis=1) for k in obs_steps[0]}
     trajectory.update(widen=np.stack(widen_steps, 1), deeper=np.stack(deeper_steps, 1),
                       valid=np.stack(valid_steps, 1),
-                      is_wider=np.array([kind == "wider" for kind in self.steps]))
-    children = [Child(a, tuple(o), arch_key(a)) for a, o in zip(archs, ops)]
+                      is_wider=np.array([kind == "wider" for kind in self.config.steps]))
+    children = [Child(a, tuple(o), child_key(state.seed_id, o)) for a, o in zip(archs, ops)]
     return children, trajectory
 
   def _deeper_op(self, layers: Sequence[Layer], action) -> tuple[str, dict]:
@@ -641,14 +676,14 @@ class EAS:
     at = insertion_blocks(layers)[block][pos]
     if at.kind in ("gap", "fc"):
       return "net2deeper", {"after": at.after, "op": "dense"}
-    return "net2deeper", {"after": at.after, "kernel": self.kernels[kernel], "op": "conv"}
+    return "net2deeper", {"after": at.after, "kernel": self.config.kernels[kernel], "op": "conv"}
 
   @staticmethod
   def _assign_candidates(children: list[Child], cache: Mapping[str, float],
                          force: bool) -> list[Child]:
-    """Number the distinct architectures not in ``cache`` as candidates; the others take
-    their cached fitness. With ``force`` and nothing new, the first child is evaluated
-    again."""
+    """Number the distinct children (by :func:`child_key`) not in ``cache`` as
+    candidates; the others take their cached fitness. With ``force`` and nothing new, the
+    first child is evaluated again."""
     nothing_new = all(c.key in cache for c in children)
     forced = children[0].key if force and nothing_new else None
     out, index = [], {}
@@ -662,11 +697,11 @@ class EAS:
 
   def apply_ops(self, net: Network, ops, key: jax.Array) -> Network:
     """``net`` transformed by ``ops`` (``((name, kwargs), ...)``), weights carried over
-    (inserted batch norms' statistics from :attr:`morph_batch`)."""
+    (inserted batch norms' statistics from :attr:`morph_batch`); no gradient step."""
     from nasjax.ops import MORPHISMS
 
     for s, (name, kwargs) in enumerate(ops):
-      extra = {"noise": self.wider_noise} if name == "net2wider" else {}
+      extra = {"noise": self.config.wider_noise} if name == "net2wider" else {}
       net = MORPHISMS[name](net, jax.random.fold_in(key, s), batch=self.morph_batch,
                             **kwargs, **extra)
     return net
@@ -681,7 +716,7 @@ class EAS:
            "mean_reward": float(R[ok].mean()) if ok.any() else math.nan,
            "best_child": float(np.nanmin(fitness)) if ok.any() else math.nan,
            "seed_fitness": state.seed_fitness if seed_fitness is None else seed_fitness}
-    if not ok.any() or self.policy == "random":
+    if not ok.any() or self.config.policy == "random":
       return dataclasses.replace(state, episode=state.episode + 1,
                                  log=state.log + ({**log, "baseline": state.baseline},))
     mean = float(R[ok].mean())
@@ -690,8 +725,8 @@ class EAS:
     params, opt_state = _reinforce_step(self.controller, state.params, state.opt_state,
                                         {k: jnp.asarray(v) for k, v in trajectory.items()},
                                         jnp.asarray(weights, jnp.float32),
-                                        jnp.float32(self.learning_rate))
-    baseline = self.baseline_decay * b + (1 - self.baseline_decay) * mean
+                                        jnp.float32(self.config.learning_rate))
+    baseline = self.config.baseline_decay * b + (1 - self.config.baseline_decay) * mean
     return dataclasses.replace(state, params=params, opt_state=opt_state, baseline=baseline,
                                episode=state.episode + 1,
                                log=state.log + ({**log, "baseline": baseline},))
@@ -706,8 +741,8 @@ class EAS:
       probability that the Net2Deeper actor inserts into each block.
     """
     layers = self.layers(arch)
-    obs = {k: jnp.asarray(v) for k, v in observe(layers, self.max_len,
-                                                  self.max_blocks).items()}
+    obs = {k: jnp.asarray(v) for k, v in observe(layers, self.config.max_len,
+                                                  self.config.max_blocks).items()}
     p_widen, p_block = _policy(self.controller, params, obs, self.uniform)
     return {"widen": np.asarray(p_widen)[:len(layers)],
             "block": np.asarray(p_block)[:len(insertion_blocks(layers))]}
@@ -756,37 +791,25 @@ def _reinforce_step(controller: ctrl.EASController, params, opt_state, trajector
   return params, opt_state
 
 
-def _make(space: SearchSpace, config: dict) -> EAS:
-  config = dict(config)
-  num_objectives = config.pop("num_objectives")
-  for k in ("steps", "filter_levels", "unit_levels", "growth_levels", "kernels"):
-    config[k] = tuple(config[k])
-  config["start"] = dict(config["start"] or {})
-  return EAS(space, num_objectives=num_objectives, **config)
 
+def _make(space: SearchSpace, config: EasConfig, problem: work.Problem | None = None) -> EAS:
+  """The registry's factory: the strategy and the problem it builds networks for."""
+  strategy = EAS(space, config, problem)
+  strategy._problem()  # fail here, not at the first ask
+  return strategy
 
-DEFAULT_CONFIG = {
-    "objective": 0, "family": "plain_cnn", "start": {}, "num_children": 8,
-    "steps": ["deeper", "deeper", "deeper", "deeper", "wider"],
-    "filter_levels": list(DEFAULT_FILTER_LEVELS), "unit_levels": list(DEFAULT_UNIT_LEVELS),
-    "growth_levels": list(DEFAULT_GROWTH_LEVELS), "kernels": list(DEFAULT_KERNELS),
-    "max_len": 64, "max_blocks": 8, "embed": 16, "hidden": 50, "learning_rate": 0.005,
-    "baseline_decay": 0.95, "policy": "controller", "wider_noise": 0.1, "max_resample": 8,
-    "start_weights": None, "dataset": "fashion_mnist_small", "data_limit": None,
-}
 
 register_strategy(
-    "eas", _make, spaces=("plain_cnn",), multi_objective=False, jittable=False,
-    default_config=DEFAULT_CONFIG,
+    "eas", _make, options=EasConfig, spaces=("plain_cnn",), multi_objective=False,
+    jittable=False, needs_problem=True,
     smoke={"space": "plain_cnn", "max_evals": 4,
            "config": {"start": {"variant": "tiny", "num_blocks": 2},
                       "filter_levels": [4, 8, 16], "unit_levels": [8, 16, 32],
-                      "num_children": 3, "steps": ["deeper", "wider"], "hidden": 16,
-                      "data_limit": 1024},
+                      "num_children": 3, "steps": ["deeper", "wider"], "hidden": 16},
            "train": {"epochs": 1.0, "max_steps": 4, "batch_size": 32}},
     description="EAS, an RL meta-controller growing trained networks by Net2Wider / "
                 "Net2Deeper (Cai et al. 2018)")
 
-__all__ = ["EAS", "EASState", "Child", "Layer", "Ladders", "layer_sequence",
-           "insertion_blocks", "observe", "arch_key", "reward", "DEFAULT_CONFIG",
-           "FAMILIES", "POLICIES"]
+__all__ = ["EAS", "EasConfig", "EASState", "Child", "Layer", "Ladders", "layer_sequence",
+           "insertion_blocks", "observe", "child_key", "reward", "FAMILIES", "POLICIES",
+           "DEFAULT_STARTS"]

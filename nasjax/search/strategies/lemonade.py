@@ -21,26 +21,34 @@ approximation of the Pareto front. Each generation (Algorithm 1 of the paper):
    ``1 / p_KDE``, here a density over the population and the proposed children together,
    so that children crowding the same spot compete with each other (optionally also
    divided by a power of each child's cost, ``cost_objective``, so that a search under a
-   budget of training time spreads its time rather than its children over the front);
+   budget of training time spreads its time rather than its children over the front;
+   ``accept_density="population"`` is the paper's density of the population alone);
 5. only the accepted children get weights, inherited from their parent through the
-   morphism (Lamarckian inheritance; approximate children distilled from the parent; an
-   inserted batch norm takes its statistics on a fixed slice of the training images,
-   so that the child keeps the function in training mode too), and only they are
-   trained, briefly, and scored on the expensive objectives;
+   morphism (Lamarckian inheritance; an inserted batch norm takes its statistics on the
+   problem's training inputs, so that the child keeps the function in training mode
+   too), and only they are trained, briefly, and scored on the expensive objectives;
 6. the population becomes the Pareto front of itself and the new children. Front members
    keep their trained weights, so their children start from them.
 
 The search starts from trivial networks (small plain CNNs) and needs no good initial
 architecture.
 
-Strategy protocol (:mod:`nasjax.search.base`). ``ask`` returns the accepted children
-as :class:`~nasjax.Network` s carrying their inherited weights; a training evaluator
-trains each further (:class:`nasjax.search.evaluators.TrainingEvaluator`) and the
-runner tells back the trained networks, which become the members' weights. On the
-tabular spaces (NAS-Bench-Macro, NAS-Bench-201) there are no weights: candidates are
-codes, the space's one-position mutation stands in for a morphism, the cheap objectives
-come from the architecture the code builds, and children already evaluated are not
-proposed again (a table gives the same answer twice).
+Strategy protocol (:mod:`nasjax.search.base`; the candidates of
+:mod:`nasjax.search.work`). LEMONADE proposes and never trains: ``ask`` returns the
+initial networks as :class:`~nasjax.Arch` s, which the evaluator initialises and trains;
+an exact child as a :class:`~nasjax.Network` carrying the weights it inherits through
+its morphisms, which the evaluator trains further; and an approximate child as a
+:class:`~nasjax.search.work.Child` whose teacher is its parent, which the evaluator
+first distils from the parent for ``distill_steps`` steps (on its own training data,
+with its own optimiser and batch size) and then trains. The runner tells back the
+trained networks, which become the members' weights. The strategy knows the task only
+through its :class:`~nasjax.search.work.Problem` (the input shape and classes of the
+initial networks, and the training inputs that inserted batch norms take their
+statistics on); it loads no data. On the tabular spaces (NAS-Bench-Macro, NAS-Bench-201)
+there are no weights and no problem: candidates are codes, the space's one-position
+mutation stands in for a morphism, the cheap objectives come from the architecture the
+code builds, and children already evaluated are not proposed again (a table gives the
+same answer twice, and charges every query).
 
 The Pareto front is taken over the told fitness together with the cheap objectives, so
 an evaluator that reports only the validation error still gives a multi-objective
@@ -61,10 +69,12 @@ import numpy as np
 
 from nasjax.arch import Arch
 from nasjax.network import Network, count_params, flops, init, key_seed, latency
-from nasjax.search.strategies import kde
+from nasjax.search import work
 from nasjax.search.base import register_strategy
+from nasjax.search.options import Options, boolean, integer, number, one_of, option
 from nasjax.search.pareto import dominance_matrix, pareto_mask
 from nasjax.search.spaces import SearchSpace
+from nasjax.search.strategies import kde
 
 CHEAP_OBJECTIVES = ("params", "flops", "latency")
 REPRESENTATIONS = ("auto", "networks", "codes")
@@ -120,84 +130,102 @@ def _batched(space: SearchSpace):
   return jax.jit(jax.vmap(space.mutate)), jax.jit(jax.vmap(space.sample))
 
 
-# ------------------------------------------------------------------------------ state
-@dataclasses.dataclass(frozen=True)
-class Individual:
-  """A member of the population, or a child waiting for its evaluation.
+# ------------------------------------------------------------------------------ options
+def _morphism_names() -> tuple[str, ...]:
+  from nasjax.ops import MORPHISMS
+
+  return tuple(MORPHISMS)
+
+
+def _names(known, what: str, at_least_one: bool = False):
+  """A list of names, each one of ``known()`` (and at least one with ``at_least_one``)."""
+  def check(v):
+    if not isinstance(v, (tuple, list)) or not all(isinstance(n, str) for n in v):
+      return "must be a list of names"
+    names = known()
+    bad = [n for n in v if n not in names]
+    if bad:
+      return f"names an unknown {what} {bad[0]!r} (choose from {sorted(names)})"
+    if at_least_one and not v:
+      return f"needs at least one of {list(names)}"
+    return None
+  return check
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+  return (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+          and math.isfinite(v))
+
+
+def _columns(v):
+  """Fitness columns: a list of ints >= 0 (their bound is checked with the objectives)."""
+  if not isinstance(v, (tuple, list)) or not all(_is_int(c) and c >= 0 for c in v):
+    return "must be a list of column indices (ints >= 0)"
+  return None
+
+
+def _margins(v):
+  if not isinstance(v, (tuple, list)):
+    return "must be a list of numbers"
+  bad = [m for m in v if not (_is_number(m) and m >= 0)]
+  return f"values must be finite and >= 0, {bad[0]!r} is not" if bad else None
+
+
+def _constraint_pairs(v):
+  """``(column, bound)`` pairs (the columns are checked against the front's in
+  :meth:`LemonadeConfig.check`)."""
+  if not isinstance(v, (tuple, list)):
+    return "must be a list of (column, bound) pairs"
+  for pair in v:
+    if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+      return f"needs (column, bound) pairs, {pair!r} is not one"
+    if not _is_int(pair[0]):
+      return f"needs an int column in each pair, {pair!r} has none"
+    if not _is_number(pair[1]):
+      return f"needs a finite number as each bound, {pair[1]!r} is not"
+  return None
+
+
+def _initial_specs(v):
+  """At least one plain CNN as a list of blocks of positive conv widths, no two equal."""
+  def widths(block):
+    return isinstance(block, (tuple, list)) and block and all(
+        _is_int(w) and w >= 1 for w in block)
+
+  if not isinstance(v, (tuple, list)) or not v:
+    return "needs at least one network (a list of blocks of conv widths)"
+  for spec in v:
+    if not isinstance(spec, (tuple, list)) or not spec or not all(widths(b) for b in spec):
+      return f"needs lists of blocks of positive conv widths, {spec!r} is not one"
+  specs = [tuple(tuple(int(w) for w in b) for b in spec) for spec in v]
+  if len(set(specs)) != len(specs):
+    return "holds the same network twice"
+  return None
+
+
+def _morphism_options(v):
+  if not isinstance(v, Mapping) or not all(isinstance(o, Mapping) for o in v.values()):
+    return "must map morphism names to keyword arguments"
+  bad = [name for name in v if name not in _morphism_names()]
+  return f"names an unknown morphism {bad[0]!r}" if bad else None
+
+
+def constraint_pairs(constraints) -> tuple[tuple[int, float], ...]:
+  """``LemonadeConfig.constraints`` as ``((column, bound), ...)`` of ints and floats."""
+  return tuple((int(c), float(b)) for c, b in constraints or ())
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LemonadeConfig(Options):
+  """LEMONADE's options.
 
   Attributes:
-    uid: running number, unique within a search.
-    genome: a :class:`~nasjax.Network` (its weights: inherited while pending, trained once
-      told) or a code tuple (tabular spaces).
-    cheap: the raw cheap objectives (e.g. the parameter count).
-    fitness: the told objectives (empty while pending).
-    parent: uid of the parent (-1 for an initial network).
-    ops: the morphisms (or ``"mutate"``) that made it from its parent; ``("train",)``: its
-      parent trained once more, unchanged (``initial_depth``).
-    exact: whether all of them preserve the function.
-    generation: the generation that proposed it.
-    depth: evaluations along its lineage, its own included (1 for an initial network):
-      with Lamarckian inheritance its weights were trained ``depth`` times.
-    info: distillation metrics of an approximate child.
-  """
-
-  uid: int
-  genome: Any
-  cheap: tuple[float, ...]
-  fitness: tuple[float, ...] = ()
-  parent: int = -1
-  ops: tuple[str, ...] = ()
-  exact: bool = True
-  generation: int = 0
-  depth: int = 1
-  info: Mapping[str, float] = dataclasses.field(default_factory=dict)
-
-  def objectives(self, columns: Sequence[int] = ()) -> tuple[float, ...]:
-    """What the Pareto front is taken over: the told fitness (its ``columns``, or all
-    when empty), then the cheap objectives."""
-    fitness = [self.fitness[i] for i in columns] if columns else list(self.fitness)
-    return tuple(fitness) + tuple(self.cheap)
-
-
-@dataclasses.dataclass(frozen=True)
-class LemonadeState:
-  """Attributes:
-    population: the current Pareto front (evaluated individuals, oldest first).
-    pending: the children of the last ``ask``, in candidate order.
-    seen: hashes of every code asked so far (tabular spaces; empty otherwise).
-    generation: completed ``tell`` calls.
-    next_uid: the uid of the next individual.
-    count: candidates told.
-  """
-
-  population: tuple[Individual, ...] = ()
-  pending: tuple[Individual, ...] = ()
-  seen: frozenset = frozenset()
-  generation: int = 0
-  next_uid: int = 0
-  count: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class _Proposal:
-  parent: int  # index into the population
-  genome: Any  # child code tuple, or the morphism list [(name, kwargs), ...]
-  arch: Arch
-  cheap: tuple[float, ...]
-  exact: bool
-  ops: tuple[str, ...]
-
-
-# ------------------------------------------------------------------------- the strategy
-@dataclasses.dataclass(frozen=True, eq=False)
-class Lemonade:
-  """LEMONADE (see the module docstring).
-
-  Attributes:
-    space: the search space (codes on tabular spaces; otherwise only named in the run).
-    num_objectives: M, the length of the told fitness vectors.
     n_pc: children proposed per generation.
-    n_ac: children accepted (trained and evaluated) per generation.
+    n_ac: children accepted (trained and evaluated) per generation; at most ``n_pc``.
     cheap_objectives: names of :data:`CHEAP_OBJECTIVES` the densities are estimated on.
     front_objectives: the columns of the told fitness that the Pareto front uses (empty:
       all), e.g. ``(0, 1)`` to search error and size while the evaluator also records
@@ -221,20 +249,17 @@ class Lemonade:
       ``dominance_margin`` plus ``depth_margin * log2(its depth / the other's depth)``
       (:func:`pareto_population`); the gain per evaluation shrinks with depth, hence the
       logarithm. It protects members of the population, the parents, only: the front the
-      search returns (:meth:`front`, :func:`export_front`, the report) is the
+      search returns (:meth:`Lemonade.front`, :func:`export_front`, the report) is the
       population's non-dominated part without it.
     constraints: pairs ``(column, bound)`` of the told fitness, each column one the front
       is taken over: a network whose value in that column exceeds the bound is
       infeasible, e.g. ``((0, 14.0),)`` for at most 14% validation error. The front the
-      search returns (:meth:`front`, :func:`export_front`, the report) is the feasible
-      part of the population, which is the Pareto front of the feasible networks (an
-      infeasible network is worse in a bounded column than every feasible one, so it
+      search returns (:meth:`Lemonade.front`, :func:`export_front`, the report) is the
+      feasible part of the population, which is the Pareto front of the feasible networks
+      (an infeasible network is worse in a bounded column than every feasible one, so it
       never dominates one). The population, the parents, keeps infeasible networks: in a
       Lamarckian search a network's error falls as its lineage trains, and a small
-      network over the bound is the way to a small network under it. A small network
-      can otherwise be on the returned front for its size alone, its error (one or two
-      inherited trainings) saying more about how little it was trained than about its
-      architecture.
+      network over the bound is the way to a small network under it.
     log_scale: estimate the density on the log of the cheap objectives.
     min_bandwidth: the smallest kernel width (log units when ``log_scale``).
     accept_density: ``"joint"`` (density of the population and the proposed children,
@@ -285,231 +310,231 @@ class Lemonade:
       no convolution narrows) instead of being dropped, so that a block can grow as a
       whole; these steps do not count against ``max_morphisms``. Without it, only the
       last convolutions of a network can be widened.
-    distill_steps: distillation steps for approximate children (0: none).
-    distill_temperature, distill_learning_rate, distill_batch_size: distillation settings
-      (SGD with a constant step size, :func:`nasjax.ops.distill`).
-    distill_train: :class:`nasjax.train.TrainConfig` fields of distillation's optimiser
-      (they override ``distill_batch_size``). Give the evaluator's train settings
-      (optimizer, momentum, weight_decay, batch_size, dtype) and a child's distillation
-      and training run one compiled program instead of two.
-    dataset, data_limit: the data set (a :func:`nasjax.data.load` name) whose images
-      distillation uses, whose first training images set the statistics of inserted
-      batch norms (:attr:`Lemonade.morph_batch`) and whose shape and classes size the
-      initial networks; it should be the evaluator's.
+    distill_steps: distillation steps of an approximate child (0: none; the child is
+      then trained from its inherited weights as they are).
+    distill_temperature: distillation's softmax temperature.
+    distill_learning_rate: distillation's constant step size (None: the evaluator's
+      learning rate). The rest of distillation (optimiser, batch size, data) is the
+      evaluator's (:class:`~nasjax.search.work.Child`), so that a child's distillation
+      and training run one compiled program.
+  """
+
+  strategy = "lemonade"
+  n_pc: int = option(16, integer(1))
+  n_ac: int = option(4, integer(1))
+  cheap_objectives: tuple[str, ...] = option(
+      ("params",), _names(lambda: CHEAP_OBJECTIVES, "cheap objective", at_least_one=True))
+  front_objectives: tuple[int, ...] = option((), _columns)
+  dominance_margin: tuple[float, ...] = option((), _margins)
+  depth_margin: float = option(0.0, number(0.0))
+  constraints: tuple = option((), _constraint_pairs)
+  log_scale: bool = option(True, boolean())
+  min_bandwidth: float = option(0.1, number(0.0, open_min=True))
+  accept_density: str = option("joint", one_of("joint", "population"))
+  cost_objective: str | None = option(None, one_of(None, *CHEAP_OBJECTIVES))
+  cost_exponent: float = option(1.0, number(0.0))
+  representation: str = option("auto", one_of(*REPRESENTATIONS))
+  initial: tuple = option(DEFAULT_INITIAL, _initial_specs)
+  initial_depth: int = option(1, integer(1))
+  morphisms: tuple[str, ...] = option((), _names(_morphism_names, "morphism"))
+  max_morphisms: int = option(1, integer(1))
+  morphism_options: Mapping[str, Mapping[str, Any]] = option(
+      {"net2wider": {"noise": 0.1}}, _morphism_options)
+  max_params: int | None = option(None, integer(1, none=True))
+  min_params: int | None = option(None, integer(1, none=True))
+  monotone_widths: bool = option(False, boolean())
+  min_width: int | None = option(None, integer(1, none=True))
+  widen_to_monotone: bool = option(False, boolean())
+  distill_steps: int = option(50, integer(0))
+  distill_temperature: float = option(4.0, number(0.0, open_min=True))
+  distill_learning_rate: float | None = option(0.02, number(0.0, open_min=True, none=True))
+
+  def check(self) -> None:
+    if self.n_ac > self.n_pc:
+      raise ValueError(f"lemonade: n_ac ({self.n_ac}) cannot exceed n_pc ({self.n_pc}): only "
+                       "proposed children can be accepted")
+    m = self.num_objectives
+    for c in self.front_objectives:
+      if c >= m:
+        raise ValueError(f"lemonade: front_objectives names column {c!r}, but the fitness "
+                         f"has {m} objectives")
+    width = len(self.front_objectives) or m
+    if self.dominance_margin and len(self.dominance_margin) != width:
+      raise ValueError(f"lemonade: dominance_margin has {len(self.dominance_margin)} values, "
+                       f"but the front is taken over {width} fitness columns")
+    columns = list(self.front_objectives or range(m))
+    seen = set()
+    for c, _ in self.constraints:
+      if c not in columns:
+        raise ValueError(f"lemonade: constraint column {c!r} is not one of the fitness "
+                         f"columns the front is taken over, {columns}")
+      if c in seen:
+        raise ValueError(f"lemonade: constraints bound column {c} twice")
+      seen.add(c)
+    if (self.min_params is not None and self.max_params is not None
+        and self.min_params > self.max_params):
+      raise ValueError(f"lemonade: min_params ({self.min_params}) exceeds max_params "
+                       f"({self.max_params}): no child could be proposed")
+    if self.widen_to_monotone and not self.monotone_widths:
+      raise ValueError("lemonade: widen_to_monotone=True needs monotone_widths=True (it "
+                       "widens the convolutions that would otherwise narrow)")
+
+
+# ------------------------------------------------------------------------------ state
+@dataclasses.dataclass(frozen=True)
+class Individual:
+  """A member of the population, or a child waiting for its evaluation.
+
+  Attributes:
+    uid: running number, unique within a search.
+    genome: a :class:`~nasjax.Network` (its weights: inherited while pending, trained once
+      told), an :class:`~nasjax.Arch` (an initial network, pending), or a code tuple
+      (tabular spaces).
+    cheap: the raw cheap objectives (e.g. the parameter count).
+    fitness: the told objectives (empty while pending).
+    parent: uid of the parent (-1 for an initial network).
+    ops: the morphisms (or ``"mutate"``) that made it from its parent; ``("train",)``: its
+      parent trained once more, unchanged (``initial_depth``).
+    exact: whether all of them preserve the function.
+    generation: the generation that proposed it.
+    depth: evaluations along its lineage, its own included (1 for an initial network):
+      with Lamarckian inheritance its weights were trained ``depth`` times.
+  """
+
+  uid: int
+  genome: Any
+  cheap: tuple[float, ...]
+  fitness: tuple[float, ...] = ()
+  parent: int = -1
+  ops: tuple[str, ...] = ()
+  exact: bool = True
+  generation: int = 0
+  depth: int = 1
+
+  def objectives(self, columns: Sequence[int] = ()) -> tuple[float, ...]:
+    """What the Pareto front is taken over: the told fitness (its ``columns``, or all
+    when empty), then the cheap objectives."""
+    fitness = [self.fitness[i] for i in columns] if columns else list(self.fitness)
+    return tuple(fitness) + tuple(self.cheap)
+
+
+@dataclasses.dataclass(frozen=True)
+class LemonadeState:
+  """LEMONADE's search state: immutable (``tell`` and ``ask`` return new states; the
+  networks it holds are never modified).
+
+  Attributes:
+    population: the current Pareto front (evaluated individuals, oldest first).
+    pending: the children of the last ``ask``, in candidate order.
+    seen: hashes of every code asked so far (tabular spaces; empty otherwise).
+    generation: completed ``tell`` calls.
+    next_uid: the uid of the next individual.
+    count: candidates told.
+  """
+
+  population: tuple[Individual, ...] = ()
+  pending: tuple[Individual, ...] = ()
+  seen: frozenset = frozenset()
+  generation: int = 0
+  next_uid: int = 0
+  count: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Proposal:
+  parent: int  # index into the population
+  genome: Any  # child code tuple, or the morphism list [(name, kwargs), ...]
+  arch: Arch
+  cheap: tuple[float, ...]
+  exact: bool
+  ops: tuple[str, ...]
+
+
+def _arch_of(genome) -> Arch | None:
+  if isinstance(genome, Network):
+    return genome.arch
+  return genome if isinstance(genome, Arch) else None
+
+
+# ------------------------------------------------------------------------- the strategy
+@dataclasses.dataclass(frozen=True, eq=False)
+class Lemonade:
+  """LEMONADE (see the module docstring).
+
+  Attributes:
+    space: the search space (codes on tabular spaces; otherwise only named in the run).
+    config: a :class:`LemonadeConfig`.
+    problem: the task networks are built for (:class:`~nasjax.search.work.Problem`: the
+      initial networks' input shape and classes, and the training inputs on which the
+      batch norms that morphisms insert take their statistics); needed unless the
+      candidates are codes.
   """
 
   space: SearchSpace
-  num_objectives: int = 1
-  n_pc: int = 16
-  n_ac: int = 4
-  cheap_objectives: tuple[str, ...] = ("params",)
-  front_objectives: tuple[int, ...] = ()
-  dominance_margin: tuple[float, ...] = ()
-  depth_margin: float = 0.0
-  constraints: tuple[tuple[int, float], ...] = ()
-  log_scale: bool = True
-  min_bandwidth: float = 0.1
-  accept_density: str = "joint"
-  cost_objective: str | None = None
-  cost_exponent: float = 1.0
-  representation: str = "auto"
-  initial: tuple = DEFAULT_INITIAL
-  initial_depth: int = 1
-  morphisms: tuple[str, ...] = ()
-  max_morphisms: int = 1
-  morphism_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(
-      default_factory=lambda: {"net2wider": {"noise": 0.1}})
-  max_params: int | None = None
-  min_params: int | None = None
-  monotone_widths: bool = False
-  min_width: int | None = None
-  widen_to_monotone: bool = False
-  distill_steps: int = 50
-  distill_temperature: float = 4.0
-  distill_learning_rate: float = 0.02
-  distill_batch_size: int = 64
-  distill_train: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-  dataset: str = "fashion_mnist_small"
-  data_limit: int | None = None
+  config: LemonadeConfig = LemonadeConfig()
+  problem: work.Problem | None = None
   name = "lemonade"
 
   def __post_init__(self):
-    from nasjax.ops import MORPHISMS
-
-    for what in ("n_pc", "n_ac", "num_objectives", "max_morphisms", "distill_batch_size"):
-      v = getattr(self, what)
-      if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{what} must be a positive int, got {v!r}")
-    if self.n_ac > self.n_pc:
-      raise ValueError(f"n_ac ({self.n_ac}) cannot exceed n_pc ({self.n_pc}): only proposed "
-                       "children can be accepted")
-    if isinstance(self.distill_steps, bool) or not isinstance(self.distill_steps, int) or (
-        self.distill_steps < 0):
-      raise ValueError(f"distill_steps must be an int >= 0, got {self.distill_steps!r}")
-    cheap = tuple(self.cheap_objectives)
-    if not cheap:
-      raise ValueError("cheap_objectives needs at least one of "
-                       f"{list(CHEAP_OBJECTIVES)}")
-    for name in cheap:
-      if name not in CHEAP_OBJECTIVES:
-        raise ValueError(f"unknown cheap objective {name!r}; choose from "
-                         f"{list(CHEAP_OBJECTIVES)}")
-    object.__setattr__(self, "cheap_objectives", cheap)
-    columns = tuple(self.front_objectives or ())
-    for c in columns:
-      if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < self.num_objectives:
-        raise ValueError(f"front_objectives names column {c!r}, but the fitness has "
-                         f"{self.num_objectives} objectives")
-    object.__setattr__(self, "front_objectives", columns)
-    margin = tuple(self.dominance_margin or ())
-    if margin:
-      width = len(columns) or self.num_objectives
-      if len(margin) != width:
-        raise ValueError(f"dominance_margin has {len(margin)} values, but the front is "
-                         f"taken over {width} fitness columns")
-      for v in margin:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (
-            math.isfinite(v) and v >= 0):
-          raise ValueError(f"dominance_margin values must be finite and >= 0, got {v!r}")
-    object.__setattr__(self, "dominance_margin", tuple(float(v) for v in margin))
-    _check_nonnegative("depth_margin", self.depth_margin)
-    object.__setattr__(self, "depth_margin", float(self.depth_margin))
-    object.__setattr__(self, "constraints", _check_constraints(
-        self.constraints, columns or tuple(range(self.num_objectives))))
-    if self.accept_density not in ("joint", "population"):
-      raise ValueError(f"accept_density must be 'joint' or 'population', got "
-                       f"{self.accept_density!r}")
-    if self.cost_objective is not None and self.cost_objective not in CHEAP_OBJECTIVES:
-      raise ValueError(f"unknown cost_objective {self.cost_objective!r}; choose from "
-                       f"{list(CHEAP_OBJECTIVES)} or None")
-    _check_nonnegative("cost_exponent", self.cost_exponent)
-    if self.representation not in REPRESENTATIONS:
-      raise ValueError(f"representation must be one of {REPRESENTATIONS}, got "
-                       f"{self.representation!r}")
-    if not self.min_bandwidth > 0:
-      raise ValueError(f"min_bandwidth must be positive, got {self.min_bandwidth!r}")
-    morphisms = tuple(self.morphisms) or tuple(MORPHISMS)
-    for name in morphisms:
-      if name not in MORPHISMS:
-        raise ValueError(f"unknown morphism {name!r}; registered: {sorted(MORPHISMS)}")
-    object.__setattr__(self, "morphisms", morphisms)
-    options = {str(k): dict(v) for k, v in dict(self.morphism_options or {}).items()}
-    for name in options:
-      if name not in MORPHISMS:
-        raise ValueError(f"morphism_options names unknown morphism {name!r}")
-    object.__setattr__(self, "morphism_options", options)
-    initial = tuple(tuple(tuple(block) for block in spec) for spec in self.initial)
-    if not initial:
-      raise ValueError("initial needs at least one network")
-    object.__setattr__(self, "initial", initial)
-    from nasjax.train import TrainConfig
-
-    distill_train = dict(self.distill_train or {})
-    unknown = sorted(set(distill_train) - {f.name for f in dataclasses.fields(TrainConfig)})
-    if unknown:
-      raise ValueError(f"distill_train has unknown TrainConfig fields {unknown}")
-    object.__setattr__(self, "distill_train", distill_train)
-    if self.max_params is not None and not self.max_params >= 1:
-      raise ValueError(f"max_params must be a positive count or None, got {self.max_params!r}")
-    if self.min_params is not None and not self.min_params >= 1:
-      raise ValueError(f"min_params must be a positive count or None, got {self.min_params!r}")
-    if isinstance(self.initial_depth, bool) or not isinstance(self.initial_depth, int) or (
-        self.initial_depth < 1):
-      raise ValueError(f"initial_depth must be a positive int, got {self.initial_depth!r}")
-    if self.depth_margin > 0 and self.uses_codes:
-      raise ValueError(f"depth_margin={self.depth_margin} needs networks: codes inherit no "
+    c = self.config
+    if not isinstance(c, LemonadeConfig):
+      raise ValueError(f"lemonade: config must be a LemonadeConfig, got {type(c).__name__}")
+    if c.depth_margin > 0 and self.uses_codes:
+      raise ValueError(f"depth_margin={c.depth_margin} needs networks: codes inherit no "
                        "weights, so their depth says nothing about their training")
-    if self.initial_depth > 1 and self.uses_codes:
-      raise ValueError(f"initial_depth={self.initial_depth} needs networks: a code has no "
+    if c.initial_depth > 1 and self.uses_codes:
+      raise ValueError(f"initial_depth={c.initial_depth} needs networks: a code has no "
                        "weights to train again")
-    if self.min_width is not None and (isinstance(self.min_width, bool) or not isinstance(
-        self.min_width, int) or self.min_width < 1):
-      raise ValueError(f"min_width must be a positive int or None, got {self.min_width!r}")
-    if not isinstance(self.monotone_widths, bool):
-      raise ValueError(f"monotone_widths must be True or False, got {self.monotone_widths!r}")
-    if not isinstance(self.widen_to_monotone, bool):
-      raise ValueError(f"widen_to_monotone must be True or False, got "
-                       f"{self.widen_to_monotone!r}")
-    if self.widen_to_monotone and not self.monotone_widths:
-      raise ValueError("widen_to_monotone=True needs monotone_widths=True (it widens the "
-                       "convolutions that would otherwise narrow)")
-    if (self.min_params is not None and self.max_params is not None
-        and self.min_params > self.max_params):
-      raise ValueError(f"min_params ({self.min_params}) exceeds max_params "
-                       f"({self.max_params}): no child could be proposed")
 
   # -- configuration --------------------------------------------------------------
-  @functools.cached_property
-  def distill_config(self):
-    """The :class:`nasjax.train.TrainConfig` of distillation's steps."""
-    from nasjax.train import TrainConfig
-
-    return TrainConfig(**{"batch_size": self.distill_batch_size, **self.distill_train})
-
   @property
   def uses_codes(self) -> bool:
     """Whether candidates are codes (tabular spaces) rather than networks."""
-    if self.representation == "auto":
+    if self.config.representation == "auto":
       return self.space.name in TABULAR_SPACES
-    return self.representation == "codes"
-
-  def config(self) -> dict:
-    return {"n_pc": self.n_pc, "n_ac": self.n_ac,
-            "cheap_objectives": list(self.cheap_objectives),
-            "front_objectives": list(self.front_objectives),
-            "dominance_margin": list(self.dominance_margin),
-            "depth_margin": self.depth_margin,
-            "constraints": [[c, b] for c, b in self.constraints], "log_scale": self.log_scale,
-            "min_bandwidth": self.min_bandwidth, "accept_density": self.accept_density,
-            "cost_objective": self.cost_objective, "cost_exponent": self.cost_exponent,
-            "representation": self.representation,
-            "initial": [[list(b) for b in spec] for spec in self.initial],
-            "initial_depth": self.initial_depth, "morphisms": list(self.morphisms),
-            "max_morphisms": self.max_morphisms,
-            "morphism_options": {k: dict(v) for k, v in self.morphism_options.items()},
-            "max_params": self.max_params, "min_params": self.min_params,
-            "monotone_widths": self.monotone_widths, "min_width": self.min_width,
-            "widen_to_monotone": self.widen_to_monotone, "distill_steps": self.distill_steps,
-            "distill_temperature": self.distill_temperature,
-            "distill_learning_rate": self.distill_learning_rate,
-            "distill_batch_size": self.distill_batch_size,
-            "distill_train": dict(self.distill_train), "dataset": self.dataset,
-            "data_limit": self.data_limit}
+    return self.config.representation == "codes"
 
   @property
-  def data(self):
-    """The data set of distillation and of the initial networks' shapes, loaded once."""
-    if "_data" not in self.__dict__:
-      from nasjax import data as data_lib
+  def morphisms(self) -> tuple[str, ...]:
+    """The morphisms children are drawn from (``config.morphisms``, or all)."""
+    return tuple(self.config.morphisms) or _morphism_names()
 
-      object.__setattr__(self, "_data", data_lib.load(self.dataset, limit=self.data_limit))
-    return self.__dict__["_data"]
+  @property
+  def constraints(self) -> tuple[tuple[int, float], ...]:
+    """``config.constraints`` as ``((column, bound), ...)``."""
+    return constraint_pairs(self.config.constraints)
+
+  def _problem(self) -> work.Problem:
+    if self.problem is None:
+      raise ValueError(f"lemonade builds networks on space {self.space.name!r}: give it "
+                       "problem= (a nasjax.search.work.Problem), as make_strategy does from "
+                       "a training evaluator")
+    return self.problem
 
   @property
   def morph_batch(self) -> np.ndarray:
-    """``(n, *input_shape)``: the first :data:`nasjax.ops.MORPH_BATCH` training images, on
-    which the batch norms that morphisms insert take their statistics, so that a child
-    computes its parent's function in training mode as well as in inference mode."""
-    from nasjax.ops import MORPH_BATCH
-
-    return self.data.x_train[:MORPH_BATCH]
+    """``(n, *input_shape)``: the problem's training inputs, on which the batch norms
+    that morphisms insert take their statistics, so that a child computes its parent's
+    function in training mode as well as in inference mode."""
+    return self._problem().inputs
 
   def allowed(self, arch: Arch) -> bool:
     """Whether a child ``arch`` may be proposed: its parameter count within
     ``[min_params, max_params]``, no conv narrower than ``min_width`` and, with
     ``monotone_widths``, no narrowing conv."""
+    c = self.config
     n = count_params(arch)
-    return ((self.max_params is None or n <= self.max_params)
-            and (self.min_params is None or n >= self.min_params)
-            and (self.min_width is None or _narrowest(arch) >= self.min_width)
-            and not (self.monotone_widths and narrowing_conv(arch) is not None))
+    return ((c.max_params is None or n <= c.max_params)
+            and (c.min_params is None or n >= c.min_params)
+            and (c.min_width is None or _narrowest(arch) >= c.min_width)
+            and not (c.monotone_widths and narrowing_conv(arch) is not None))
 
   # -- densities ----------------------------------------------------------------------
   def log_density(self, fit: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Log KDE of the cheap objectives ``fit`` ``(n, d)`` at ``query`` ``(q, d)`` (raw)."""
-    X = kde.transform(fit, self.log_scale)
-    Q = kde.transform(query, self.log_scale)
-    return kde.log_density(X, Q, kde.scott_bandwidth(X, self.min_bandwidth))
+    X = kde.transform(fit, self.config.log_scale)
+    Q = kde.transform(query, self.config.log_scale)
+    return kde.log_density(X, Q, kde.scott_bandwidth(X, self.config.min_bandwidth))
 
   def parent_log_density(self, pop_cheap: np.ndarray) -> np.ndarray:
     """Step 1: ``log p_KDE`` of each member ``(n,)``, fitted on the population ``(n, d)``."""
@@ -518,8 +543,8 @@ class Lemonade:
   def child_log_density(self, pop_cheap: np.ndarray, child_cheap: np.ndarray) -> np.ndarray:
     """Step 4: ``log p_KDE`` of each proposed child ``(c,)``; the density is fitted on the
     population ``(n, d)`` and the children ``(c, d)`` (``"joint"``) or the population."""
-    fit = (np.concatenate([pop_cheap, child_cheap]) if self.accept_density == "joint"
-           else pop_cheap)
+    fit = (np.concatenate([pop_cheap, child_cheap])
+           if self.config.accept_density == "joint" else pop_cheap)
     return self.log_density(fit, child_cheap)
 
   def accept_log_weight(self, pop_cheap: np.ndarray, child_cheap: np.ndarray,
@@ -528,39 +553,47 @@ class Lemonade:
     a child is accepted with probability proportional to the exponential of minus this
     (:func:`nasjax.search.strategies.kde.sample_sparse`). Without ``cost_objective`` it is
     :meth:`child_log_density`."""
+    c = self.config
     log_child = self.child_log_density(pop_cheap, child_cheap)
-    if self.cost_objective is None or self.cost_exponent == 0:
+    if c.cost_objective is None or c.cost_exponent == 0:
       return log_child
-    cost = np.array([cheap_objectives(a, (self.cost_objective,))[0] for a in child_archs],
+    cost = np.array([cheap_objectives(a, (c.cost_objective,))[0] for a in child_archs],
                     np.float64)
     bad = np.flatnonzero(~(cost > 0) | ~np.isfinite(cost))
     if bad.size:
-      raise ValueError(f"cost_objective {self.cost_objective!r} must be positive and "
+      raise ValueError(f"cost_objective {c.cost_objective!r} must be positive and "
                        f"finite, got {cost[bad[0]]!r} for a proposed child")
-    return log_child + self.cost_exponent * np.log(cost)
+    return log_child + c.cost_exponent * np.log(cost)
 
   # -- protocol -------------------------------------------------------------------------
   def init(self, key: jax.Array) -> LemonadeState:
-    del key  # the initial networks are made by the first ask
+    del key  # the initial networks are proposed by the first ask
     return LemonadeState()
 
   def ask(self, key: jax.Array, state: LemonadeState) -> tuple[Any, LemonadeState]:
     """The initial networks, then the accepted children of one generation.
 
+    Nothing is trained here: children get their parents' weights through the morphisms
+    and are handed to the evaluator.
+
     Returns:
-      ``(candidates, state)``: codes ``(B, L)`` int32 on tabular spaces, otherwise a list
-      of ``B`` :class:`~nasjax.Network` s with inherited weights; ``state.pending``
-      describes them.
+      ``(candidates, state)``: codes ``(B, L)`` int32 on tabular spaces; otherwise a list
+      of ``B`` candidates: the initial networks as :class:`~nasjax.Arch` s, exact
+      children (and the starts trained again, ``initial_depth``) as
+      :class:`~nasjax.Network` s with inherited weights, approximate children as
+      :class:`~nasjax.search.work.Child` candidates to distil from their parent.
+      ``state.pending`` describes them.
     """
     if not state.population:
-      return self._initial(key, state)
-    if state.generation < self.initial_depth and not self.uses_codes:
+      return (self._initial_codes(key, state) if self.uses_codes
+              else self._initial_archs(state))
+    if state.generation < self.config.initial_depth and not self.uses_codes:
       return self._train_initial(state)
     k_parent, k_propose, k_accept, k_make = jax.random.split(key, 4)
     pop = state.population
     pop_cheap = np.array([ind.cheap for ind in pop], np.float64)
     log_pop = self.parent_log_density(pop_cheap)
-    parents = kde.sample_sparse(k_parent, log_pop, self.n_pc, replace=True)
+    parents = kde.sample_sparse(k_parent, log_pop, self.config.n_pc, replace=True)
     proposals = (self._propose_codes(k_propose, state, parents) if self.uses_codes
                  else self._propose_networks(k_propose, state, parents))
     if not proposals:
@@ -569,7 +602,7 @@ class Lemonade:
       raise RuntimeError("no morphism applies to any parent; the population cannot grow")
     child_cheap = np.array([p.cheap for p in proposals], np.float64)
     log_child = self.accept_log_weight(pop_cheap, child_cheap, [p.arch for p in proposals])
-    num = min(self.n_ac, len(proposals))
+    num = min(self.config.n_ac, len(proposals))
     accepted = kde.sample_sparse(k_accept, log_child, num, replace=False)
     chosen = [proposals[int(i)] for i in accepted]
     if self.uses_codes:
@@ -588,8 +621,8 @@ class Lemonade:
     """The front the search has found: the population's members within
     ``constraints`` (all of them without constraints) that no member dominates without
     ``depth_margin``."""
-    return _front(state.population, self.constraints, self.front_objectives,
-                  self.dominance_margin)
+    return _front(state.population, self.constraints, self.config.front_objectives,
+                  self.config.dominance_margin)
 
   def tell(self, key, state: LemonadeState, candidates, fitness) -> LemonadeState:
     """Score the pending children and keep the Pareto front of population and children.
@@ -597,18 +630,21 @@ class Lemonade:
     Args:
       key: unused (the update is deterministic).
       state: the state returned by the last ``ask``.
-      candidates: the candidates of that ``ask``, or (networks) the trained networks in
-        their place, whose weights the members keep.
+      candidates: the codes of that ``ask``, or (networks) the trained networks in place
+        of its candidates, whose weights the members keep (a candidate itself may come
+        back only with a NaN fitness: a failure).
       fitness: ``(B,)`` or ``(B, M)``; NaN rows are failed children, dropped.
 
     Raises:
-      ValueError: if the candidates do not match the pending children.
+      ValueError: if the candidates do not match the pending children, or a network
+        candidate comes back with a fitness but without its trained network.
     """
     del key
+    m = self.config.num_objectives
     F = np.asarray(fitness, np.float64)  # float64: a table's values are kept exactly
     F = F[:, None] if F.ndim == 1 else F
-    if F.ndim != 2 or F.shape[1] != self.num_objectives:
-      raise ValueError(f"expected fitness of shape (B,) or (B, {self.num_objectives}), got "
+    if F.ndim != 2 or F.shape[1] != m:
+      raise ValueError(f"expected fitness of shape (B,) or (B, {m}), got "
                        f"{np.shape(fitness)}")
     pending = state.pending
     if len(pending) != F.shape[0] or len(candidates) != len(pending):
@@ -616,23 +652,34 @@ class Lemonade:
                        f"but the last ask proposed {len(pending)}")
     new = []
     for ind, cand, f in zip(pending, candidates, F):
-      if isinstance(cand, Network):
-        if cand.arch != ind.genome.arch:
-          raise ValueError(f"candidate for individual {ind.uid} has a different "
-                           "architecture than the one asked")
-        genome = cand
-      else:
-        genome = ind.genome
-        if self.uses_codes and tuple(int(v) for v in np.asarray(cand)) != genome:
-          raise ValueError(f"candidate code {np.asarray(cand).tolist()} is not the asked "
-                           f"{list(genome)}")
-      if np.all(np.isfinite(f)):
+      ok = bool(np.all(np.isfinite(f)))
+      genome = self._told_genome(ind, cand, ok)
+      if ok:
         new.append(dataclasses.replace(ind, genome=genome, fitness=tuple(float(v) for v in f)))
-    population = pareto_population(state.population + tuple(new), self.front_objectives,
-                                   self.dominance_margin, self.depth_margin)
+    c = self.config
+    population = pareto_population(state.population + tuple(new), c.front_objectives,
+                                   c.dominance_margin, c.depth_margin)
     return dataclasses.replace(state, population=population, pending=(),
                                generation=state.generation + 1,
                                count=state.count + len(pending))
+
+  def _told_genome(self, ind: Individual, cand, ok: bool):
+    """What a told candidate leaves in the population: its code, or its trained network."""
+    if self.uses_codes:
+      if tuple(int(v) for v in np.asarray(cand)) != ind.genome:
+        raise ValueError(f"candidate code {np.asarray(cand).tolist()} is not the asked "
+                         f"{list(ind.genome)}")
+      return ind.genome
+    if isinstance(cand, Network):
+      if cand.arch != _arch_of(ind.genome):
+        raise ValueError(f"candidate for individual {ind.uid} has a different "
+                         "architecture than the one asked")
+      return cand
+    if ok:
+      raise ValueError(f"individual {ind.uid} was told its candidate ({type(cand).__name__}) "
+                       "back with a fitness: LEMONADE keeps the trained networks, so tell "
+                       "needs the trained network in place of each network candidate")
+    return ind.genome
 
   # -- codes (tabular spaces) ------------------------------------------------------------
   def _hash(self, code) -> int:
@@ -641,7 +688,7 @@ class Lemonade:
   def _code_individual(self, uid, code, state, parent=-1, ops=()) -> Individual:
     code = tuple(int(v) for v in code)
     return Individual(uid, code, cheap_objectives(_code_arch(self.space, code),
-                                                  self.cheap_objectives),
+                                                  self.config.cheap_objectives),
                       parent=parent, ops=ops, generation=state.generation)
 
   def _emit_code_individuals(self, state, inds: list[Individual]):
@@ -652,13 +699,14 @@ class Lemonade:
 
   def _initial_codes(self, key, state):
     # The trivial network (every position 0: skipped layers / no ops) and mutations of it.
+    n = self.config.n_ac
     zero = np.asarray(self.space.canonical(jnp.zeros(self.space.length, jnp.int32)))
     codes, hashes = [], set(state.seen)
     mutate, _ = _batched(self.space)
-    for code in [zero] + list(np.asarray(mutate(jax.random.split(key, 4 * self.n_ac),
-                                                jnp.tile(zero, (4 * self.n_ac, 1))))):
+    for code in [zero] + list(np.asarray(mutate(jax.random.split(key, 4 * n),
+                                                jnp.tile(zero, (4 * n, 1))))):
       h = self._hash(code)
-      if h not in hashes and len(codes) < self.n_ac:
+      if h not in hashes and len(codes) < n:
         hashes.add(h)
         codes.append(code)
     if not codes:
@@ -671,13 +719,13 @@ class Lemonade:
     """Unseen random codes: a fallback when every proposed child was evaluated before."""
     _, sample = _batched(self.space)
     out, hashes = [], set(state.seen)
-    for code in np.asarray(sample(jax.random.split(key, 16 * self.n_ac))):
+    for code in np.asarray(sample(jax.random.split(key, 16 * self.config.n_ac))):
       h = self._hash(code)
-      if h not in hashes and len(out) < self.n_ac:
+      if h not in hashes and len(out) < self.config.n_ac:
         hashes.add(h)
         out.append(code)
     if not out:
-      out = list(np.asarray(sample(jax.random.split(key, self.n_ac))))
+      out = list(np.asarray(sample(jax.random.split(key, self.config.n_ac))))
     inds = [self._code_individual(state.next_uid + i, c, state, ops=("random",))
             for i, c in enumerate(out)]
     return self._emit_code_individuals(state, inds)
@@ -687,8 +735,9 @@ class Lemonade:
     pop = state.population
     codes = np.array([pop[int(i)].genome for i in parents], np.int32)
     k_num, k_mut = jax.random.split(key)
-    steps = np.asarray(jax.random.randint(k_num, (len(parents),), 1, self.max_morphisms + 1))
-    for j in range(self.max_morphisms):
+    most = self.config.max_morphisms
+    steps = np.asarray(jax.random.randint(k_num, (len(parents),), 1, most + 1))
+    for j in range(most):
       mutated = np.asarray(mutate(jax.random.split(jax.random.fold_in(k_mut, j), len(codes)),
                                   jnp.asarray(codes)))
       codes = np.where((steps > j)[:, None], mutated, codes)
@@ -698,7 +747,7 @@ class Lemonade:
       if h in hashes:
         continue  # a table answers the same again: spend no evaluation on it
       arch = _code_arch(self.space, tuple(int(v) for v in code))
-      cheap = cheap_objectives(arch, self.cheap_objectives)
+      cheap = cheap_objectives(arch, self.config.cheap_objectives)
       if not self.allowed(arch):
         continue
       hashes.add(h)
@@ -713,23 +762,20 @@ class Lemonade:
     return self._emit_code_individuals(state, inds)
 
   # -- networks ------------------------------------------------------------------------
-  def _initial(self, key, state):
-    if self.uses_codes:
-      return self._initial_codes(key, state)
+  def _initial_archs(self, state):
+    """The initial networks, as architectures for the evaluator to initialise and train."""
     from nasjax.models import plain_cnn
 
-    data = self.data
-    nets, inds = [], []
-    for j, spec in enumerate(self.initial):
-      arch = plain_cnn([list(b) for b in spec], input_shape=data.input_shape,
-                       num_classes=data.num_classes)
-      net = init(arch, jax.random.fold_in(key, j))
-      nets.append(net)
-      inds.append(Individual(state.next_uid + j, net,
-                             cheap_objectives(arch, self.cheap_objectives),
+    problem = self._problem()
+    inds = []
+    for j, spec in enumerate(self.config.initial):
+      arch = plain_cnn([list(b) for b in spec], input_shape=problem.input_shape,
+                       num_classes=problem.num_classes)
+      inds.append(Individual(state.next_uid + j, arch,
+                             cheap_objectives(arch, self.config.cheap_objectives),
                              ops=("initial",), generation=state.generation))
-    return nets, dataclasses.replace(state, pending=tuple(inds),
-                                     next_uid=state.next_uid + len(inds))
+    return [ind.genome for ind in inds], dataclasses.replace(
+        state, pending=tuple(inds), next_uid=state.next_uid + len(inds))
 
   def _train_initial(self, state):
     """The initial lineages' members trained in the last generation, to be trained once
@@ -738,7 +784,7 @@ class Lemonade:
             if ind.ops in (("initial",), ("train",)) and ind.depth == state.generation]
     inds = [dataclasses.replace(ind, uid=state.next_uid + j, parent=ind.uid, ops=("train",),
                                 exact=True, generation=state.generation,
-                                depth=ind.depth + 1, fitness=(), info={})
+                                depth=ind.depth + 1, fitness=())
             for j, ind in enumerate(last)]
     return [ind.genome for ind in inds], dataclasses.replace(
         state, pending=tuple(inds), next_uid=state.next_uid + len(inds))
@@ -747,14 +793,15 @@ class Lemonade:
     from nasjax.ops import MORPHISMS
     from nasjax.ops.plan import try_plan
 
+    c, names = self.config, self.morphisms
     out = []
-    for c, i in enumerate(parents):
+    for j, i in enumerate(parents):
       parent = state.population[int(i)]
-      rng = np.random.default_rng(key_seed(jax.random.fold_in(key, c)))
+      rng = np.random.default_rng(key_seed(jax.random.fold_in(key, j)))
       arch, ops, exact = parent.genome.arch, [], True
-      for _ in range(int(rng.integers(1, self.max_morphisms + 1))):
+      for _ in range(int(rng.integers(1, c.max_morphisms + 1))):
         step = None
-        for name in (self.morphisms[k] for k in rng.permutation(len(self.morphisms))):
+        for name in (names[k] for k in rng.permutation(len(names))):
           kwargs = MORPHISMS[name].sampler(rng, arch)
           plan = try_plan(name, arch, **kwargs) if kwargs is not None else None
           if plan is not None:
@@ -767,40 +814,47 @@ class Lemonade:
         exact = exact and MORPHISMS[step[0]].exact
       if not ops:
         continue
-      if self.widen_to_monotone and exact:
+      if c.widen_to_monotone and exact:
         arch, ops = widen_to_monotone(arch, ops)
       if not self.allowed(arch):
         continue
       out.append(_Proposal(int(i), tuple(ops), arch,
-                           cheap_objectives(arch, self.cheap_objectives), exact,
+                           cheap_objectives(arch, c.cheap_objectives), exact,
                            tuple(name for name, _ in ops)))
     return out
 
   def _emit_networks(self, key, state, chosen: list[_Proposal]):
-    from nasjax.ops import MORPHISMS, distill
+    """The chosen children with the weights they inherit through their morphisms (exact:
+    a :class:`~nasjax.Network`; approximate: a :class:`~nasjax.search.work.Child` to
+    distil from its parent first). No gradient step is taken here."""
+    from nasjax.ops import MORPHISMS
 
-    nets, inds = [], []
+    options = self.config.morphism_options
+    cands, inds = [], []
     for j, p in enumerate(chosen):
       k_child = jax.random.fold_in(key, j)
       parent = state.population[p.parent]
       net = parent.genome
       for s, (name, kwargs) in enumerate(p.genome):
-        opts = self.morphism_options.get(name, {})
         net = MORPHISMS[name](net, jax.random.fold_in(k_child, s), batch=self.morph_batch,
-                              **kwargs, **opts)
-      info = {}
-      if not p.exact and self.distill_steps:
-        net, info = distill(net, parent.genome, self.data, steps=self.distill_steps,
-                            key=jax.random.fold_in(k_child, len(p.genome)),
-                            temperature=self.distill_temperature,
-                            learning_rate=self.distill_learning_rate,
-                            config=self.distill_config)
-      nets.append(net)
+                              **kwargs, **options.get(name, {}))
+      cands.append(self._candidate(net, parent.genome, p.exact))
       inds.append(Individual(state.next_uid + j, net, p.cheap, parent=parent.uid, ops=p.ops,
                              exact=p.exact, generation=state.generation,
-                             depth=parent.depth + 1, info=info))
-    return nets, dataclasses.replace(state, pending=tuple(inds),
-                                     next_uid=state.next_uid + len(inds))
+                             depth=parent.depth + 1))
+    return cands, dataclasses.replace(state, pending=tuple(inds),
+                                      next_uid=state.next_uid + len(inds))
+
+  def _candidate(self, net: Network, parent: Network, exact: bool):
+    """What the evaluator gets for a child: the network itself, or (an approximate child
+    with ``distill_steps``) a :class:`~nasjax.search.work.Child` to distil from
+    ``parent`` before its training."""
+    c = self.config
+    if exact or not c.distill_steps:
+      return net
+    return work.Child(net, teacher=parent, distill_steps=c.distill_steps,
+                      temperature=c.distill_temperature,
+                      learning_rate=c.distill_learning_rate)
 
 
 _CONV_OPS = ("conv", "sep_conv")
@@ -866,31 +920,6 @@ def widen_to_monotone(arch: Arch, ops: Sequence = ()) -> tuple[Arch, list]:
   return arch, ops
 
 
-def _check_nonnegative(name: str, value) -> None:
-  """Raise unless ``value`` is a finite real number >= 0 (not a bool)."""
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-      math.isfinite(value) and value >= 0):
-    raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-
-
-def _check_constraints(constraints, columns: Sequence[int]) -> tuple[tuple[int, float], ...]:
-  """``Lemonade.constraints`` validated against the front's fitness ``columns``."""
-  out = []
-  for pair in constraints or ():
-    try:
-      column, bound = pair
-    except (TypeError, ValueError):
-      raise ValueError(f"constraints need (column, bound) pairs, got {pair!r}") from None
-    if isinstance(column, bool) or not isinstance(column, int) or column not in columns:
-      raise ValueError(f"constraint column {column!r} is not one of the fitness columns "
-                       f"the front is taken over, {list(columns)}")
-    if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(
-        bound):
-      raise ValueError(f"constraint bound must be a finite number, got {bound!r}")
-    if column in {c for c, _ in out}:
-      raise ValueError(f"constraints bound column {column} twice")
-    out.append((column, float(bound)))
-  return tuple(out)
 
 
 def feasible(fitness: Sequence[float], constraints: Sequence[tuple[int, float]]) -> bool:
@@ -920,8 +949,8 @@ def pareto_population(individuals: Sequence[Individual], columns: Sequence[int] 
 
   Dominance is over :meth:`Individual.objectives` (the fitness ``columns``, all when
   empty, and the cheap objectives); ``margin`` (one value per fitness column, see
-  ``Lemonade.dominance_margin``) makes it tolerant of noise in those columns. With
-  ``depth_margin`` (``Lemonade.depth_margin``) an individual i dominates j only where
+  ``LemonadeConfig.dominance_margin``) makes it tolerant of noise in those columns. With
+  ``depth_margin`` (``LemonadeConfig.depth_margin``) an individual i dominates j only where
   also ``f_i + margin + depth_margin * max(0, log2(depth_i / depth_j)) <= f_j`` in the
   first of those columns. Of several with equal objective vectors only the oldest is kept, so
   a front never holds copies.
@@ -967,11 +996,11 @@ def fronts_by_generation(history: Sequence[Mapping], x: str, y: str, margin: flo
     history: run history entries (``nasjax.search.read_history``).
     x: the size-like value (``"params"``, ``"latency"``, ...: an objective or a metric).
     y: the error-like objective.
-    margin: tolerance on ``y`` (``Lemonade.dominance_margin``): a point is dropped only
+    margin: tolerance on ``y`` (``LemonadeConfig.dominance_margin``): a point is dropped only
       where another no larger is better by at least this much. The front is then taken
       over all evaluations so far, a superset of a run's population, which also lost the
       points its members dominated when they were told.
-    bounds: ``{objective: upper bound}`` (``Lemonade.constraints`` by name): evaluations
+    bounds: ``{objective: upper bound}`` (``LemonadeConfig.constraints`` by name): evaluations
       over a bound are left out (a generation with none within them has no front).
 
   Returns:
@@ -1032,9 +1061,9 @@ def export_front(state: LemonadeState, out, names: Sequence[str] = (),
     out: directory; networks go to ``out/member_<uid>.npz`` (:func:`nasjax.save`, with the
       member's record as metadata).
     names: names of the told objectives, for the records.
-    constraints: ``Lemonade.constraints``: only the population's feasible members are
-      the front (:meth:`Lemonade.front`); none: the whole population.
-    columns, margin: ``Lemonade.front_objectives`` and ``Lemonade.dominance_margin``:
+    constraints: :attr:`Lemonade.constraints`: only the population's feasible members
+      are the front (:meth:`Lemonade.front`); none: the whole population.
+    columns, margin: ``LemonadeConfig.front_objectives`` and ``dominance_margin``:
       members that another dominates by that margin (kept in the population by
       ``depth_margin``) are not exported. None (the default): no such filter, the
       population's members within ``constraints``.
@@ -1071,13 +1100,15 @@ def export_front(state: LemonadeState, out, names: Sequence[str] = (),
   return records
 
 
+
 def report_run(workdir, out=None) -> dict:
   """LEMONADE's part of ``nasjax report``: fronts per generation and the final front.
 
   Writes into ``out`` (default ``workdir``): ``fronts_params.png`` (first objective
   against parameters, the front after each generation), ``fronts_latency.png`` (against
   latency, where the history records it) and ``front/`` (:func:`export_front` of the
-  last checkpoint: ``front.json`` and the networks with their weights).
+  last checkpoint: ``front.json`` and the networks with their weights). The front
+  options (``front_objectives``, ``dominance_margin``, ``constraints``) are the run's.
 
   Returns:
     ``{"plots": [...], "front": [member records]}``.
@@ -1093,10 +1124,13 @@ def report_run(workdir, out=None) -> dict:
   history = read_history(workdir)
   names = list(cfg["objectives"])
   scfg = cfg.get("strategy_config") or {}
-  columns = list(scfg.get("front_objectives") or range(len(names)))
-  margins = list(scfg.get("dominance_margin") or ())
+  keys = ("front_objectives", "dominance_margin", "constraints")
+  config = LemonadeConfig(num_objectives=len(names),
+                          **{k: scfg[k] for k in keys if scfg.get(k) is not None})
+  columns = list(config.front_objectives or range(len(names)))
+  margins = list(config.dominance_margin)
   margin = float(margins[columns.index(0)]) if margins and 0 in columns else 0.0
-  constraints = _check_constraints(scfg.get("constraints") or (), columns)
+  constraints = constraint_pairs(config.constraints)
   bounds = {names[c]: b for c, b in constraints}
   plots = []
   for x, label in (("params", "parameters"), ("latency", "latency (s, batch 1)")):
@@ -1109,51 +1143,31 @@ def report_run(workdir, out=None) -> dict:
   front = []
   if ckpt is not None and isinstance(ckpt["state"], LemonadeState):
     front = export_front(ckpt["state"], out / "front", names, constraints,
-                         tuple(scfg.get("front_objectives") or ()),
-                         tuple(scfg.get("dominance_margin") or ()))
+                         config.front_objectives, config.dominance_margin)
   return {"plots": plots, "front": front}
 
 
-def _make(space: SearchSpace, config: dict) -> Lemonade:
-  config = dict(config)
-  num_objectives = config.pop("num_objectives")
-  config["cheap_objectives"] = tuple(config["cheap_objectives"])
-  config["front_objectives"] = tuple(config["front_objectives"] or ())
-  config["dominance_margin"] = tuple(config.get("dominance_margin") or ())
-  config["morphisms"] = tuple(config["morphisms"] or ())
-  config["initial"] = tuple(config["initial"])
-  return Lemonade(space, num_objectives=num_objectives, **config)
+def _make(space: SearchSpace, config: LemonadeConfig, problem: work.Problem | None = None
+          ) -> Lemonade:
+  """The registry's factory: the strategy, with its problem where it builds networks."""
+  strategy = Lemonade(space, config, problem)
+  if not strategy.uses_codes:
+    strategy._problem()  # fail here, not at the first ask
+  return strategy
 
-
-DEFAULT_CONFIG = {
-    "n_pc": 16, "n_ac": 4, "cheap_objectives": ["params"], "front_objectives": [],
-    "dominance_margin": [], "depth_margin": 0.0, "constraints": [],
-    "log_scale": True,
-    "min_bandwidth": 0.1, "accept_density": "joint", "cost_objective": None,
-    "cost_exponent": 1.0, "representation": "auto",
-    "initial": [[list(b) for b in spec] for spec in DEFAULT_INITIAL], "initial_depth": 1,
-    "morphisms": [],
-    "max_morphisms": 1, "morphism_options": {"net2wider": {"noise": 0.1}},
-    "max_params": None, "min_params": None, "monotone_widths": False, "min_width": None,
-    "widen_to_monotone": False, "distill_steps": 50,
-    "distill_temperature": 4.0,
-    "distill_learning_rate": 0.02, "distill_batch_size": 64, "distill_train": {},
-    "dataset": "fashion_mnist_small", "data_limit": None,
-}
 
 register_strategy(
-    "lemonade", _make, spaces=("*",), multi_objective=True, jittable=False,
-    default_config=DEFAULT_CONFIG,
+    "lemonade", _make, options=LemonadeConfig, spaces=("*",), multi_objective=True,
+    jittable=False, needs_problem=True,
     smoke={"space": "plain_cnn", "max_evals": 4,
            "config": {"n_pc": 4, "n_ac": 2, "initial": [[[4]], [[4], [8]]],
-                      "distill_steps": 5, "data_limit": 1024},
+                      "distill_steps": 5},
            "train": {"epochs": 1.0, "max_steps": 4, "batch_size": 32}},
     description="LEMONADE, multi-objective Lamarckian evolution by network morphisms "
                 "(Elsken et al. 2019)",
     report=report_run)
 
-__all__ = ["Lemonade", "LemonadeState", "Individual", "pareto_population", "feasible",
-           "cheap_objectives", "arch_latency", "narrowing_conv", "widen_to_monotone",
-           "fronts_by_generation",
-           "plot_fronts",
-           "export_front", "report_run", "CHEAP_OBJECTIVES", "DEFAULT_CONFIG"]
+__all__ = ["Lemonade", "LemonadeConfig", "LemonadeState", "Individual", "pareto_population",
+           "feasible", "constraint_pairs", "cheap_objectives", "arch_latency",
+           "narrowing_conv", "widen_to_monotone", "fronts_by_generation", "plot_fronts",
+           "export_front", "report_run", "CHEAP_OBJECTIVES"]
