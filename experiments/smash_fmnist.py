@@ -3,10 +3,10 @@
     python experiments/smash_fmnist.py [--variant default|tiny] [--workdir DIR]
         [--json PATH]
 
-1. One-shot search (:mod:`nasjax.search.strategies.smash`): train the hypernetwork and the shared
-   weights, one uniformly sampled memory-bank architecture per step; then score
-   ``num_samples`` fresh random architectures by validation accuracy with generated
-   weights.
+1. One-shot search (:mod:`nasjax.search.strategies.smash`): train the hypernetwork and
+   the shared weights, one uniformly sampled memory-bank architecture per step; then
+   score ``num_samples`` fresh random architectures by validation accuracy with
+   generated weights.
 2. Ground truth: the first ``num_correlation`` of those samples (random, in sampling
    order) are trained alone from scratch (:meth:`SmashSpace.build` +
    :func:`nasjax.train.fit`, the same fixed short budget for all); the Pearson and
@@ -26,7 +26,6 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -36,6 +35,8 @@ import nasjax
 from nasjax import configs
 from nasjax import data as data_lib
 from nasjax import train as train_lib
+from nasjax.search import make_strategy, work
+from nasjax.search.evaluators import run_shared
 from nasjax.search.strategies import smash as smash_search
 from nasjax.stats import kendall_tau, pearson
 
@@ -52,20 +53,30 @@ def _save(path: Path, results: dict) -> None:
 
 
 def one_shot(cfg, space, data, results: dict, path: Path) -> dict:
-  """Train SMASH and score ``num_samples`` random architectures (cached in results)."""
+  """Train SMASH and score ``num_samples`` random architectures (cached in results).
+
+  The strategy asks for its training chunks and its scoring; they run here on ``data``
+  (:func:`nasjax.search.evaluators.run_shared`), as a search's evaluator runs them.
+  """
   if "one_shot" in results:
     return results["one_shot"]
-  options = {**cfg.smash, "dataset": cfg.dataset, "data_limit": cfg.data_limit,
-             "val_fraction": cfg.val_fraction, "data_seed": cfg.data_seed}
-  strategy = smash_search.Smash(space, options, data=data)
+  strategy = make_strategy("smash", space, cfg.smash, problem=work.Problem.of(data))
   state = strategy.init(jax.random.key(cfg.seed))
-  start = time.perf_counter()
-  state, loss, acc = strategy.train(state, strategy.total)
-  train_seconds = time.perf_counter() - start
-  start = time.perf_counter()
-  codes, scores = strategy.rank(state)
-  out = {"steps": int(state.step), "train_loss": loss, "train_accuracy": acc,
-         "train_seconds": train_seconds, "score_seconds": time.perf_counter() - start,
+  seconds = {work.TrainShared: 0.0, work.ScoreShared: 0.0}
+  codes = scores = None
+  while True:
+    request, state = strategy.ask(jax.random.key(cfg.seed), state)
+    if not work.is_shared(request):  # the ranking is done: the first proposal
+      break
+    result = run_shared(request, data)
+    seconds[type(request)] += result.seconds
+    if isinstance(request, work.ScoreShared):
+      codes, scores = request.codes, result.scores
+    state = strategy.tell(jax.random.key(cfg.seed), state, request, result)
+  out = {"steps": int(state.step), "train_loss": float(state.log.train_loss[-1]),
+         "train_accuracy": float(state.log.train_accuracy[-1]),
+         "train_seconds": seconds[work.TrainShared],
+         "score_seconds": seconds[work.ScoreShared],
          "codes": np.asarray(codes).tolist(), "scores": np.asarray(scores).tolist()}
   results["one_shot"] = out
   _save(path, results)

@@ -21,8 +21,8 @@ class Config:
   Attributes:
     dataset, data_limit, val_fraction, data_seed: the data (:func:`nasjax.data.load`).
     space: :class:`nasjax.search.strategies.smash.SmashSpace` fields.
-    smash: SMASH options (:data:`nasjax.search.strategies.smash.DEFAULT_CONFIG` keys; the data
-      keys are taken from the fields above).
+    smash: SMASH options (:class:`nasjax.search.strategies.smash.SmashConfig` fields; the
+      hypernetwork trains on the data of the fields above).
     train: :class:`nasjax.train.TrainConfig` fields of every stand-alone training.
     num_correlation: random architectures (the first sampled ones, in sampling order)
       trained alone to correlate SMASH's score with.
@@ -40,7 +40,7 @@ class Config:
       "kernels": (3, 5), "dilations": (1, 2), "max_span": 5, "groups": (1, 2, 4),
       "width_factors": (1,), "stem_stride": 2, "unit": 4})
   smash: dict[str, Any] = dataclasses.field(default_factory=lambda: {
-      "epochs": 100.0, "max_steps": 1500, "batch_size": 32, "optimizer": "sgd",
+      "steps": 1500, "batch_size": 32, "optimizer": "sgd",
       "learning_rate": 0.05, "weight_decay": 5e-4, "num_samples": 100, "eval_examples": 1000,
       "eval_batch_size": 500, "proposals": 100, "hyper_hidden": 32})
   train: dict[str, Any] = dataclasses.field(default_factory=lambda: {
@@ -58,8 +58,8 @@ VARIANTS = {
         space={"num_blocks": 2, "max_banks": 2, "bank_widths": (4, 8), "max_ops": 2,
                "max_convs": 1, "kernels": (3,), "dilations": (1, 2), "groups": (1, 2),
                "width_factors": (1,), "unit": 4},
-        smash={"max_steps": 8, "batch_size": 16, "num_samples": 6, "eval_examples": 64,
-               "eval_batch_size": 32, "proposals": 6, "hyper_hidden": 8},
+        smash={"steps": 8, "chunk_steps": 3, "batch_size": 16, "num_samples": 6,
+               "eval_examples": 64, "eval_batch_size": 32, "proposals": 6, "hyper_hidden": 8},
         train={"epochs": 1.0, "max_steps": 3, "batch_size": 32},
         num_correlation=3, top_k=2),
 }

@@ -3,9 +3,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from nasjax.search import Budget, DartsCellSpace, MacroSpace, NB201Space, make_strategy, run
+from nasjax import data as data_lib
+from nasjax.search import (Budget, DartsCellSpace, MacroSpace, NB201Space, make_strategy, run,
+                           work)
 from nasjax.search.strategies import nao as nao_lib
 from nasjax.search.strategies.nao_model import NAOModel, token_scheme
 
@@ -235,22 +238,45 @@ def test_nao_skips_failed_evaluations():
 
 
 def test_nao_rejects_bad_options():
-  with pytest.raises(ValueError, match="top_k must be a positive int"):
+  with pytest.raises(ValueError, match="option top_k must be an int >= 1, got 0"):
     _nao(top_k=0)
-  with pytest.raises(ValueError, match="trade_off must lie in"):
+  with pytest.raises(ValueError, match="option trade_off must be a number >= 0 <= 1"):
     _nao(trade_off=1.5)
   with pytest.raises(ValueError, match="objective 1 is outside"):
     _nao(objective=1)
   with pytest.raises(ValueError, match="capacity 4 is below seed_size 6"):
     _nao(capacity=4)
-  with pytest.raises(ValueError, match="select must be one of"):
+  with pytest.raises(ValueError, match="option select must be one of"):
     _nao(select="best")
-  with pytest.raises(ValueError, match="pool_seeds must be a non-negative int"):
+  with pytest.raises(ValueError, match="option pool_seeds must be an int >= 0"):
     _nao(pool_seeds=-1)
-  with pytest.raises(ValueError, match="fallback must be one of"):
+  with pytest.raises(ValueError, match="option fallback must be one of"):
     _nao(fallback="neighbours")
-  with pytest.raises(ValueError, match="fallback_draws must be a positive int"):
+  with pytest.raises(ValueError, match="option fallback_draws must be an int >= 1"):
     _nao(fallback_draws=0)
+  with pytest.raises(ValueError, match="unknown option"):
+    _nao(seeds=3)
+
+
+def test_registered_defaults_and_the_model_they_build():
+  # The registered defaults are the ones the results were measured with.
+  assert nao_lib.NAOConfig.defaults() == {
+      "seed_size": 20, "top_k": 5, "step_size": 1.0, "max_steps": 20, "epochs": 50,
+      "objective": 0, "unlabeled": 0, "select": "pool", "pool_seeds": 0,
+      "fallback": "predicted", "fallback_draws": 256, "target": "rank", "capacity": 256,
+      "embed_dim": 32, "hidden": 64, "mlp_layers": 1, "mlp_hidden": 64, "trade_off": 0.8,
+      "learning_rate": 0.005, "weight_decay": 1e-4, "grad_clip": 5.0, "batch_size": 32}
+  strategy = _nao()
+  assert strategy.model == NB201 and hash(strategy.model) == hash(NB201)
+  assert strategy == _nao() and hash(strategy) == hash(_nao())  # jit's static argument
+  # The LSTMs are flax cells, the optimiser optax's Adam.
+  params, opt_state = NB201.init(jax.random.key(0))
+  paths = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  for part in ("['encoder']", "['decoder']['ScanDecoderStep_0']"):
+    assert any(p.startswith(f"['params']{part}['OptimizedLSTMCell_0']") for p in paths)
+  adam = [x for x in jax.tree_util.tree_leaves(opt_state, is_leaf=lambda x: isinstance(
+      x, optax.ScaleByAdamState)) if isinstance(x, optax.ScaleByAdamState)]
+  assert len(adam) == 1
 
 
 def test_random_fill_avoids_known_and_taken_codes():
@@ -276,9 +302,10 @@ def test_random_fill_avoids_known_and_taken_codes():
 
 def test_pool_selection_proposes_the_predictors_best_new_steps(trained_nb201):
   params, codes, score, _ = trained_nb201
-  strategy = nao_lib.NAO(NB201, seed_size=16, top_k=4, step_size=1.0, max_steps=8,
-                         epochs=1, select="pool", pool_seeds=6, fallback="predicted",
-                         capacity=32)
+  strategy = nao_lib.NAO(NB201Space(), nao_lib.NAOConfig(
+      seed_size=16, top_k=4, step_size=1.0, max_steps=8, epochs=1, select="pool",
+      pool_seeds=6, fallback="predicted", capacity=32, **TINY))
+  assert strategy.model == NB201
   state = strategy.init(jax.random.key(0))
   state = state.replace(params=params, codes=state.codes.at[:16].set(codes),
                         fitness=state.fitness.at[:16].set(-score), count=jnp.int32(16))
@@ -312,27 +339,186 @@ def test_optimise_scores_distinct_architectures_and_climbs():
   assert scores[6:].mean() > scores[:6].mean() + 0.05
 
 
-def test_nao_ws_ranks_paths_by_supernet_score():
-  from nasjax import data as data_lib
 
-  data = data_lib.synthetic(num_train=64, num_val=64, num_test=8, input_shape=(28, 28, 1),
-                            num_classes=10, seed=3)
-  options = {"epochs": 1.0, "max_steps": 2, "batch_size": 16, "calib_batches": 2,
-             "calib_batch_size": 16, "eval_examples": 64, "nao_evaluations": 9,
-             **{"nao_" + k: v for k, v in dict(seed_size=6, top_k=3, max_steps=6, epochs=20,
-                                                step_size=0.5, **TINY).items()}}
-  ws = nao_lib.NAOWS(NB201Space(C=2, N=1), options, data)
-  state = ws.init(jax.random.key(0))
-  first, state = ws.ask(jax.random.key(1), state)
-  second, state = ws.ask(jax.random.key(2), state)
-  assert int(state.spos.phase) == 1 and int(state.spos.step) == 2
-  assert int(state.controller.count) == 9
-  told = np.asarray(state.controller.codes)[:9]
-  scores = ws.spos.score(state.spos, told)
-  np.testing.assert_allclose(-np.asarray(state.controller.fitness[:9]), scores, atol=1e-6)
+
+# ------------------------------------------------------------------------------ NAO-WS
+DATA = data_lib.synthetic(num_train=128, num_val=64, num_test=8, seed=3)
+PROBLEM = work.Problem.of(DATA)
+WS_SPACE = NB201Space(C=2, N=1)
+WS_OPTIONS = {"steps": 4, "iterations": 2, "chunk_steps": 2, "batch_size": 16,
+              "calib_batches": 2, "calib_batch_size": 16, "eval_examples": 64,
+              "pool_size": 8, "nao_top_k": 3,
+              **{"nao_" + k: v for k, v in dict(max_steps=6, epochs=20, step_size=0.5,
+                                                 **TINY).items()}}
+
+
+def _nao_ws(**options):
+  return make_strategy("nao_ws", WS_SPACE, {**WS_OPTIONS, **options}, problem=PROBLEM)
+
+
+def _drive(strategy, state, asks):
+  """``asks`` asks, the shared-weight work run on ``DATA``, every answer told."""
+  from nasjax.search.evaluators import run_shared
+
+  out = []
+  for i in range(asks):
+    request, state = strategy.ask(jax.random.key(100 + i), state)
+    result = run_shared(request, DATA) if work.is_shared(request) else None
+    told = result if result is not None else np.ones(len(request))
+    state = strategy.tell(jax.random.key(200 + i), state, request, told)
+    out.append((request, result, state))
+  return out
+
+
+def test_nao_ws_trains_on_its_pool_scores_it_and_renews_it():
+  strategy = _nao_ws()
+  state0 = strategy.init(jax.random.key(0))
+  pool0 = np.asarray(state0.pool)
+  assert pool0.shape == (8, 6) and len({tuple(c) for c in pool0}) == 8
+  out = _drive(strategy, state0, 6)
+  kinds = [type(r).__name__ for r, _, _ in out]
+  assert kinds == ["TrainShared", "ScoreShared", "TrainShared", "ScoreShared", "ndarray",
+                   "ndarray"]
+  assert [(r.start, r.stop) for r, _, _ in (out[0], out[2])] == [(0, 2), (2, 4)]
+  assert out[0][0].step is out[2][0].step  # one step function for every chunk
+  # The pool's codes are the paths the weight steps sample.
+  np.testing.assert_array_equal(out[0][0].weights["pool"], pool0)
+  np.testing.assert_array_equal(out[1][0].codes, pool0)
+  # Scored with the shared weights: the pool ranked best first; the worst three replaced
+  # by three new distinct architectures of NAO's gradient steps.
+  scores = out[1][1].scores
+  np.testing.assert_allclose(scores, nao_lib.score_pool(
+      strategy.config, out[1][2].supernet, pool0, DATA), atol=0)
   order = np.argsort(-scores, kind="stable")
-  np.testing.assert_array_equal(first[0], told[order[0]])
-  np.testing.assert_array_equal(second[0], told[order[1]])
-  assert float(state.spos.log.best_score[0]) == pytest.approx(scores.max(), abs=1e-6)
+  state = out[1][2]
+  pool1 = np.asarray(state.pool)
+  np.testing.assert_array_equal(pool1[:5], pool0[order[:5]])
+  np.testing.assert_allclose(state.scores[:5], scores[order[:5]], atol=1e-7)
+  assert np.isnan(np.asarray(state.scores[5:])).all()
+  assert len({tuple(c) for c in pool1}) == 8
+  assert not {tuple(c) for c in pool1[5:]} & {tuple(c) for c in pool0}
+  assert int(state.controller.count) == 8 and np.isfinite(np.asarray(
+      state.controller.metrics)).all()
+  np.testing.assert_array_equal(out[2][0].weights["pool"], pool1)
+  np.testing.assert_array_equal(out[3][0].codes, pool1)
+  # After the last scoring the pool is proposed best first, and kept whole.
+  final = out[3][2]
+  last = np.argsort(-out[3][1].scores, kind="stable")
+  np.testing.assert_array_equal(final.pool, pool1[last])
+  np.testing.assert_array_equal(out[4][0][0], pool1[last[0]])
+  np.testing.assert_array_equal(out[5][0][0], pool1[last[1]])
+  state = out[5][2]
+  np.testing.assert_array_equal(state.log.step, [2, 4])
+  assert int(state.count) == 2 and int(state.step) == 4
+  assert float(state.log.best_score[1]) == pytest.approx(float(np.max(out[3][1].scores)),
+                                                         abs=1e-7)
+
+
+def test_nao_ws_weight_step_trains_the_sampled_path_only():
+  strategy = _nao_ws()
+  state = strategy.init(jax.random.key(0))
+  path = np.asarray(state.pool)[:1]
+  weights = {"supernet": state.supernet, "opt_state": state.opt_state, "pool": path}
+  step = jax.jit(nao_lib.weight_step(strategy.config))
+  assert nao_lib.weight_step(strategy.config) is nao_lib.weight_step(strategy.config)
+  x, y = DATA.x_train[:16], DATA.y_train[:16]
+  new, metrics = step(weights, (x, y), jax.random.key(1), np.int32(0))
+  new, metrics = step(new, (x, y), jax.random.key(2), np.int32(1))
+  assert np.isfinite(float(metrics["loss"]))
+  used = nao_lib._on_path(strategy.spec, state.supernet.params, path[0])
+  moved = {}
+  for (p, u), a, b in zip(jax.tree_util.tree_flatten_with_path(used)[0],
+                          jax.tree_util.tree_leaves(state.supernet.params),
+                          jax.tree_util.tree_leaves(new["supernet"].params)):
+    moved[jax.tree_util.keystr(p)] = (bool(u), not np.array_equal(a, b))
+  off = [k for k, (u, m) in moved.items() if not u]
+  assert off and not any(moved[k][1] for k in off)  # the ops off the path stay as they were
+  assert any(m for u, m in moved.values() if u)
+  assert moved["['stem_conv']['kernel']"] == (True, True)
+  # Their momentum stays zero, as it started.
+  trace = [x for x in jax.tree_util.tree_leaves(new["opt_state"], is_leaf=lambda x: isinstance(
+      x, optax.TraceState)) if isinstance(x, optax.TraceState)][0].trace
+  for (p, u), m in zip(jax.tree_util.tree_flatten_with_path(used)[0],
+                       jax.tree_util.tree_leaves(trace)):
+    assert bool(np.any(np.asarray(m) != 0)) == (bool(u) and moved[jax.tree_util.keystr(p)][1])
+
+
+def test_nao_ws_ask_never_trains():
+  from nasjax.search.evaluators import run_shared
+
+  strategy = _nao_ws()
+  state = strategy.init(jax.random.key(0))
+  shared = lambda s: jax.tree_util.tree_leaves((s.supernet, s.opt_state))
+  for i in range(5):
+    before = [np.array(a) for a in shared(state)]
+    request, after = strategy.ask(jax.random.key(i), state)
+    assert all(np.array_equal(np.asarray(a), b) for a, b in zip(shared(after), before))
+    told = run_shared(request, DATA) if work.is_shared(request) else np.ones(1)
+    state = strategy.tell(jax.random.key(9), after, request, told)
+    # The evaluator trained a copy: the asked state's weights are still the same.
+    assert all(np.array_equal(np.asarray(a), b) for a, b in zip(shared(after), before))
+  assert int(state.iteration) == 2
+
+
+def _comparable(history):
+  clocks = ("wall", "compile", "cost", "elapsed")
+  return [{**{k: v for k, v in h.items() if k not in clocks},
+           "metrics": {k: v for k, v in h["metrics"].items()
+                       if k not in ("compile_seconds", "train_seconds")}} for h in history]
+
+
+def test_nao_ws_killed_run_resumes_to_the_same_weights_and_history(tmp_path, monkeypatch):
+  from nasjax.search import evaluators, read_history
+  from nasjax.search.rundir import load_checkpoint
+
+  def evaluator():
+    return evaluators.TrainingEvaluator(WS_SPACE, dataset="synthetic",
+                                        train={"max_steps": 2, "batch_size": 16})
+
+  config = {**WS_OPTIONS, "steps": 6, "chunk_steps": 2}
+  run("nao_ws", evaluator(), 2, tmp_path / "a", seed=3, config=config, quiet=True)
+  calls, real = [], evaluators.TrainingEvaluator.run_shared
+
+  class Killed(Exception):
+    pass
+
+  def dying(self, request):
+    calls.append(1)
+    if len(calls) == 4:  # chunks (0, 2) and (2, 3), the first scoring, then (3, 5)
+      raise Killed()
+    return real(self, request)
+
+  monkeypatch.setattr(evaluators.TrainingEvaluator, "run_shared", dying)
+  with pytest.raises(Killed):
+    run("nao_ws", evaluator(), 2, tmp_path / "b", seed=3, config=config, quiet=True)
+  at_kill = load_checkpoint(tmp_path / "b")["state"]
+  assert int(at_kill.step) == 3 and int(at_kill.iteration) == 1
+  monkeypatch.setattr(evaluators.TrainingEvaluator, "run_shared", real)
+  run("nao_ws", evaluator(), 2, tmp_path / "b", seed=3, config=config, quiet=True, resume=True)
+  (whole, hist_a), (resumed, hist_b) = [
+      (load_checkpoint(tmp_path / d)["state"], _comparable(read_history(tmp_path / d)))
+      for d in ("a", "b")]
+  assert len(hist_a) == 2 and hist_b == hist_a
+  for a, b in zip(jax.tree_util.tree_leaves((whole.supernet, whole.opt_state, whole.pool,
+                                             whole.controller.params)),
+                  jax.tree_util.tree_leaves((resumed.supernet, resumed.opt_state,
+                                             resumed.pool, resumed.controller.params))):
+    assert np.asarray(a).dtype == np.asarray(b).dtype and np.array_equal(a, b)
+  assert int(resumed.step) == 6 and int(resumed.iteration) == 2
+
+
+def test_nao_ws_options():
   with pytest.raises(ValueError, match="unknown option"):
-    nao_lib.NAOWS(NB201Space(C=2, N=1), {"cycles": 3}, data)
+    _nao_ws(cycles=3)
+  with pytest.raises(ValueError, match="nao_top_k 8 must be below pool_size 8"):
+    _nao_ws(nao_top_k=8)
+  with pytest.raises(ValueError, match="option nao_select must be one of"):
+    _nao_ws(nao_select="best")
+  with pytest.raises(ValueError, match="builds networks"):
+    make_strategy("nao_ws", WS_SPACE, WS_OPTIONS)
+  defaults = nao_lib.NAOWSConfig.defaults()
+  # NAO's own proposal rules (PAPER), half the pool renewed per iteration.
+  assert {k: defaults["nao_" + k] for k in nao_lib.PAPER} == {**nao_lib.PAPER, "top_k": 50}
+  assert defaults["pool_size"] == 100 and defaults["nao_embed_dim"] == 32
+  inner = _nao_ws().nao
+  assert inner.config.seed_size == inner.config.capacity == 8 and inner.config.top_k == 3

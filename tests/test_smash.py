@@ -10,7 +10,7 @@ import pytest
 import nasjax
 from nasjax import data as data_lib
 from nasjax.models import smash as S
-from nasjax.search import make_space, make_strategy
+from nasjax.search import make_space, make_strategy, work
 from nasjax.search.strategies import smash as search_smash
 
 # Two blocks on 8x8 inputs: every feature (several banks, widths, kernels with a centre
@@ -197,63 +197,199 @@ def test_sampling_architectures_never_recompiles(counted_apply):
   assert len({float(jnp.sum(o)) for o in outs}) == 5  # five different networks ran
 
 
+def test_encode_code_is_one_program_for_every_code():
+  traces = []
+
+  def counted(code):
+    traces.append(1)
+    return S.encode_code(TINY, code)
+
+  fn = jax.jit(counted)
+  for k in jax.random.split(jax.random.key(9), 4):
+    code = TINY.sample_code(k)
+    got = jax.tree_util.tree_leaves(fn(code))
+    want = jax.tree_util.tree_leaves(S.encode(TINY, TINY.decode(np.asarray(code))))
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+      np.testing.assert_array_equal(np.asarray(a), b)
+  assert len(traces) == 1
+
+
 # --------------------------------------------------------------------------- training
+DATA = data_lib.synthetic(num_train=128, num_val=64, num_test=8, input_shape=SHAPE,
+                          num_classes=CLASSES)
+PROBLEM = work.Problem.of(DATA)
+
+
 def test_one_training_step_lowers_the_loss_and_sampling_never_recompiles():
-  data = data_lib.synthetic(num_train=64, num_val=32, num_test=8, input_shape=SHAPE,
-                            num_classes=CLASSES)
-  x, y = data.x_train[:16], data.y_train[:16]
+  x, y = DATA.x_train[:16], DATA.y_train[:16]
+  config = search_smash.SmashConfig(optimizer="adam", weight_decay=1e-4, learning_rate=0.01,
+                                    min_learning_rate=0.01, steps=10, hyper_hidden=8)
   params = jax.device_put(S.init_params(SMALL, jax.random.key(0), SHAPE, CLASSES,
                                         hyper_hidden=8))
-  opt = search_smash.Optimizer("adam", weight_decay=1e-4)
+  weights = {"params": params, "opt_state": search_smash.optimizer(config).init(params)}
+  step_fn = search_smash.train_step(SMALL, config)
+  assert search_smash.train_step(SMALL, config) is step_fn  # one function, one compile
   traces = []
 
   def counted(*args):
     traces.append(1)
-    return search_smash.one_shot_step(SMALL, opt, *args)
+    return step_fn(*args)
 
   step = jax.jit(counted)
-  opt_state = opt.transform().init(params)
-  nets = _nets(3, seed=10, space=SMALL)
-  enc = S.encode(SMALL, nets[0])
+  key = jax.random.key(10)
+  enc = S.encode_code(SMALL, SMALL.sample(key))  # the architecture the step draws
   before, _ = search_smash.loss_fn(SMALL, params, enc, x, y)
-  new, opt_state, loss, _ = step(params, opt_state, enc, x, y, np.float32(0.01))
-  after, _ = search_smash.loss_fn(SMALL, new, enc, x, y)
-  assert float(loss) == pytest.approx(float(before), rel=1e-5)
+  new, metrics = step(weights, (x, y), key, np.int32(0))
+  after, _ = search_smash.loss_fn(SMALL, new["params"], enc, x, y)
+  assert float(metrics["loss"]) == pytest.approx(float(before), rel=1e-5)
   # One Adam step of 0.01 moves every weight by about 0.01 against its gradient.
   assert float(after) < float(before) - 0.05
-  for net in nets[1:]:
-    new, opt_state, loss, _ = step(new, opt_state, S.encode(SMALL, net), x, y,
-                                   np.float32(0.01))
-    assert np.isfinite(float(loss))
+  for k in jax.random.split(jax.random.key(11), 2):
+    new, metrics = step(new, (x, y), k, np.int32(1))
+    assert np.isfinite(float(metrics["loss"]))
   assert len(traces) == 1
 
 
-def test_strategy_ranks_samples_and_proposes_the_best_first():
-  data = data_lib.synthetic(num_train=128, num_val=64, num_test=8, input_shape=SHAPE,
-                            num_classes=CLASSES)
-  space = SMALL
-  config = {"max_steps": 8, "batch_size": 16, "num_samples": 6, "eval_examples": 64,
-            "eval_batch_size": 32, "proposals": 6, "hyper_hidden": 8}
-  strategy = search_smash.Smash(space, config, data=data)
-  state = strategy.init(jax.random.key(0))
-  codes, state = strategy.ask(jax.random.key(1), state)
-  assert codes.shape == (1, space.length)
-  ranked = state.proposals
-  scores = np.asarray(ranked.scores[:int(ranked.size)])
+def _drive(strategy, state, data, asks):
+  """``asks`` asks of ``strategy``, its shared-weight work run on ``data`` and every
+  answer told; returns the state and what each ask returned with its result."""
+  from nasjax.search.evaluators import run_shared
+
+  out = []
+  for i in range(asks):
+    request, state = strategy.ask(jax.random.key(100 + i), state)
+    result = run_shared(request, data) if work.is_shared(request) else None
+    told = result if result is not None else np.ones(len(request))
+    state = strategy.tell(jax.random.key(200 + i), state, request, told)
+    out.append((request, result))
+  return state, out
+
+
+def _smash(**options):
+  config = {"steps": 8, "chunk_steps": 3, "batch_size": 16, "num_samples": 6,
+            "eval_examples": 64, "eval_batch_size": 32, "proposals": 6, "hyper_hidden": 8,
+            **options}
+  return make_strategy("smash", SMALL, config, problem=PROBLEM)
+
+
+def test_strategy_trains_in_chunks_ranks_samples_and_proposes_the_best_first():
+  strategy = _smash()
+  state, out = _drive(strategy, strategy.init(jax.random.key(0)), DATA, 6)
+  kinds = [type(r).__name__ for r, _ in out]
+  assert kinds == ["TrainShared"] * 3 + ["ScoreShared", "ndarray", "ndarray"]
+  assert [(r.start, r.stop) for r, _ in out[:3]] == [(0, 3), (3, 6), (6, 8)]
+  assert len({id(r.step) for r, _ in out[:3]}) == 1  # one step function for every chunk
+  request, result = out[3]
+  assert request.codes.shape == (6, SMALL.length)
+  # The ranking's scores are what score_codes gives for those codes, best first.
+  again = search_smash.score_codes(SMALL, 64, 32, state.weights["params"],
+                                   request.codes, DATA)
+  np.testing.assert_allclose(result.scores, again, atol=0)
+  size = int(state.size)
+  scores = np.asarray(state.scores[:size])
   assert np.all(np.diff(scores) <= 0) and 0 <= scores[-1] <= scores[0] <= 1
-  np.testing.assert_array_equal(codes[0], ranked.ranked[0])
-  # The ranking's scores are what score() gives for those codes.
-  again = search_smash.score(space, state.params, ranked.ranked[:2], data.x_val, data.y_val,
-                             32)
-  np.testing.assert_allclose(again, scores[:2], atol=1e-9)
-  second, state = strategy.ask(jax.random.key(2), state)
-  np.testing.assert_array_equal(second[0], ranked.ranked[1])
-  assert int(state.step) == 8 and np.isfinite(float(state.log.train_loss[0]))
-  state = strategy.tell(jax.random.key(3), state, second, np.array([1.0]))
-  assert int(state.count) == 1
+  assert scores[0] == pytest.approx(float(np.max(again)), abs=1e-7)
+  np.testing.assert_array_equal(out[4][0][0], state.ranked[0])
+  np.testing.assert_array_equal(out[5][0][0], state.ranked[1])
+  assert int(state.step) == 8 and int(state.count) == 2
+  assert np.isfinite(float(state.log.train_loss[0]))
+  assert float(state.log.best_score[0]) == pytest.approx(float(scores[0]), abs=1e-7)
   # Same key, same search.
-  codes2, _ = strategy.ask(jax.random.key(1), strategy.init(jax.random.key(0)))
-  np.testing.assert_array_equal(codes2, codes)
+  again, out2 = _drive(strategy, strategy.init(jax.random.key(0)), DATA, 5)
+  np.testing.assert_array_equal(out2[4][0], out[4][0])
+
+
+def test_phases_propose_the_best_of_each_ranking():
+  strategy = _smash(steps=4, chunk_steps=2, phases=2, num_samples=4)
+  state, out = _drive(strategy, strategy.init(jax.random.key(0)), DATA, 7)
+  kinds = [type(r).__name__ for r, _ in out]
+  assert kinds == ["TrainShared", "ScoreShared", "ndarray", "TrainShared", "ScoreShared",
+                   "ndarray", "ndarray"]
+  first_best = out[1][0].codes[np.argmax(out[1][1].scores)]
+  np.testing.assert_array_equal(out[2][0][0], first_best)
+  np.testing.assert_array_equal(out[5][0][0], state.ranked[0])
+  np.testing.assert_array_equal(out[6][0][0], state.ranked[1])
+  # The phases rank different samples.
+  assert not np.array_equal(out[1][0].codes, out[4][0].codes)
+  np.testing.assert_array_equal(state.log.step, [2, 4])
+
+
+def test_ask_never_trains():
+  strategy = _smash()
+  state = strategy.init(jax.random.key(0))
+  for i in range(5):
+    before = [np.array(a) for a in jax.tree_util.tree_leaves(state.weights)]
+    request, after = strategy.ask(jax.random.key(i), state)
+    leaves = [np.asarray(a) for a in jax.tree_util.tree_leaves(after.weights)]
+    assert len(leaves) == len(before)
+    assert all(np.array_equal(a, b) for a, b in zip(leaves, before))
+    if work.is_shared(request):
+      from nasjax.search.evaluators import run_shared
+      state = strategy.tell(jax.random.key(9), after, request, run_shared(request, DATA))
+      # The evaluator trained a copy: the asked state's weights are still the same.
+      assert all(np.array_equal(np.asarray(a), b) for a, b in
+                 zip(jax.tree_util.tree_leaves(after.weights), before))
+    else:
+      state = strategy.tell(jax.random.key(9), after, request, np.ones(1))
+
+
+def _comparable(history):
+  clocks = ("wall", "compile", "cost", "elapsed")
+  return [{**{k: v for k, v in h.items() if k not in clocks},
+           "metrics": {k: v for k, v in h["metrics"].items()
+                       if k not in ("compile_seconds", "train_seconds")}} for h in history]
+
+
+def killed_and_resumed(name, space, config, tmp_path, monkeypatch, *, kill_at: int):
+  """An uninterrupted run and a run killed at its ``kill_at``-th shared-weight request
+  and resumed: ``(final state, history)`` of each and the killed run's checkpoint."""
+  from nasjax.search import evaluators, read_history, run
+  from nasjax.search.rundir import load_checkpoint
+
+  def evaluator():
+    return evaluators.TrainingEvaluator(space, dataset="synthetic",
+                                        train={"max_steps": 2, "batch_size": 16})
+
+  run(name, evaluator(), 2, tmp_path / "a", seed=3, config=config, quiet=True)
+  calls, real = [], evaluators.TrainingEvaluator.run_shared
+
+  class Killed(Exception):
+    pass
+
+  def dying(self, request):
+    calls.append(1)
+    if len(calls) == kill_at:
+      raise Killed()
+    return real(self, request)
+
+  monkeypatch.setattr(evaluators.TrainingEvaluator, "run_shared", dying)
+  with pytest.raises(Killed):
+    run(name, evaluator(), 2, tmp_path / "b", seed=3, config=config, quiet=True)
+  at_kill = load_checkpoint(tmp_path / "b")
+  monkeypatch.setattr(evaluators.TrainingEvaluator, "run_shared", real)
+  run(name, evaluator(), 2, tmp_path / "b", seed=3, config=config, quiet=True, resume=True)
+  return ([(load_checkpoint(tmp_path / d)["state"], _comparable(read_history(tmp_path / d)))
+           for d in ("a", "b")], at_kill)
+
+
+def _bitwise_equal(a, b):
+  la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+  return len(la) == len(lb) and all(
+      np.asarray(x).dtype == np.asarray(y).dtype and np.array_equal(x, y, equal_nan=True)
+      for x, y in zip(la, lb))
+
+
+def test_a_killed_run_resumes_to_the_same_weights_and_history(tmp_path, monkeypatch):
+  config = {"steps": 6, "chunk_steps": 2, "batch_size": 16, "num_samples": 4,
+            "eval_examples": 64, "eval_batch_size": 32, "proposals": 4, "hyper_hidden": 8}
+  (whole, resumed), at_kill = killed_and_resumed("smash", SMALL, config, tmp_path,
+                                                  monkeypatch, kill_at=3)
+  assert int(at_kill["state"].step) == 4  # killed while the third chunk trained
+  assert len(whole[1]) == 2 and resumed[1] == whole[1]
+  assert _bitwise_equal(resumed[0].weights, whole[0].weights)
+  assert _bitwise_equal(resumed[0].ranked, whole[0].ranked)
+  assert int(resumed[0].step) == 6 and int(resumed[0].count) == 2
 
 
 def test_registered_space_and_strategy_options():
@@ -261,11 +397,16 @@ def test_registered_space_and_strategy_options():
   assert isinstance(space, search_smash.SmashSpace) and space.kernels == (3,)
   assert make_space("smash", **space.config()) == space
   with pytest.raises(ValueError, match="unknown option"):
-    make_strategy("smash", space, {"num_sample": 3})
-  with pytest.raises(ValueError, match="num_samples must be a positive int"):
-    make_strategy("smash", space, {"num_samples": 0, "data_limit": 64})
+    make_strategy("smash", space, {"num_sample": 3}, problem=PROBLEM)
+  with pytest.raises(ValueError, match="option num_samples must be an int >= 1"):
+    make_strategy("smash", space, {"num_samples": 0}, problem=PROBLEM)
+  with pytest.raises(ValueError, match="min_learning_rate 0.5 exceeds"):
+    make_strategy("smash", space, {"min_learning_rate": 0.5}, problem=PROBLEM)
+  with pytest.raises(ValueError, match="builds networks"):
+    make_strategy("smash", space, {})
   with pytest.raises(ValueError, match="smash searches the memory-bank space"):
-    search_smash.Smash(make_space("nb201"), {})
+    search_smash.Smash(make_space("nb201"), PROBLEM)
+  assert search_smash.SmashConfig.defaults()["steps"] == 1120
 
 
 # -------------------------------------------------------------------------- experiment
@@ -302,7 +443,7 @@ def test_tiny_experiment_runs_end_to_end(tmp_path):
   summary = exp.run(cfg, tmp_path, log=lambda m: None)
   results = json.loads((tmp_path / "results.json").read_text())
   shot = results["one_shot"]
-  assert shot["steps"] == cfg.smash["max_steps"] and len(shot["scores"]) == 6
+  assert shot["steps"] == cfg.smash["steps"] and len(shot["scores"]) == 6
   scores = np.asarray(shot["scores"])
   top = np.argsort(-scores, kind="stable")[:cfg.top_k]
   # Everything the summary names was trained alone, and the picks are the best of theirs.

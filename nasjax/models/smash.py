@@ -32,7 +32,9 @@ The one-shot network (:func:`apply`) is ONE program for every architecture of a 
 tensors are padded to the space's maximum sizes and masked; ops and conv layers beyond an
 architecture's depth are skipped with ``lax.cond``; kernel size and dilation pick one of
 a few static convolutions with ``lax.switch``. What varies between architectures is data
-(:class:`Encoding`), so sampling a new architecture never recompiles.
+(:class:`Encoding`), so sampling a new architecture never recompiles, and
+:func:`encode_code` computes the encoding of a code inside a program, so a jitted
+training step can draw its architecture from its own key.
 :func:`to_arch` and :func:`to_network` turn an architecture and the one-shot weights into
 an ordinary :class:`~nasjax.Network` that computes the same function.
 
@@ -558,54 +560,88 @@ class Encoding:
   blocks: tuple[BlockEncoding, ...]
 
 
-def _group_mask(cin: int, cout: int, groups: int, size: int) -> np.ndarray:
-  i, o = np.arange(size)[:, None], np.arange(size)[None, :]
-  same = (i // max(cin // groups, 1)) == (o // max(cout // groups, 1))
-  return ((i < cin) & (o < cout) & same).astype(np.float32)
+def _group_mask(cin: jax.Array, cout: jax.Array, groups: jax.Array, size: int) -> jax.Array:
+  """``(..., size, size)`` float32: the (input, output) channel pairs of a grouped conv of
+  ``cin`` inputs and ``cout`` outputs (arrays of one shape) that share a group."""
+  cin, cout, groups = (jnp.asarray(a, jnp.int32)[..., None, None] for a in (cin, cout, groups))
+  i, o = jnp.arange(size)[:, None], jnp.arange(size)[None, :]
+  same = (i // jnp.maximum(cin // groups, 1)) == (o // jnp.maximum(cout // groups, 1))
+  return ((i < cin) & (o < cout) & same).astype(jnp.float32)
+
+
+def _encode_block(space: MemoryBankSpace, b: int, head: jax.Array, genes: jax.Array
+                  ) -> tuple[BlockEncoding, jax.Array]:
+  """The masks of block ``b`` and its ``(H, max_ops * Cm / unit, C)`` conditioning columns,
+  from the block's head ``[banks - 1, width index, ops - 1]`` and its ``(max_ops, op
+  length)`` op genes of a canonical code."""
+  M, O, L, u = space.max_banks, space.max_ops, space.max_convs, space.unit
+  slot, cm, ch = space.bank_slot(b), space.memory_channels(b), space.hidden_channels(b)
+  factors = jnp.asarray(space.width_factors, jnp.int32)
+  width = jnp.asarray(space.widths(b), jnp.int32)[head[1]]
+  bank_of = np.arange(cm) // slot
+  in_bank = jnp.arange(cm) % slot < width
+  op_on = jnp.arange(O) < head[2] + 1
+  bank_on = (jnp.arange(M) < head[0] + 1)[None] & op_on[:, None]
+  reads, writes = (genes[:, :M] > 0) & bank_on, (genes[:, M:2 * M] > 0) & bank_on  # (O, M)
+  read, write = in_bank & reads[:, bank_of], in_bank & writes[:, bank_of]  # (O, Cm)
+  op_width = factors[genes[:, 2 * M]] * width
+  # He scale sqrt(2 / fan_in) of each (bank count, width) pair, rounded as float32 once.
+  scales = np.asarray([[math.sqrt(2.0 / (n * w)) for w in space.widths(b)]
+                       for n in range(1, M + 1)], np.float32)
+  proj_scale = jnp.where(op_on, jnp.asarray(scales)[jnp.maximum(reads.sum(1) - 1, 0),
+                                                    head[1]], 0.0)
+  convs = genes[:, 2 * M + 2:].reshape(O, L, 3)  # kind, groups, width factor per slot
+  n_convs = genes[:, 2 * M + 1:2 * M + 2] + 1
+  conv_on = (jnp.arange(L)[None] < n_convs) & op_on[:, None]
+  cout = jnp.where(jnp.arange(L)[None] == n_convs - 1, width, factors[convs[..., 2]] * width)
+  cin = jnp.concatenate([op_width[:, None], cout[:, :-1]], axis=1)
+  groups = jnp.asarray(space.groups, jnp.int32)[convs[..., 1]]
+  enc = BlockEncoding(
+      bank_mask=(in_bank & (bank_of < head[0] + 1)).astype(jnp.float32), op_active=op_on,
+      read_mask=read.astype(jnp.float32), write_mask=write.astype(jnp.float32),
+      hidden_mask=((jnp.arange(ch)[None] < op_width[:, None]) & op_on[:, None]).astype(
+          jnp.float32),
+      proj_scale=proj_scale.astype(jnp.float32), conv_active=conv_on,
+      conv_kind=jnp.where(conv_on, convs[..., 0], 0).astype(jnp.int32),
+      conv_mask=_group_mask(cin, cout, groups, ch) * conv_on[..., None, None])
+  # Cell (row r, column c) of an op: output units [r u, (r + 1) u) of its 1x1 conv and
+  # input channels [c u, (c + 1) u) of the memory; u divides every width.
+  H = space.condition_shape[0]
+  cells = (jnp.arange(H)[None, :, None] * u < op_width[:, None, None]) & read[:, None, ::u]
+  dilation = jnp.asarray([space.dilations.index(d) for _, d in space.conv_kinds])[
+      convs[:, 0, 0]]  # of each op's first conv
+  full = lambda a: jnp.broadcast_to(a, cells.shape + a.shape[-1:])
+  channels = jnp.concatenate([
+      full(bank_of[::u][:, None] == np.arange(M)),  # the bank the cell's inputs come from
+      full(writes[:, None, None, :]),  # the banks the op writes
+      full((dilation[:, None] == np.arange(len(space.dilations)))[:, None, None, :]),
+  ], axis=-1) & cells[..., None]
+  return enc, channels.astype(jnp.float32).transpose(1, 0, 2, 3).reshape(H, O * cm // u, -1)
+
+
+def encode_code(space: MemoryBankSpace, code: jax.Array) -> Encoding:
+  """The :class:`Encoding` of the architecture of ``code`` (``(L,)`` int), computed in
+  the program (jittable): what :func:`encode` gives for ``space.decode(code)``, so a
+  training step can sample an architecture from its key and run it."""
+  code = space.canonical(jnp.asarray(code, jnp.int32))
+  head, genes = space._split(code)
+  blocks, columns = [], []
+  for b in range(space.num_blocks):
+    enc, cond = _encode_block(space, b, head[b], genes[b])
+    blocks.append(enc)
+    columns.append(cond)
+  return Encoding(condition=jnp.concatenate(columns, axis=1), blocks=tuple(blocks))
+
+
+@functools.lru_cache(maxsize=32)
+def _encoder(space: MemoryBankSpace):
+  return jax.jit(functools.partial(encode_code, space))
 
 
 def encode(space: MemoryBankSpace, net: BankNet) -> Encoding:
   """The :class:`Encoding` of ``net`` (host NumPy; shapes depend only on ``space``)."""
-  space.validate(net)
-  M, O, L, u = space.max_banks, space.max_ops, space.max_convs, space.unit
-  cond = np.zeros(space.condition_shape, np.float32)
-  blocks = []
-  for b, block in enumerate(net.blocks):
-    slot, cm, ch = space.bank_slot(b), space.memory_channels(b), space.hidden_channels(b)
-    w = block.width
-    bank_of = np.arange(cm) // slot
-    in_bank = np.arange(cm) % slot < w
-    bank_mask = (in_bank & (bank_of < block.num_banks)).astype(np.float32)
-    enc = dict(op_active=np.zeros(O, bool), read_mask=np.zeros((O, cm), np.float32),
-               write_mask=np.zeros((O, cm), np.float32),
-               hidden_mask=np.zeros((O, ch), np.float32), proj_scale=np.zeros(O, np.float32),
-               conv_active=np.zeros((O, L), bool), conv_kind=np.zeros((O, L), np.int32),
-               conv_mask=np.zeros((O, L, ch, ch), np.float32))
-    for o, op in enumerate(block.ops):
-      read = in_bank & np.isin(bank_of, op.reads)
-      enc["op_active"][o] = True
-      enc["read_mask"][o] = read
-      enc["write_mask"][o] = in_bank & np.isin(bank_of, op.writes)
-      enc["hidden_mask"][o] = np.arange(ch) < op.width
-      enc["proj_scale"][o] = math.sqrt(2.0 / (len(op.reads) * w))
-      cin = op.width
-      for l, conv in enumerate(op.convs):
-        enc["conv_active"][o, l] = True
-        enc["conv_kind"][o, l] = space.conv_kinds.index((conv.kernel, conv.dilation))
-        enc["conv_mask"][o, l] = _group_mask(cin, conv.width, conv.groups, ch)
-        cin = conv.width
-      # The conditioning cells of this op slot.
-      col0 = space.condition_offset(b) + o * cm // u
-      cols = read[::u]  # one entry per cell of u input channels (u divides widths)
-      rows = np.arange(cond.shape[0]) * u < op.width
-      cells = rows[:, None] & cols[None, :]
-      sub = cond[:, col0:col0 + cm // u]
-      sub[..., :M] = cells[..., None] * (bank_of[::u][None, :, None] == np.arange(M))
-      for m in op.writes:
-        sub[..., M + m] = cells
-      sub[..., 2 * M + space.dilations.index(op.convs[0].dilation)] = cells
-    blocks.append(BlockEncoding(bank_mask=bank_mask, **enc))
-  return Encoding(condition=cond, blocks=tuple(blocks))
+  code = space.encode(net)  # validates net
+  return jax.tree_util.tree_map(np.asarray, _encoder(space)(code))
 
 
 # ------------------------------------------------------------------------ parameters
@@ -905,5 +941,5 @@ def to_network(space: MemoryBankSpace, net: BankNet, params: dict,
 
 
 __all__ = ["ConvLayer", "BankOp", "BankBlock", "BankNet", "MemoryBankSpace", "to_arch",
-           "BlockEncoding", "Encoding", "encode", "init_params", "generate",
+           "BlockEncoding", "Encoding", "encode", "encode_code", "init_params", "generate",
            "projection_weights", "main_net", "apply", "to_network", "BN_EPS"]

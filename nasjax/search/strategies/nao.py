@@ -7,17 +7,17 @@ Algorithm 1 of the paper, as an ask/tell strategy over search-space codes:
    ``ask``).
 2. ``tell`` adds the evaluated architectures to the set ``X`` and, once the seeds are
    told, trains the encoder, predictor and decoder
-   (:class:`~nasjax.search.strategies.nao_model.NAOModel`) jointly on all of ``X`` for ``epochs``
-   epochs, continuing from the previous parameters. Scores are the negated fitness,
-   min-max normalised over ``X`` as NAO normalises accuracies.
+   (:class:`~nasjax.search.strategies.nao_model.NAOModel`) jointly on all of ``X`` for
+   ``epochs`` epochs, continuing from the previous parameters. Scores are the negated
+   fitness, min-max normalised over ``X`` as NAO normalises accuracies.
 3. Every later ``ask`` takes the ``top_k`` best architectures of ``X``, moves the
    representation of each along the predictor's gradient with step ``eta``, ``2 eta``,
    ... ``max_steps * eta``, and proposes, per seed, the first decoded architecture that
    is neither in ``X`` nor proposed for a better seed (codes are compared up to the
-   space's symmetries, :meth:`~nasjax.search.strategies.nao_model.TokenScheme.canonical`). A seed
-   whose steps find nothing new is replaced by a new random architecture.
+   space's symmetries, :meth:`~nasjax.search.strategies.nao_model.TokenScheme.canonical`).
+   A seed whose steps find nothing new is replaced by a new random architecture.
 
-Options beyond the paper (the registered defaults, :data:`DEFAULTS`, use them;
+Options beyond the paper (the registered defaults, :class:`NAOConfig`, use them;
 :data:`PAPER` restores NAO's choices): ``select="pool"`` decodes every step of the
 ``pool_seeds`` best architectures and proposes the ``top_k`` new distinct ones that the
 predictor scores highest (the predictor filters all gradient-step proposals instead of
@@ -32,30 +32,124 @@ hold evaluated rows), the steps of all seeds are decoded at once and the first n
 picked by a scan, and the random fallback is drawn in the program. So ``ask`` and
 ``tell`` are jittable, and ``nasjax bench`` runs many seeds as one vectorised program.
 
-NAO-WS (:class:`NAOWS`, strategy ``nao_ws``) is the weight-sharing variant of the
-paper's §3.5: the architectures NAO evaluates are scored by a weight-shared supernet
-(validation accuracy with inherited weights) instead of being trained alone.
+NAO-WS (:class:`NAOWS`, strategy ``nao_ws``) is the weight-sharing search of the paper's
+§3.5: a pool of ``pool_size`` architectures shares the weights of a supernet of the
+space. Each of ``iterations`` iterations trains the shared weights on the pool (each
+step trains one architecture drawn uniformly from the pool), scores every architecture
+of the pool by its validation accuracy with the shared weights, and, but after the last,
+trains a fresh encoder-predictor-decoder on those scores and replaces the worst
+``nao_top_k`` architectures of the pool by the new ones its gradient steps from the best
+ones decode. The evaluator does the work on the shared weights (:mod:`nasjax.search.work`);
+after the last iteration the pool is proposed best first, and the runner's evaluator
+measures each proposal.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
+from nasjax.models import supernet as sn_lib
+from nasjax.search import work
 from nasjax.search.base import register_strategy, select_objective
-from nasjax.search.strategies.nao_model import NAOModel
+from nasjax.search.options import Options, boolean, integer, number, one_of, option
 from nasjax.search.spaces import SearchSpace
+from nasjax.search.strategies.nao_model import NAOModel
 
 SELECT = ("first", "predicted", "pool")
 FALLBACKS = ("random", "predicted")
 TARGETS = ("minmax", "rank")
 MODEL_OPTIONS = ("embed_dim", "hidden", "mlp_layers", "mlp_hidden", "trade_off",
                  "learning_rate", "weight_decay", "grad_clip", "batch_size")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NAOConfig(Options):
+  """NAO's options. The defaults are the registered ones (see the module docstring);
+  :data:`PAPER` holds NAO's own choices where they differ.
+
+  Attributes:
+    seed_size: random architectures evaluated before the first model (rounded up to a
+      multiple of ``top_k``: the seed phase is ``ceil(seed_size / top_k)`` asks).
+    top_k: seeds per ``ask`` (the candidates proposed per generation).
+    step_size: eta.
+    max_steps: most step multiples tried per seed.
+    epochs: training epochs after each ``tell``.
+    objective: which fitness column is optimised.
+    unlabeled: random architectures, drawn afresh at each ``tell``, added to the
+      reconstruction loss only (0 in NAO; the semi-supervised extension of its authors'
+      SemiNAS), so the decoder also learns architectures that were never evaluated.
+    select: which new candidates of the steps to propose: ``"first"`` (per seed, the
+      smallest step, NAO), ``"predicted"`` (per seed, the one whose own encoding the
+      predictor scores highest) or ``"pool"`` (the ``top_k`` new distinct architectures
+      that the predictor scores highest among all steps of all seeds: the predictor as a
+      filter over every gradient-step proposal, so a seed may yield several proposals
+      or none).
+    pool_seeds: with ``select="pool"``, how many of the best architectures are stepped
+      from to fill the pool (0: ``top_k``); the other selections step from ``top_k``.
+    fallback: how a proposal that no step found is replaced: ``"random"`` (a uniform new
+      architecture, NAO) or ``"predicted"`` (the new architecture that the predictor
+      scores highest among ``fallback_draws`` uniform ones; not in NAO). The seed phase
+      is uniform either way.
+    fallback_draws: uniform architectures scored for the ``"predicted"`` fallback.
+    target: how fitness becomes the predictor's target, see :func:`normalised_scores`
+      (``"minmax"`` in NAO).
+    capacity: C, the most evaluated architectures kept (the state's buffer size). A
+      search should tell at most C candidates; later ones are neither trained on nor
+      known as evaluated.
+    embed_dim, hidden, mlp_layers, mlp_hidden, trade_off, learning_rate, weight_decay,
+      grad_clip, batch_size: the model and its training
+      (:class:`~nasjax.search.strategies.nao_model.NAOModel`).
+  """
+
+  strategy = "nao"
+  seed_size: int = option(20, integer(1))
+  top_k: int = option(5, integer(1))
+  step_size: float = option(1.0, number(0, open_min=True))
+  max_steps: int = option(20, integer(1))
+  epochs: int = option(50, integer(1))
+  objective: int = option(0, integer(0))
+  unlabeled: int = option(0, integer(0))
+  select: str = option("pool", one_of(*SELECT))
+  pool_seeds: int = option(0, integer(0))
+  fallback: str = option("predicted", one_of(*FALLBACKS))
+  fallback_draws: int = option(256, integer(1))
+  target: str = option("rank", one_of(*TARGETS))
+  capacity: int = option(256, integer(1))
+  embed_dim: int = option(32, integer(1))
+  hidden: int = option(64, integer(1))
+  mlp_layers: int = option(1, integer(0))
+  mlp_hidden: int = option(64, integer(1))
+  trade_off: float = option(0.8, number(0, 1))
+  learning_rate: float = option(0.005, number(0, open_min=True))
+  weight_decay: float = option(1e-4, number(0))
+  grad_clip: float = option(5.0, number(0, open_min=True))
+  batch_size: int = option(32, integer(1))
+
+  def check(self) -> None:
+    if self.capacity < self.seed_size:
+      raise ValueError(f"{self.strategy}: capacity {self.capacity} is below seed_size "
+                       f"{self.seed_size}")
+    if self.objective >= self.num_objectives:
+      raise ValueError(f"{self.strategy}: objective {self.objective} is outside the "
+                       f"{self.num_objectives} objectives")
+
+
+# NAO's own proposal rules and training (the registered defaults differ, chosen on NB201
+# seeds 1000-1079, docs/results/nao.md: the predictor as a filter over all steps, the
+# predictor's best random cell as the fallback, rank targets, and 5 proposals per
+# generation with 50 epochs per ``tell``, as much training as 10 with 100).
+PAPER = {"select": "first", "pool_seeds": 0, "fallback": "random", "target": "minmax",
+         "top_k": 10, "epochs": 100}
+SMOKE_CONFIG = {"seed_size": 4, "top_k": 2, "max_steps": 4, "epochs": 5, "embed_dim": 8,
+                "hidden": 16, "mlp_hidden": 16, "batch_size": 8, "capacity": 16}
 
 
 @flax.struct.dataclass
@@ -120,99 +214,33 @@ ROUNDS = 16  # rounds before the fill accepts repeats (a nearly exhausted space)
 
 @dataclasses.dataclass(frozen=True)
 class NAO:
-  """Neural Architecture Optimization over the codes of ``model.space``.
+  """Neural Architecture Optimization over the codes of ``space``.
 
   Every ``ask`` proposes ``top_k`` architectures, so ``ask`` and ``tell`` are array
-  programs of fixed shapes (``jittable``: many seeds run vectorised). The defaults of
-  this class are NAO's; the registered strategy ``nao`` defaults to :data:`DEFAULTS`
-  (``select="pool"``, ``fallback="predicted"``, ``target="rank"``, ``top_k`` 5, 50
-  epochs).
+  programs of fixed shapes (``jittable``: many seeds run vectorised).
 
   Attributes:
-    model: the encoder-predictor-decoder and its training settings.
-    seed_size: random architectures evaluated before the first model (rounded up to a
-      multiple of ``top_k``: the seed phase is ``ceil(seed_size / top_k)`` asks).
-    top_k: seeds per ``ask`` (the candidates proposed per generation).
-    step_size: eta.
-    max_steps: most step multiples tried per seed.
-    epochs: training epochs after each ``tell``.
-    objective: which fitness column is optimised.
-    unlabeled: random architectures, drawn afresh at each ``tell``, added to the
-      reconstruction loss only (0 in NAO; the semi-supervised extension of its authors'
-      SemiNAS), so the decoder also learns architectures that were never evaluated.
-    target: how fitness becomes the predictor's target, see :func:`normalised_scores`
-      (``"minmax"`` in NAO).
-    select: which new candidates of the steps to propose: ``"first"`` (per seed, the
-      smallest step, NAO), ``"predicted"`` (per seed, the one whose own encoding the
-      predictor scores highest) or ``"pool"`` (the ``top_k`` new distinct architectures
-      that the predictor scores highest among all steps of all seeds: the predictor as a
-      filter over every gradient-step proposal, so a seed may yield several proposals
-      or none).
-    pool_seeds: with ``select="pool"``, how many of the best architectures are stepped
-      from to fill the pool (0: ``top_k``); the other selections step from ``top_k``.
-    fallback: how a proposal that no step found is replaced: ``"random"`` (a uniform new
-      architecture, NAO) or ``"predicted"`` (the new architecture that the predictor
-      scores highest among ``fallback_draws`` uniform ones; not in NAO). The seed phase
-      is uniform either way.
-    fallback_draws: uniform architectures scored for the ``"predicted"`` fallback.
-    capacity: C, the most evaluated architectures kept (the state's buffer size). A
-      search should tell at most C candidates; later ones are neither trained on nor
-      known as evaluated.
+    space: the search space.
+    config: a :class:`NAOConfig`.
+    model: the encoder-predictor-decoder of ``space`` with the sizes and training
+      settings of ``config`` (derived from them).
   """
 
-  model: NAOModel
-  seed_size: int = 20
-  top_k: int = 10
-  step_size: float = 1.0
-  max_steps: int = 20
-  epochs: int = 100
-  objective: int = 0
-  unlabeled: int = 0
-  select: str = "first"
-  pool_seeds: int = 0
-  fallback: str = "random"
-  fallback_draws: int = 256
-  target: str = "minmax"
-  capacity: int = 256
+  space: SearchSpace
+  config: NAOConfig = NAOConfig()
+  model: NAOModel = dataclasses.field(init=False, repr=False, compare=False)
   name = "nao"
 
   def __post_init__(self):
-    for what in ("seed_size", "top_k", "max_steps", "epochs", "capacity", "fallback_draws"):
-      v = getattr(self, what)
-      if not isinstance(v, int) or v < 1:
-        raise ValueError(f"{what} must be a positive int, got {v!r}")
-    if not self.step_size > 0:
-      raise ValueError(f"step_size must be positive, got {self.step_size!r}")
-    if not isinstance(self.unlabeled, int) or self.unlabeled < 0:
-      raise ValueError(f"unlabeled must be a non-negative int, got {self.unlabeled!r}")
-    if self.target not in TARGETS:
-      raise ValueError(f"target must be one of {TARGETS}, got {self.target!r}")
-    if self.select not in SELECT:
-      raise ValueError(f"select must be one of {SELECT}, got {self.select!r}")
-    if not isinstance(self.pool_seeds, int) or self.pool_seeds < 0:
-      raise ValueError(f"pool_seeds must be a non-negative int, got {self.pool_seeds!r}")
-    if self.fallback not in FALLBACKS:
-      raise ValueError(f"fallback must be one of {FALLBACKS}, got {self.fallback!r}")
-    if self.capacity < self.seed_size:
-      raise ValueError(f"capacity {self.capacity} is below seed_size {self.seed_size}")
-
-  @property
-  def space(self) -> SearchSpace:
-    return self.model.space
-
-  def config(self) -> dict:
-    return {"seed_size": self.seed_size, "top_k": self.top_k, "step_size": self.step_size,
-            "max_steps": self.max_steps, "epochs": self.epochs, "objective": self.objective,
-            "unlabeled": self.unlabeled, "select": self.select, "pool_seeds": self.pool_seeds,
-            "fallback": self.fallback, "fallback_draws": self.fallback_draws,
-            "target": self.target,
-            "capacity": self.capacity, **{k: getattr(self.model, k) for k in MODEL_OPTIONS}}
+    object.__setattr__(self, "model", NAOModel(
+        self.space, **{k: getattr(self.config, k) for k in MODEL_OPTIONS}))
 
   def init(self, key: jax.Array) -> NAOState:
     params, opt_state = self.model.init(key)
     zero = jnp.zeros((), jnp.int32)
-    return NAOState(params, opt_state, jnp.zeros((self.capacity, self.space.length), jnp.int32),
-                    jnp.full((self.capacity,), jnp.nan, jnp.float32), zero,
+    cap = self.config.capacity
+    return NAOState(params, opt_state, jnp.zeros((cap, self.space.length), jnp.int32),
+                    jnp.full((cap,), jnp.nan, jnp.float32), zero,
                     jnp.full((4,), jnp.nan, jnp.float32), zero, zero)
 
   # -- helpers ------------------------------------------------------------------------
@@ -269,114 +297,84 @@ class NAO:
     Returns:
       ``(codes (top_k, L) int32, state)``.
     """
+    cfg = self.config
     told = state.told
     ok = told & jnp.isfinite(state.fitness)
-    ready = (state.count >= self.seed_size) & jnp.any(ok)
+    ready = (state.count >= cfg.seed_size) & jnp.any(ok)
     order = jnp.argsort(jnp.where(ok, state.fitness, jnp.inf), stable=True)
-    seeds = (self.pool_seeds or self.top_k) if self.select == "pool" else self.top_k
+    seeds = (cfg.pool_seeds or cfg.top_k) if cfg.select == "pool" else cfg.top_k
     best = order[jnp.arange(seeds) % jnp.maximum(jnp.sum(ok), 1)]  # cycle if < seeds
     memory = self.model.encode(state.params, state.codes[best])
-    cands = self.model.step(state.params, memory, self.step_size, max_steps=self.max_steps)
+    cands = self.model.step(state.params, memory, cfg.step_size, max_steps=cfg.max_steps)
     k, j, L = cands.shape
-    if self.select == "first":
+    if cfg.select == "first":
       picked, found, _ = self.model.pick_new(cands, state.codes, told)
     else:
       flat = cands.reshape(k * j, L)
       priority = self.model.predict(state.params, flat)
-      if self.select == "predicted":
+      if cfg.select == "predicted":
         picked, found, _ = self.model.pick_new(cands, state.codes, told,
                                                priority.reshape(k, j))
       else:
         picked, found, _ = self.model.pick_best(flat, state.codes, told, priority,
-                                                k=self.top_k)
+                                                k=cfg.top_k)
     found = found & ready
     first = None
-    if self.fallback == "predicted":
+    if cfg.fallback == "predicted":
       k_draw, key = jax.random.split(key)
-      draws = jax.vmap(self.space.sample)(jax.random.split(k_draw, self.fallback_draws))
+      draws = jax.vmap(self.space.sample)(jax.random.split(k_draw, cfg.fallback_draws))
       # Uniform order during the seed phase, the predictor's order once it is trained.
       rank = jnp.where(ready, -self.model.predict(state.params, draws), 0.0)
       first = draws[jnp.argsort(rank, stable=True)]
     codes = self._random_new(key, picked, found, state.codes, told, first)
     hits = jnp.sum(found, dtype=jnp.int32)
     return codes, state.replace(stepped=state.stepped + hits,
-                                fallback=state.fallback + jnp.where(ready, self.top_k - hits, 0))
+                                fallback=state.fallback + jnp.where(ready, cfg.top_k - hits, 0))
 
   def tell(self, key: jax.Array, state: NAOState, candidates, fitness) -> NAOState:
     """Add the candidates to the evaluated set and, once the seed phase is told, train
     the model on all of it."""
+    cfg = self.config
     codes = jnp.asarray(candidates, jnp.int32)
-    f = select_objective(fitness, self.objective)
+    f = select_objective(fitness, cfg.objective)
     rows = state.count + jnp.arange(codes.shape[0])
     state = state.replace(codes=state.codes.at[rows].set(codes, mode="drop"),
                           fitness=state.fitness.at[rows].set(f, mode="drop"),
                           count=state.count + codes.shape[0])
-    ready = state.count >= self.seed_size
+    ready = state.count >= cfg.seed_size
     real = state.told & ready  # nothing is trained on during the seed phase
-    scores, weights = normalised_scores(state.fitness, self.target, real)
+    scores, weights = normalised_scores(state.fitness, cfg.target, real)
     train_codes, rec_weight = state.codes, real.astype(jnp.float32)  # failures too
     k_draw, key = jax.random.split(key)
     b = self.model.batch_size
-    rows = self.capacity + self.unlabeled
+    rows = cfg.capacity + cfg.unlabeled
     pad = -rows % b if rows > b else 0
-    extra = jnp.zeros((self.unlabeled + pad, self.space.length), jnp.int32)
-    if self.unlabeled:
-      extra = extra.at[:self.unlabeled].set(
-          jax.vmap(self.space.sample)(jax.random.split(k_draw, self.unlabeled)))
-    if self.unlabeled or pad:
-      more = (jnp.arange(self.unlabeled + pad) < self.unlabeled) & ready
+    extra = jnp.zeros((cfg.unlabeled + pad, self.space.length), jnp.int32)
+    if cfg.unlabeled:
+      extra = extra.at[:cfg.unlabeled].set(
+          jax.vmap(self.space.sample)(jax.random.split(k_draw, cfg.unlabeled)))
+    if cfg.unlabeled or pad:
+      more = (jnp.arange(cfg.unlabeled + pad) < cfg.unlabeled) & ready
       train_codes = jnp.concatenate([train_codes, extra])
       rec_weight = jnp.concatenate([rec_weight, more.astype(jnp.float32)])
-      scores, weights = (jnp.pad(a, (0, self.unlabeled + pad)) for a in (scores, weights))
+      scores, weights = (jnp.pad(a, (0, cfg.unlabeled + pad)) for a in (scores, weights))
     params, opt_state, m = self.model.train(state.params, state.opt_state, train_codes,
                                             scores, weights, key, rec_weight,
-                                            epochs=self.epochs)
+                                            epochs=cfg.epochs)
     metrics = jnp.stack([m["loss"], m["mse"], m["nll"], m["token_accuracy"]])
     return state.replace(params=params, opt_state=opt_state,
                          metrics=jnp.where(ready, metrics, state.metrics))
 
 
-def _make(space: SearchSpace, config: dict) -> NAO:
-  objective = config["objective"]
-  if not 0 <= objective < config["num_objectives"]:
-    raise ValueError(f"objective {objective} is outside the {config['num_objectives']} "
-                     "objectives")
-  model = NAOModel(space, **{k: config[k] for k in MODEL_OPTIONS})
-  return NAO(model, seed_size=config["seed_size"], top_k=config["top_k"],
-             step_size=float(config["step_size"]), max_steps=config["max_steps"],
-             unlabeled=config["unlabeled"], select=config["select"],
-             pool_seeds=config["pool_seeds"],
-             fallback=config["fallback"], fallback_draws=config["fallback_draws"],
-             target=config["target"],
-             epochs=config["epochs"], objective=objective, capacity=config["capacity"])
-
-
-# The registry's defaults: NAO's search with the predictor as a filter over all steps
-# (``select="pool"``), the predictor's best random cell as the fallback, rank targets,
-# and 5 proposals per generation with 50 epochs per ``tell`` (as much training as 10
-# with 100), chosen on NB201 seeds 1000-1079 (docs/results/nao.md). PAPER restores
-# NAO's proposal rules and the previous defaults (10 per generation, 100 epochs).
-PAPER = {"select": "first", "pool_seeds": 0, "fallback": "random", "target": "minmax",
-         "top_k": 10, "epochs": 100}
-DEFAULTS = {"seed_size": 20, "top_k": 5, "step_size": 1.0, "max_steps": 20, "epochs": 50,
-            "objective": 0, "unlabeled": 0, "select": "pool", "pool_seeds": 0,
-            "fallback": "predicted", "fallback_draws": 256, "target": "rank",
-            "capacity": 256, "embed_dim": 32, "hidden": 64, "mlp_layers": 1,
-            "mlp_hidden": 64, "trade_off": 0.8, "learning_rate": 0.005, "weight_decay": 1e-4,
-            "grad_clip": 5.0, "batch_size": 32}
-SMOKE_CONFIG = {"seed_size": 4, "top_k": 2, "max_steps": 4, "epochs": 5, "embed_dim": 8,
-                "hidden": 16, "mlp_hidden": 16, "batch_size": 8, "capacity": 16}
-
 register_strategy(
-    "nao", _make, spaces=("*",), multi_objective=False, jittable=True,
-    default_config=DEFAULTS,
+    "nao", NAO, options=NAOConfig, spaces=("*",), multi_objective=False, jittable=True,
     smoke={"evaluator": {"kind": "nb201", "dataset": "cifar10"}, "config": SMOKE_CONFIG,
            "max_evals": 8},
     description="Neural Architecture Optimization: gradient steps in a learned embedding "
                 "(Luo et al. 2018)")
 
 
-# ----------------------------------------------------------------------------- NAO-WS
+_init = jax.jit(lambda nao, key: nao.init(key), static_argnums=0)
 _ask = jax.jit(lambda nao, key, state: nao.ask(key, state), static_argnums=0)
 _tell = jax.jit(lambda nao, key, state, cands, fitness: nao.tell(key, state, cands, fitness),
                 static_argnums=0)
@@ -410,135 +408,391 @@ def optimise(nao: NAO, score: Callable[[np.ndarray], np.ndarray], key: jax.Array
   return np.concatenate(codes), np.concatenate(scores), state
 
 
+# ----------------------------------------------------------------------------- NAO-WS
 NAO_WS_PREFIX = "nao_"
+# The options of NAO that NAO-WS takes, prefixed with ``nao_`` (the pool is NAO's seed set
+# and known set, so seed_size and capacity are the pool's size).
+WS_NAO_OPTIONS = ("top_k", "step_size", "max_steps", "epochs", "unlabeled", "select",
+                  "pool_seeds", "fallback", "fallback_draws", "target", *MODEL_OPTIONS)
+# NAO-WS keeps NAO's own proposal rules (the registered NAO defaults were tuned on the NB201
+# table's accuracy), and half the pool is renewed per iteration.
+WS_NAO_DEFAULTS = {**PAPER, "top_k": 50}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _NAOWSOptions(Options):
+  """The supernet and pool options of NAO-WS (:data:`NAOWSConfig` adds NAO's).
+
+  Attributes:
+    steps: training steps of the shared weights in all (the default is 10 epochs of the
+      112 full batches of 64 of ``fashion_mnist_small``'s 7,200 training images).
+    iterations: NAO iterations, each a share of the steps, a scoring of the pool and
+      (but after the last) a new pool.
+    chunk_steps: steps per :class:`~nasjax.search.work.TrainShared` request (the run
+      directory checkpoints after each).
+    batch_size: training images per step.
+    learning_rate, min_learning_rate: the cosine schedule's first and last step size.
+    momentum: SGD momentum, below 1.
+    weight_decay: L2 penalty on conv and dense kernels.
+    grad_clip: global-norm clipping of the gradient, or None.
+    augment: random crops and flips of the training batches.
+    affine, remat: the supernet's (:func:`nasjax.models.supernet.supernet_for_space`).
+    impl: how a path runs (:func:`nasjax.models.supernet.forward`).
+    bn, calib_batches, calib_batch_size, eval_examples: how the pool is scored
+      (:func:`nasjax.models.supernet.score_paths`; ``eval_examples`` None: the whole
+      validation split).
+    pool_size: architectures in the pool (drawn at random first, distinct).
+  """
+
+  strategy = "nao_ws"
+  steps: int = option(1120, integer(1))
+  iterations: int = option(3, integer(1))
+  chunk_steps: int = option(100, integer(1))
+  batch_size: int = option(64, integer(1))
+  learning_rate: float = option(0.025, number(0, open_min=True))
+  min_learning_rate: float = option(0.001, number(0))
+  momentum: float = option(0.9, number(0, 1))
+  weight_decay: float = option(5e-4, number(0))
+  grad_clip: float | None = option(5.0, number(0, open_min=True, none=True))
+  augment: bool = option(False, boolean())
+  affine: bool = option(False, boolean())
+  remat: bool = option(False, boolean())
+  impl: str = option("switch", one_of(*sn_lib.IMPLS))
+  bn: str = option("recalibrate", one_of(*sn_lib.BN_MODES))
+  calib_batches: int = option(8, integer(1))
+  calib_batch_size: int = option(64, integer(1))
+  eval_examples: int | None = option(None, integer(1, none=True))
+  pool_size: int = option(100, integer(2))
+
+  def check(self) -> None:
+    if self.momentum >= 1:
+      raise ValueError(f"nao_ws: option momentum must be below 1, got {self.momentum!r}")
+    if self.min_learning_rate > self.learning_rate:
+      raise ValueError(f"nao_ws: min_learning_rate {self.min_learning_rate!r} exceeds "
+                       f"learning_rate {self.learning_rate!r}")
+    if self.iterations > self.steps:
+      raise ValueError(f"nao_ws: {self.iterations} iterations need at least as many steps, "
+                       f"got steps={self.steps}")
+    top_k = getattr(self, NAO_WS_PREFIX + "top_k")
+    if top_k >= self.pool_size:
+      raise ValueError(f"nao_ws: nao_top_k {top_k} must be below pool_size {self.pool_size}")
+
+  def nao_config(self) -> NAOConfig:
+    """The options of the NAO that renews the pool."""
+    return NAOConfig(seed_size=self.pool_size, capacity=self.pool_size, **{
+        k: getattr(self, NAO_WS_PREFIX + k) for k in WS_NAO_OPTIONS})
+
+
+def _nao_options(names, defaults) -> list:
+  """``make_dataclass`` fields of the :class:`NAOConfig` options ``names``, prefixed."""
+  fields = {f.name: f for f in dataclasses.fields(NAOConfig)}
+  return [(NAO_WS_PREFIX + n, fields[n].type,
+           option(defaults.get(n, fields[n].default), fields[n].metadata["check"]))
+          for n in names]
+
+
+NAOWSConfig = dataclasses.make_dataclass(
+    "NAOWSConfig", _nao_options(WS_NAO_OPTIONS, WS_NAO_DEFAULTS), bases=(_NAOWSOptions,),
+    frozen=True, kw_only=True,
+    namespace={"__module__": __name__, "__doc__": _NAOWSOptions.__doc__.replace(
+        "The supernet and pool options of NAO-WS (:data:`NAOWSConfig` adds NAO's).",
+        "NAO-WS's options: these, and the :class:`NAOConfig` options named in "
+        ":data:`WS_NAO_OPTIONS` prefixed with ``nao_`` (defaults: :data:`PAPER`, with "
+        "``nao_top_k`` 50).")})
+
+
+KERNEL_PARAMS = ("kernel", "depthwise", "pointwise")
+
+
+def _kernels(params) -> Any:
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], "key", None) in KERNEL_PARAMS, params)
+
+
+def supernet_optimizer(config: NAOWSConfig) -> optax.GradientTransformation:
+  """SGD of the shared weights: gradient clipping, L2 weight decay on kernels, momentum,
+  and optax's cosine schedule over ``steps`` updates."""
+  schedule = optax.cosine_decay_schedule(
+      config.learning_rate, config.steps,
+      alpha=config.min_learning_rate / config.learning_rate)
+  clip = [] if config.grad_clip is None else [optax.clip_by_global_norm(config.grad_clip)]
+  return optax.chain(*clip, optax.add_decayed_weights(config.weight_decay, _kernels),
+                     optax.trace(decay=config.momentum), optax.scale_by_learning_rate(schedule))
+
+
+@functools.lru_cache(maxsize=32)
+def _op_of_node(spec: sn_lib.SupernetSpec) -> dict[str, tuple[int, int, int]]:
+  """``(cell type, edge, op)`` of every node of an edge op of a supernet of ``spec``."""
+  return {n.name: (c.kind, e.index, k) for c in spec.plan.cells() for e in c.edges
+          for k, eop in enumerate(e.ops) for n in eop.nodes}
+
+
+def _on_path(spec: sn_lib.SupernetSpec, params, path) -> Any:
+  """A ``params``-shaped tree of bool scalars: whether each array belongs to an op that
+  ``path`` runs, or to no edge op (then it always runs)."""
+  weights = spec.path_weights(path)
+  owner = _op_of_node(spec)
+  return {node: {name: weights[owner[node]] != 0 if node in owner else jnp.bool_(True)
+                 for name in arrays} for node, arrays in params.items()}
+
+
+def _off_path_kept(used, new, old) -> Any:
+  """``new`` where ``used``, ``old`` elsewhere, in every subtree of an optimiser state that
+  is shaped like the parameters (the momentum of the ops off the path)."""
+  shape = jax.tree_util.tree_structure(used)
+  like = lambda x: jax.tree_util.tree_structure(x) == shape
+  return jax.tree_util.tree_map(
+      lambda n, o: jax.tree_util.tree_map(jnp.where, used, n, o) if like(n) else n,
+      new, old, is_leaf=like)
+
+
+def _finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree)]))
+
+
+@functools.cache
+def weight_step(config: NAOWSConfig):
+  """NAO-WS's step of the shared weights for ``config``: the same function object for
+  equal options, so the evaluator compiles it once for every chunk.
+
+  ``step(weights, batch, key, step) -> (weights, metrics)`` with ``weights`` the dict
+  ``{"supernet": Supernet, "opt_state": optimiser state, "pool": (P, L) codes}``: it
+  draws one architecture of the pool uniformly from ``key`` and applies one
+  :func:`supernet_optimizer` update on ``batch = (x, y)`` to the weights it uses. The
+  arrays of the ops off the path and their momentum stay exactly as they are (as the
+  paper's SGD leaves parameters without a gradient alone); a step whose loss or weights
+  are not finite is discarded. ``metrics``: the step's ``loss`` and ``accuracy``.
+  """
+  tx = supernet_optimizer(config)
+
+  def loss_fn(params, sn, x, y, path):
+    logits, bn_state = sn_lib.forward(sn.replace(params=params), x, path=path,
+                                      impl=config.impl, train=True)
+    loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), y))
+    return loss, (bn_state, jnp.mean(jnp.argmax(logits, -1) == y))
+
+  grad = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def step(weights, batch, key, step):
+    del step  # the schedule counts the updates in the optimiser state
+    sn, pool = weights["supernet"], weights["pool"]
+    x, y = batch
+    path = pool[jax.random.randint(key, (), 0, pool.shape[0])]
+    (loss, (bn_state, acc)), grads = grad(sn.params, sn, x, y, path)
+    updates, opt_state = tx.update(grads, weights["opt_state"], sn.params)
+    used = _on_path(sn.spec, sn.params, path)
+    params = jax.tree_util.tree_map(jnp.where, used, optax.apply_updates(sn.params, updates),
+                                    sn.params)
+    new = {"supernet": sn.replace(params=params, state=bn_state),
+           "opt_state": _off_path_kept(used, opt_state, weights["opt_state"]), "pool": pool}
+    ok = jnp.isfinite(loss) & _finite(params)
+    return (jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, weights),
+            {"loss": loss, "accuracy": acc})
+
+  return step
+
+
+def score_pool(config: NAOWSConfig, supernet: sn_lib.Supernet, codes, data) -> np.ndarray:
+  """The score of a :class:`~nasjax.search.work.ScoreShared` (with ``config`` bound):
+  each path's validation accuracy with the shared weights
+  (:func:`nasjax.models.supernet.score_paths`)."""
+  return sn_lib.score_paths(supernet, codes, data, bn=config.bn,
+                            calib_batches=config.calib_batches,
+                            calib_batch_size=config.calib_batch_size,
+                            max_examples=config.eval_examples, impl=config.impl)
+
+
+@flax.struct.dataclass
+class NAOWSLog:
+  """Per-iteration records: weight ``step`` at its end, mean ``train_loss`` and
+  ``train_accuracy`` of its steps, best and mean score of its pool, seconds the
+  evaluator spent on its training and scoring."""
+
+  step: jax.Array
+  train_loss: jax.Array
+  train_accuracy: jax.Array
+  best_score: jax.Array
+  mean_score: jax.Array
+  seconds: jax.Array
+
+  @classmethod
+  def empty(cls, n: int) -> "NAOWSLog":
+    nan = np.full((n,), np.nan, np.float32)
+    return cls(np.zeros((n,), np.int32), nan, nan, nan, nan, np.zeros((n,), np.float32))
 
 
 @flax.struct.dataclass
 class NAOWSState:
   """Attributes:
-    spos: the supernet, its optimiser state, phase log and proposal ranking (the state
-      of :class:`~nasjax.search.strategies.spos.Spos`, whose search is replaced by NAO).
-    controller: the NAO state of the last phase's search.
+    supernet: the shared weights and batch-norm statistics.
+    opt_state: their optimiser's state.
+    key: ``(2,)`` uint32 key data of the batch order and the steps' paths.
+    step: ``()`` int32 weight steps done.
+    iteration: ``()`` int32 pools scored.
+    pool: ``(P, L)`` int32 the architecture pool; once scored, best first.
+    scores: ``(P,)`` float32 the pool's scores (NaN where not scored yet).
+    controller: the NAO state of the last renewal of the pool.
+    log: :class:`NAOWSLog`, one row per iteration.
+    next: ``()`` int32 the row of the final pool proposed next.
+    count: ``()`` int32 candidates told.
   """
 
-  spos: Any
+  supernet: sn_lib.Supernet
+  opt_state: Any
+  key: jax.Array
+  step: jax.Array
+  iteration: jax.Array
+  pool: jax.Array
+  scores: jax.Array
   controller: NAOState
+  log: NAOWSLog
+  next: jax.Array
+  count: jax.Array
 
 
-@dataclasses.dataclass(eq=False)
+_random_pool = jax.jit(
+    lambda nao, key, n: nao._random_new(
+        key, jnp.zeros((n, nao.space.length), jnp.int32), jnp.zeros(n, bool),
+        jnp.zeros((1, nao.space.length), jnp.int32), jnp.zeros(1, bool)),
+    static_argnums=(0, 2))
+
+
+@dataclasses.dataclass(frozen=True)
 class NAOWS:
-  """NAO-WS: NAO on a weight-sharing supernet's validation accuracy.
-
-  Each of ``phases`` phases trains the supernet further with uniformly sampled paths
-  (SPOS's recipe, :meth:`~nasjax.search.strategies.spos.Spos.train`), then runs NAO from scratch
-  against the supernet's scores (:func:`optimise`, ``nao_evaluations`` scored paths), and
-  ranks every path it scored. As for the other one-shot strategies, ``ask`` proposes the
-  best-ranked path not proposed yet, and ``tell`` only counts: the evaluator's measurement
-  never feeds back.
+  """NAO-WS as a strategy (see the module docstring).
 
   Attributes:
     space: an ``nb201`` or ``darts`` search space.
-    options: keys of :data:`NAO_WS_CONFIG`: the supernet options of ``spos`` (without its
-      evolution's) and NAO's options prefixed with ``nao_``.
-    data: the data set; loaded from ``options`` when None.
+    problem: the task (input shape and classes of the supernet).
+    config: an :class:`NAOWSConfig`.
+    nao: the NAO that renews the pool (derived from ``config``).
+    spec: the supernet of ``space`` for ``problem`` (derived).
   """
 
   space: SearchSpace
-  options: dict
-  data: Any = None
+  problem: work.Problem
+  config: NAOWSConfig = NAOWSConfig()
+  nao: NAO = dataclasses.field(init=False, repr=False, compare=False)
+  spec: sn_lib.SupernetSpec = dataclasses.field(init=False, repr=False, compare=False)
   name = "nao_ws"
 
   def __post_init__(self):
-    from nasjax.search.strategies import spos
-
-    opts = {k: v for k, v in self.options.items() if k != "num_objectives"}
-    unknown = set(opts) - set(NAO_WS_CONFIG)
-    if unknown:
-      raise ValueError(f"unknown option(s) {sorted(unknown)} for {self.name!r}; it takes "
-                       f"{sorted(NAO_WS_CONFIG)}")
-    self.options = {**NAO_WS_CONFIG, **opts}
-    nao_opts = {k[len(NAO_WS_PREFIX):]: v for k, v in self.options.items()
-                if k.startswith(NAO_WS_PREFIX) and k != "nao_evaluations"}
-    evaluations = self.options["nao_evaluations"]
-    if not isinstance(evaluations, int) or evaluations < 1:
-      raise ValueError(f"nao_evaluations must be a positive int, got {evaluations!r}")
-    self.nao = _make(self.space, {**DEFAULTS, **nao_opts, "num_objectives": 1})
-    if evaluations > self.nao.capacity:
-      raise ValueError(f"nao_evaluations {evaluations} exceeds nao_capacity "
-                       f"{self.nao.capacity}")
-    spos_opts = {k: v for k, v in self.options.items() if not k.startswith(NAO_WS_PREFIX)}
-    self.spos = spos.Spos(self.space, spos_opts, self.data)
-    self.data = self.spos.data
-
-  def config(self) -> dict:
-    return dict(self.options)
+    cfg = self.config
+    object.__setattr__(self, "nao", NAO(self.space, cfg.nao_config()))
+    object.__setattr__(self, "spec", sn_lib.supernet_for_space(
+        self.space, self.problem.input_shape, self.problem.num_classes, affine=cfg.affine,
+        remat=cfg.remat))
 
   def init(self, key: jax.Array) -> NAOWSState:
-    k_spos, k_nao = jax.random.split(key)
-    return NAOWSState(self.spos.init(k_spos), self.nao.init(k_nao))
+    k_net, k_pool, k_nao, k_data = jax.random.split(key, 4)
+    cfg = self.config
+    sn = self.spec.init(k_net)
+    z = np.zeros((), np.int32)
+    return NAOWSState(sn, supernet_optimizer(cfg).init(sn.params),
+                      np.asarray(jax.random.key_data(k_data), np.uint32), z, z,
+                      np.asarray(_random_pool(self.nao, k_pool, cfg.pool_size)),
+                      np.full(cfg.pool_size, np.nan, np.float32), _init(self.nao, k_nao),
+                      NAOWSLog.empty(cfg.iterations), z, z)
 
-  def search(self, state: NAOWSState) -> tuple[np.ndarray, np.ndarray, NAOState]:
-    """NAO on the current supernet: every scored code, its score and NAO's state."""
-    sp = state.spos
-    key = jax.random.fold_in(self.spos._key(sp, 3), int(sp.phase))
-    return optimise(self.nao, lambda c: self.spos.score(sp, c), key,
-                    evaluations=self.options["nao_evaluations"])
+  def iteration_end(self, iteration: int) -> int:
+    """The weight step at which iteration ``iteration`` (0-based; -1: none) ends."""
+    return int(round(self.config.steps * (iteration + 1) / self.config.iterations))
 
   def ask(self, key: jax.Array, state: NAOWSState):
-    """Run the next phase (train the supernet, then NAO on its scores) if any; propose
-    the best-ranked path not proposed yet.
+    """Training or scoring work while iterations remain; then the final pool, best first,
+    one architecture per ask.
 
     Returns:
-      ``(codes (1, L) int32, state)``.
+      ``(request, state)``: a :class:`~nasjax.search.work.TrainShared`, a
+      :class:`~nasjax.search.work.ScoreShared`, or codes ``(1, L)`` int32.
     """
-    from nasjax.search.strategies import oneshot
-
     del key  # the search is deterministic given init's key
-    sp, controller = state.spos, state.controller
-    phase = int(sp.phase)
-    phases = self.options["phases"]
-    if phase < phases:
-      sp, loss, acc = self.spos.train(sp, oneshot.phase_end(phase, phases, self.spos.total))
-      codes, scores, controller = self.search(state.replace(spos=sp))
-      log = sp.log
-      log = log.replace(step=log.step.at[phase].set(sp.step),
-                        train_loss=log.train_loss.at[phase].set(loss),
-                        train_accuracy=log.train_accuracy.at[phase].set(acc),
-                        best_score=log.best_score.at[phase].set(float(np.nanmax(scores))))
-      sp = sp.replace(phase=sp.phase + 1, log=log,
-                      proposals=oneshot.Proposals.from_scores(
-                          codes, np.nan_to_num(scores, nan=-np.inf), self.options["proposals"]))
-    codes, sp = oneshot.propose(sp, phases)
-    return codes, NAOWSState(sp, controller)
+    cfg, it = self.config, int(state.iteration)
+    if it >= cfg.iterations:
+      i = int(state.next) % cfg.pool_size
+      return np.asarray(state.pool)[i:i + 1], state.replace(next=state.next + 1)
+    start, end = int(state.step), self.iteration_end(it)
+    if start < end:
+      weights = {"supernet": state.supernet, "opt_state": state.opt_state, "pool": state.pool}
+      key = jax.random.wrap_key_data(jnp.asarray(state.key))
+      return work.TrainShared(weights, weight_step(cfg), start, min(start + cfg.chunk_steps, end),
+                              cfg.batch_size, key, augment=cfg.augment), state
+    return work.ScoreShared(state.supernet, np.asarray(state.pool),
+                            functools.partial(score_pool, cfg)), state
 
-  def tell(self, key, state: NAOWSState, candidates, fitness) -> NAOWSState:
-    from nasjax.search.strategies import oneshot
+  def tell(self, key: jax.Array, state: NAOWSState, candidates, fitness) -> NAOWSState:
+    """Keep trained weights, take the pool's scores (and renew the pool), or count the
+    candidates told."""
+    if isinstance(candidates, work.TrainShared):
+      return self._trained(state, candidates, fitness)
+    if isinstance(candidates, work.ScoreShared):
+      return self._scored(key, state, candidates, fitness)
+    return state.replace(count=state.count + np.shape(candidates)[0])
 
-    del key, fitness
-    return state.replace(spos=oneshot.count_told(state.spos, candidates))
+  def _trained(self, state: NAOWSState, request: work.TrainShared,
+               result: work.SharedResult) -> NAOWSState:
+    it = int(state.iteration)
+    before = int(request.start) - self.iteration_end(it - 1)  # steps of the iteration before
+    steps = int(request.stop) - int(request.start)
+    log = jax.tree_util.tree_map(lambda a: np.array(a, copy=True), state.log)
+    for row, name in ((log.train_loss, "loss"), (log.train_accuracy, "accuracy")):
+      value = result.metrics.get(name, np.nan)  # the iteration's running mean
+      row[it] = value if before == 0 else (row[it] * before + value * steps) / (before + steps)
+    log.step[it] = int(request.stop)
+    log.seconds[it] += result.seconds
+    return state.replace(supernet=result.weights["supernet"],
+                         opt_state=result.weights["opt_state"], step=np.int32(request.stop),
+                         log=log)
+
+  def _scored(self, key: jax.Array, state: NAOWSState, request: work.ScoreShared,
+              result: work.SharedResult) -> NAOWSState:
+    it = int(state.iteration)
+    scores = np.asarray(result.scores, np.float64)
+    order = np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
+    pool, scores = np.asarray(request.codes, np.int32)[order], scores[order]
+    finite = scores[np.isfinite(scores)]
+    log = jax.tree_util.tree_map(lambda a: np.array(a, copy=True), state.log)
+    log.best_score[it] = finite.max() if len(finite) else np.nan
+    log.mean_score[it] = finite.mean() if len(finite) else np.nan
+    log.seconds[it] += result.seconds
+    controller = state.controller
+    if it + 1 < self.config.iterations:
+      pool, scores, controller = self.renew(key, pool, scores)
+    return state.replace(iteration=np.int32(it + 1), pool=pool,
+                         scores=np.asarray(scores, np.float32), controller=controller, log=log)
+
+  def renew(self, key: jax.Array, pool: np.ndarray, scores: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray, NAOState]:
+    """The next pool: a fresh encoder-predictor-decoder trained on the scored ``pool``
+    (best first), and the worst ``nao_top_k`` architectures replaced by the new ones its
+    gradient steps from the best decode (new to the pool and distinct).
+
+    Returns:
+      ``(pool, scores (NaN for the new architectures), NAO's state)``.
+    """
+    k_init, k_tell, k_ask = jax.random.split(key, 3)
+    state = _tell(self.nao, k_tell, _init(self.nao, k_init), pool,
+                  jnp.asarray(-scores, jnp.float32))
+    new, state = _ask(self.nao, k_ask, state)
+    keep = self.config.pool_size - self.nao.config.top_k
+    return (np.concatenate([pool[:keep], np.asarray(new, np.int32)]),
+            np.concatenate([scores[:keep], np.full(len(new), np.nan)]), state)
 
 
-def _nao_ws_config() -> dict:
-  from nasjax.search.strategies import spos
+def _make_ws(space: SearchSpace, config: NAOWSConfig, *, problem: work.Problem) -> NAOWS:
+  return NAOWS(space, problem, config)
 
-  supernet = {k: v for k, v in spos.DEFAULT_CONFIG.items()
-              if k not in ("cycles", "population_size", "sample_size")}
-  # NAO-WS keeps NAO's own proposal rules (the NB201 tuning used the table's accuracy).
-  nao = {NAO_WS_PREFIX + k: v for k, v in {**DEFAULTS, **PAPER}.items() if k != "objective"}
-  nao[NAO_WS_PREFIX + "evaluations"] = 100
-  return {**supernet, **nao}
-
-
-NAO_WS_CONFIG = _nao_ws_config()
 
 register_strategy(
-    "nao_ws", lambda space, config: NAOWS(space, dict(config)), spaces=("nb201", "darts"),
-    multi_objective=False, jittable=False, default_config=NAO_WS_CONFIG,
+    "nao_ws", _make_ws, spaces=("nb201", "darts"), multi_objective=False, jittable=False,
+    options=NAOWSConfig, needs_problem=True,
     smoke={"space": "nb201", "space_config": {"C": 2, "N": 1},
-           "config": {"epochs": 1.0, "max_steps": 4, "data_limit": 256, "batch_size": 16,
+           "config": {"steps": 4, "iterations": 2, "chunk_steps": 2, "batch_size": 16,
                       "calib_batches": 2, "calib_batch_size": 16, "eval_examples": 64,
-                      "nao_evaluations": 8,
-                      **{NAO_WS_PREFIX + k: v for k, v in SMOKE_CONFIG.items()}},
+                      "pool_size": 8, "nao_top_k": 4,
+                      **{NAO_WS_PREFIX + k: v for k, v in SMOKE_CONFIG.items()
+                         if k not in ("seed_size", "capacity", "top_k")}},
            "max_evals": 2, "train": {"epochs": 0.05, "batch_size": 32}},
-    description="NAO-WS: NAO on a uniformly trained weight-sharing supernet's validation "
-                "accuracy (Luo et al. 2018, section 3.5)")
+    description="NAO-WS: NAO renewing a pool of architectures that share a supernet's "
+                "weights, trained on the pool and scored with them (Luo et al. 2018, §3.5)")

@@ -62,6 +62,7 @@ class TokenScheme:
     vocab_size: V, including the start token 0.
     swaps: pairs ``(a, b)`` of equally long code-position groups whose exchange leaves
       the architecture unchanged (the two edges of a DARTS node).
+    valid: ``(T, V)`` bool, the tokens each position accepts (derived).
   """
 
   source: tuple[int, ...]
@@ -69,6 +70,7 @@ class TokenScheme:
   choices: tuple[int, ...]
   vocab_size: int
   swaps: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] = ()
+  valid: np.ndarray = dataclasses.field(init=False, repr=False, compare=False)
 
   def __post_init__(self):
     if not len(self.source) == len(self.offset) == len(self.choices):
@@ -81,6 +83,9 @@ class TokenScheme:
     if min(self.offset) < 1 or top > self.vocab_size:
       raise ValueError(f"tokens must lie in [1, {self.vocab_size}), got offsets {self.offset} "
                        f"with choices {self.choices}")
+    v = np.arange(self.vocab_size)[None, :]
+    off, n = np.asarray(self.offset)[:, None], np.asarray(self.choices)[:, None]
+    object.__setattr__(self, "valid", (v >= off) & (v < off + n))
 
   @property
   def length(self) -> int:
@@ -91,13 +96,6 @@ class TokenScheme:
   def code_length(self) -> int:
     """L, the length of a code."""
     return sum(s >= 0 for s in self.source)
-
-  @functools.cached_property
-  def valid(self) -> np.ndarray:
-    """``(T, V)`` bool: the tokens each position accepts."""
-    v = np.arange(self.vocab_size)[None, :]
-    off, n = np.asarray(self.offset)[:, None], np.asarray(self.choices)[:, None]
-    return (v >= off) & (v < off + n)
 
   def tokens(self, codes: jax.Array) -> jax.Array:
     """Token sequences ``(..., T)`` int32 of codes ``(..., L)``."""
@@ -294,6 +292,10 @@ class NAOModel:
     weight_decay: L2 penalty added to the gradients (as NAO's Adam).
     grad_clip: global gradient-norm clip.
     batch_size: architectures per training step.
+    scheme: the space's :class:`TokenScheme` (derived).
+    net: the flax modules (:class:`NAONet`, derived).
+    optimizer: the optax training transformation: global-norm clipping, the L2 penalty
+      and Adam (derived).
   """
 
   space: SearchSpace
@@ -306,6 +308,10 @@ class NAOModel:
   weight_decay: float = 1e-4
   grad_clip: float = 5.0
   batch_size: int = 32
+  scheme: TokenScheme = dataclasses.field(init=False, repr=False, compare=False)
+  net: NAONet = dataclasses.field(init=False, repr=False, compare=False)
+  optimizer: optax.GradientTransformation = dataclasses.field(init=False, repr=False,
+                                                               compare=False)
 
   def __post_init__(self):
     for what in ("embed_dim", "hidden", "mlp_hidden", "batch_size"):
@@ -321,21 +327,14 @@ class NAOModel:
         raise ValueError(f"{what} must be positive, got {getattr(self, what)!r}")
     if not self.weight_decay >= 0:
       raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay!r}")
-
-  @functools.cached_property
-  def scheme(self) -> TokenScheme:
-    return token_scheme(self.space)
-
-  @functools.cached_property
-  def net(self) -> NAONet:
-    return NAONet(self.scheme.vocab_size, self.embed_dim, self.hidden, self.mlp_layers,
-                  self.mlp_hidden)
-
-  @functools.cached_property
-  def optimizer(self) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(self.grad_clip),
-                       optax.add_decayed_weights(self.weight_decay),
-                       optax.adam(self.learning_rate))
+    scheme = token_scheme(self.space)
+    object.__setattr__(self, "scheme", scheme)
+    object.__setattr__(self, "net", NAONet(scheme.vocab_size, self.embed_dim, self.hidden,
+                                           self.mlp_layers, self.mlp_hidden))
+    # Adam with an L2 penalty added to the gradients (NAO's Adam with weight decay).
+    object.__setattr__(self, "optimizer", optax.chain(
+        optax.clip_by_global_norm(self.grad_clip), optax.add_decayed_weights(self.weight_decay),
+        optax.adam(self.learning_rate)))
 
   def init(self, key: jax.Array) -> tuple[Any, Any]:
     """``(params, opt_state)`` of a fresh model."""
