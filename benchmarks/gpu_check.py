@@ -742,7 +742,7 @@ def supernet_section(sizes: Sizes, clock: Clock) -> dict:
 
   spec = sn_lib.NB201Supernet(C=sizes.supernet_C, N=sizes.supernet_N,
                               input_shape=(32, 32, 3), num_classes=10)
-  opt = oneshot.SGD()
+  tx = oneshot.sgd(0.01)
   rng = np.random.default_rng(0)
   path = jnp.asarray(rng.integers(0, 5, spec.weights_shape[1]), jnp.int32)
   weights = jax.nn.softmax(jnp.asarray(1e-3 * rng.standard_normal(spec.weights_shape),
@@ -752,7 +752,6 @@ def supernet_section(sizes: Sizes, clock: Clock) -> dict:
               "darts_mixed": (spec, False, "switch", weights),
               "darts_mixed_remat": (dataclasses.replace(spec, remat=True), False, "switch",
                                     weights)}
-  lr = np.float32(0.01)
   device = jax.devices()[0]
   rows, compile_wall = [], {}
   workers = max(1, min(len(sizes.supernet_timed), (os.cpu_count() or 2) // 4))
@@ -770,8 +769,8 @@ def supernet_section(sizes: Sizes, clock: Clock) -> dict:
         continue
       sn = sn_lib.init(s, jax.random.key(0))
       t = time.perf_counter()
-      lowered = oneshot.weight_step_fn(opt, by_path, impl).lower(sn, opt.init(sn.params), x,
-                                                                 y, arch, lr)
+      lowered = oneshot.weight_step_fn(tx, by_path, impl).lower(sn, tx.init(sn.params), x,
+                                                                y, arch)
       row["lower_seconds"] = time.perf_counter() - t
       if name in sizes.supernet_timed:
         todo.append((row, lowered, sn, arch))
@@ -789,12 +788,12 @@ def supernet_section(sizes: Sizes, clock: Clock) -> dict:
         row["planned_peak_bytes"] = (m.temp_size_in_bytes + m.argument_size_in_bytes
                                      + m.output_size_in_bytes - m.alias_size_in_bytes)
         row["temp_bytes"] = m.temp_size_in_bytes
-      carry = [sn, opt.init(sn.params)]
+      carry = [sn, tx.init(sn.params)]
 
       def run(steps, step=step, carry=carry, x=x, y=y, arch=arch):
         loss = None
         for _ in range(steps):
-          carry[0], carry[1], loss, _ = step(carry[0], carry[1], x, y, arch, lr)
+          carry[0], carry[1], loss, _ = step(carry[0], carry[1], x, y, arch)
         loss.block_until_ready()
 
       run(1)

@@ -55,14 +55,15 @@ SPACES = {
 }
 
 
-def _supernet(**extra) -> dict:
-  """Options of a one-shot strategy: one epoch of its supernet on the evaluator's images."""
-  return {"epochs": 1.0, "batch_size": 64, **extra}
+def _supernet(steps: int, **extra) -> dict:
+  """Options of a weight-sharing strategy: ``steps`` shared-weight steps of batch 64."""
+  return {"steps": steps, "batch_size": 64, **extra}
 
 
 def plans(limit: int, evals: int) -> dict:
   """``{strategy: (space, strategy config)}``: the configuration each strategy runs."""
   proposals = max(2 * evals, 16)
+  steps = max(1, int(0.9 * limit) // 64)  # one epoch of the training split
   return {
       "random": ("plain_cnn", {}),
       "rea": ("plain_cnn", {"population_size": 6, "sample_size": 3}),
@@ -74,13 +75,12 @@ def plans(limit: int, evals: int) -> dict:
       "eas": ("plain_cnn", {"start": {"variant": "tiny", "num_blocks": 2},
                             "num_children": 4}),
       "pnas": ("pnas_cell", {"beam": 4, "first_level": 4, "members": 3, "fit_steps": 50}),
-      "spos": ("nb201", _supernet(cycles=10, population_size=8, sample_size=3,
+      "spos": ("nb201", _supernet(steps, cycles=10, population_size=8, sample_size=3,
                                   proposals=proposals)),
-      "darts": ("nb201", _supernet(proposals=proposals)),
-      "enas": ("nb201", _supernet(derive_samples=proposals)),
-      "nao_ws": ("nb201", _supernet(proposals=proposals, nao_seed_size=8,
-                                    nao_top_k=3, nao_epochs=50)),
-      "smash": ("smash", _supernet(num_samples=proposals, proposals=proposals,
+      "darts": ("nb201", _supernet(steps, proposals=proposals)),
+      "enas": ("nb201", _supernet(steps, derive_samples=proposals)),
+      "nao_ws": ("nb201", _supernet(steps, pool_size=16, nao_top_k=3, nao_epochs=50)),
+      "smash": ("smash", _supernet(steps, num_samples=proposals, proposals=proposals,
                                    eval_examples=500)),
   }
 

@@ -5,8 +5,10 @@
     python experiments/oneshot_cifar10_nb201.py --lookup '|nor_conv_3x3~0|+|...|'
 
 Each method (:mod:`nasjax.search.strategies.spos`, :mod:`~nasjax.search.strategies.darts`,
-:mod:`~nasjax.search.strategies.enas`; ``darts2`` is second-order DARTS) searches once per seed
-and returns a cell; nothing is trained alone: the cell's row of
+:mod:`~nasjax.search.strategies.enas`; ``darts2`` is second-order DARTS) searches once per
+seed on the experiment's data (its requests on the shared weights run here,
+:func:`~nasjax.search.strategies.oneshot.run_until_proposal`) and returns a cell; nothing
+is trained alone: the cell's row of
 ``shared/data/nb201/nb201.csv`` gives its 200-epoch test accuracy (and 12-epoch
 validation accuracy), and its rank among the 15,625 cells. NB201 reports these methods
 the same way (their test accuracy from the benchmark, mean and std over runs).
@@ -29,12 +31,12 @@ import numpy as np
 
 from nasjax import configs
 from nasjax import data as data_lib
-from nasjax.search import tabular
-from nasjax.search.strategies import darts, enas, spos
+from nasjax.search import make_strategy, tabular, work
 from nasjax.search.spaces import NB201Space
+from nasjax.search.strategies import oneshot
 
-STRATEGIES = {"spos": spos.Spos, "darts": darts.Darts, "darts2": darts.Darts,
-              "enas": enas.Enas}
+# The strategy each method runs (``darts2``: second-order DARTS).
+STRATEGIES = {"spos": "spos", "darts": "darts", "darts2": "darts", "enas": "enas"}
 
 
 def load_variants(name: str = "oneshot_cifar10_nb201_config") -> dict:
@@ -61,6 +63,17 @@ def lookup(arch_str: str, dataset: str = "cifar10", data_dir=None) -> dict:
           "rank": int(np.sum(test > test[r])) + 1, "optimum": float(test.max())}
 
 
+def make_method(name: str, options: dict, space, data):
+  """The strategy of method ``name`` with ``options`` (``epochs`` turned into ``steps``
+  on ``data``'s training split), for ``data``'s input shape and classes."""
+  options = dict(options)
+  epochs = options.pop("epochs", None)
+  if epochs is not None:
+    options["steps"] = oneshot.steps_for_epochs(epochs, len(data.y_train),
+                                                options.get("batch_size", 64))
+  return make_strategy(STRATEGIES[name], space, options, problem=work.Problem.of(data))
+
+
 def _save(path: Path, results: dict) -> None:
   tmp = path.with_suffix(".tmp")
   tmp.write_text(json.dumps(results, indent=1))
@@ -82,17 +95,16 @@ def train_and_evaluate(cfg, workdir, only=None, data_dir=None) -> dict:
       key = f"{name}/{seed}"
       if key in runs:
         continue
-      options = {**cfg.methods[name], "dataset": cfg.dataset, "data_limit": cfg.data_limit,
-                 "val_fraction": cfg.val_fraction, "data_seed": cfg.data_seed}
-      strat = STRATEGIES[name](space, options, data=data)
+      strat = make_method(name, cfg.methods[name], space, data)
       start = time.perf_counter()
       state = strat.init(jax.random.key(seed))
-      codes, state = strat.ask(jax.random.key(seed + 1), state)
+      codes, state, _ = oneshot.run_until_proposal(strat, state, jax.random.key(seed + 1),
+                                                   data)
       seconds = time.perf_counter() - start
       row = lookup(space.describe(np.asarray(codes[0])), cfg.table_dataset, data_dir)
-      log = state.log.rows() if hasattr(state.log, "rows") else None
       runs[key] = {**row, "method": name, "seed": seed, "search_seconds": seconds,
-                   "steps": int(state.step), "log": log}
+                   "steps": int(state.step), "log": state.log.rows(),
+                   "phase_log": state.phase_log.rows()}
       _save(path, results)
       print(f"{key}: {row['arch']} test {row['test_accuracy']:.2f}% rank {row['rank']} "
             f"({seconds:.0f}s)", flush=True)

@@ -26,7 +26,9 @@ class Config:
   Attributes:
     dataset, data_limit, val_fraction, data_seed: the data (:func:`nasjax.data.load`).
     space: :class:`nasjax.search.spaces.NB201Space` fields.
-    methods: strategy name -> options (``DEFAULT_CONFIG`` keys of the strategy).
+    methods: name -> options of the strategy (``darts2`` is ``darts``): the fields of
+      its options class, where ``epochs`` may stand for ``steps`` (that many passes over
+      the training split at the method's ``batch_size``).
     table_dataset: the NB201 table's data set whose accuracies are reported.
     seeds: one search per seed and method.
   """
@@ -41,11 +43,12 @@ class Config:
                "cycles": 1000, "population_size": 50, "sample_size": 10,
                "calib_batches": 20, "calib_batch_size": 256},
       "darts": {"epochs": 50.0, "batch_size": 64, "augment": True, "weight_decay": 3e-4,
-                "order": "first", "arch_learning_rate": 3e-4, "log_every": 391},
+                "order": "first", "arch_learning_rate": 3e-4, "chunk_steps": 390},
       "darts2": {"epochs": 50.0, "batch_size": 64, "augment": True, "weight_decay": 3e-4,
-                 "order": "second", "arch_learning_rate": 3e-4, "log_every": 391},
+                 "order": "second", "arch_learning_rate": 3e-4, "chunk_steps": 390},
       "enas": {"epochs": 50.0, "batch_size": 64, "augment": True, "weight_decay": 5e-4,
-               "controller_steps": 50, "controller_batch": 10, "derive_samples": 100},
+               "child_steps": 390, "controller_steps": 50, "controller_batch": 10,
+               "derive_samples": 100},
   })
   table_dataset: str = "cifar10"
   seeds: tuple[int, ...] = (0, 1, 2)
@@ -57,13 +60,13 @@ VARIANTS = {
         dataset="fashion_mnist_small", data_limit=256, val_fraction=0.1,
         space={"C": 2, "N": 1},
         methods={
-            "spos": {"epochs": 1.0, "max_steps": 4, "batch_size": 16, "cycles": 4,
-                     "population_size": 2, "sample_size": 2, "calib_batches": 2,
-                     "calib_batch_size": 16, "eval_examples": 64},
-            "darts": {"epochs": 1.0, "max_steps": 3, "batch_size": 16, "log_every": 1},
-            "enas": {"epochs": 1.0, "max_steps": 4, "batch_size": 16, "child_steps": 2,
-                     "controller_steps": 2, "controller_batch": 2, "hidden": 8,
-                     "derive_samples": 4, "eval_examples": 64},
+            "spos": {"steps": 4, "batch_size": 16, "cycles": 4, "population_size": 2,
+                     "sample_size": 2, "calib_batches": 2, "calib_batch_size": 16,
+                     "eval_examples": 64},
+            "darts": {"steps": 3, "batch_size": 16, "chunk_steps": 1},
+            "enas": {"steps": 4, "batch_size": 16, "child_steps": 2, "controller_steps": 2,
+                     "controller_batch": 2, "hidden": 8, "derive_samples": 4,
+                     "eval_examples": 64},
         },
         seeds=(0,)),
 }

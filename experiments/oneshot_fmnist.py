@@ -1,13 +1,15 @@
 """SPOS, DARTS and ENAS on Fashion-MNIST: do shared weights rank NB201 cells?
 
-    python experiments/oneshot_fmnist.py [--variant default|tiny] [--workdir DIR]
+    python experiments/oneshot_fmnist.py [--variant default|paper|tiny] [--workdir DIR]
         [--only spos,darts,enas]
 
 1. Ground truth: ``num_sample`` distinct random NB201 cells are trained alone from
    scratch (:func:`nasjax.train.fit`, the same short budget for all) and tested.
 2. Each method searches with its own supernet (:mod:`nasjax.search.strategies.spos`,
-   :mod:`~nasjax.search.strategies.darts`, :mod:`~nasjax.search.strategies.enas`) and
-   returns a cell, which is trained alone with the same budget.
+   :mod:`~nasjax.search.strategies.darts`, :mod:`~nasjax.search.strategies.enas`; its
+   requests on the shared weights run on the experiment's data,
+   :func:`~nasjax.search.strategies.oneshot.run_until_proposal`) and returns a cell, which
+   is trained alone with the same budget.
 3. Each supernet scores the sample: SPOS by validation accuracy with recalibrated batch
    norm; ENAS by validation accuracy with batch statistics (its reward) and with
    recalibration; DARTS by the sum of the cell's log-softmax architecture weights (the
@@ -39,11 +41,10 @@ from nasjax import data as data_lib
 from nasjax import train as train_lib
 from nasjax.models import NB201_EDGES, NB201_OPS
 from nasjax.models import supernet as sn_lib
-from nasjax.search.strategies import darts, enas, oneshot, spos
+from nasjax.search import make_strategy, work
 from nasjax.search.spaces import NB201Space
+from nasjax.search.strategies import oneshot
 from nasjax.stats import kendall_tau
-
-STRATEGIES = {"spos": spos.Spos, "darts": darts.Darts, "enas": enas.Enas}
 
 
 def load_variants(name: str = "oneshot_fmnist_config") -> dict:
@@ -107,6 +108,17 @@ def stand_alone(space, codes, data, cfg, results, path) -> list[dict]:
   return out
 
 
+def make_method(name: str, options: dict, space, data):
+  """The strategy ``name`` with ``options`` (``epochs`` turned into ``steps`` on ``data``'s
+  training split), for ``data``'s input shape and classes."""
+  options = dict(options)
+  epochs = options.pop("epochs", None)
+  if epochs is not None:
+    options["steps"] = oneshot.steps_for_epochs(epochs, len(data.y_train),
+                                                options.get("batch_size", 64))
+  return make_strategy(name, space, options, problem=work.Problem.of(data))
+
+
 def _alpha_scores(spec, alphas, codes) -> np.ndarray:
   logp = np.asarray(jax.nn.log_softmax(jnp.asarray(alphas).reshape(6, -1), axis=-1))
   return np.array([logp[np.arange(6), c].sum() for c in codes])
@@ -117,37 +129,32 @@ def search(name: str, space, data, cfg, sample, results, path) -> dict:
   done = results.setdefault("methods", {})
   if name in done:
     return done[name]
-  options = {**cfg.methods[name], "dataset": cfg.dataset, "data_limit": cfg.data_limit,
-             "val_fraction": cfg.val_fraction, "data_seed": cfg.data_seed}
-  strat = STRATEGIES[name](space, options, data=data)
+  strat = make_method(name, cfg.methods[name], space, data)
   start = time.perf_counter()
   state = strat.init(jax.random.key(cfg.seed))
-  codes, state = strat.ask(jax.random.key(cfg.seed + 1), state)
+  codes, state, _ = oneshot.run_until_proposal(strat, state, jax.random.key(cfg.seed + 1),
+                                               data)
   seconds = time.perf_counter() - start
   chosen = np.asarray(codes[0])
-  sn = state.supernet
+  sn = state.weights.supernet
   kw = {**cfg.score, "seed": cfg.data_seed}
   scores = {}
   t = time.perf_counter()
   if name == "darts":
-    scores["alpha"] = _alpha_scores(strat.spec, state.alphas, sample)
+    scores["alpha"] = _alpha_scores(strat.spec, state.weights.alphas, sample)
     scores["shared_weights"] = sn_lib.score_paths(sn, sample, data, **kw)
-    log = state.log.rows()
   elif name == "enas":
     scores["batch_bn"] = sn_lib.score_paths(sn, sample, data, bn="batch",
                                             max_examples=kw.get("max_examples"))
     scores["recalibrated"] = sn_lib.score_paths(sn, sample, data, **kw)
-    log = state.log.rows()
   else:
     scores["recalibrated"] = sn_lib.score_paths(sn, sample, data, **kw)
-    log = [{"step": int(state.log.step[0]), "train_loss": float(state.log.train_loss[0]),
-            "train_accuracy": float(state.log.train_accuracy[0]),
-            "best_score": float(state.log.best_score[0])}]
   done[name] = {"chosen": chosen.tolist(), "chosen_arch": space.describe(chosen),
                 "search_seconds": seconds, "score_seconds": time.perf_counter() - t,
                 "steps": int(state.step), "scores": {k: np.asarray(v).tolist()
                                                      for k, v in scores.items()},
-                "log": log, "options": strat.config()}
+                "log": state.log.rows(), "phase_log": state.phase_log.rows(),
+                "options": strat.config.to_dict()}
   _save(path, results)
   print(f"  {name}: chose {space.describe(chosen)} in {seconds:.0f}s", flush=True)
   return done[name]
@@ -159,7 +166,7 @@ def costs(space, data, cfg, results, path) -> dict:
     return results["costs"]
   bs = cfg.methods["spos"]["batch_size"]
   x, y = data.x_train[:bs], data.y_train[:bs]
-  opt = oneshot.SGD()
+  tx = oneshot.sgd(0.01)
   rows = []
   for label, by_path, impl, remat in (("path, lax.switch", True, "switch", False),
                                       ("path, one-hot", True, "onehot", False),
@@ -169,19 +176,19 @@ def costs(space, data, cfg, results, path) -> dict:
     spec = sn_lib.supernet_for_space(space, data.input_shape, data.num_classes, remat=remat)
     sn = spec.init(jax.random.key(0))
     t = time.perf_counter()
-    mem = oneshot.step_memory(sn, opt, bs, by_path=by_path, impl=impl)
+    mem = oneshot.step_memory(sn, tx, bs, by_path=by_path, impl=impl)
     compile_s = time.perf_counter() - t
-    step = oneshot.weight_step_fn(opt, by_path, impl)
-    mom = opt.init(sn.params)
+    step = oneshot.weight_step_fn(tx, by_path, impl)
+    opt_state = tx.init(sn.params)
     arch = (jnp.zeros(6, jnp.int32) if by_path else jnp.full(spec.weights_shape, 0.2))
-    sn, mom, loss, _ = step(sn, mom, x, y, arch, np.float32(0.01))  # warm up
+    sn, opt_state, loss, _ = step(sn, opt_state, x, y, arch)  # warm up
     jax.block_until_ready(loss)
     times = []
     for k in range(10):
       arch = (jnp.asarray(np.random.default_rng(k).integers(0, 5, 6), jnp.int32) if by_path
               else arch)
       t = time.perf_counter()
-      sn, mom, loss, _ = step(sn, mom, x, y, arch, np.float32(0.01))
+      sn, opt_state, loss, _ = step(sn, opt_state, x, y, arch)
       jax.block_until_ready(loss)
       times.append(time.perf_counter() - t)
     rows.append({"step": label, "seconds_per_step": float(np.median(times)),

@@ -2,6 +2,7 @@
 architecture parameters, batch-norm recalibration, scoring, one program for all paths."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +13,11 @@ import nasjax
 from nasjax import data as data_lib
 from nasjax import train as train_lib
 from nasjax.models import supernet as S
-from nasjax.search.strategies.oneshot import cross_entropy
+from nasjax.search import work
+from nasjax.search.evaluators import run_shared
 from nasjax.search.spaces import MacroSpace
+from nasjax.search.strategies import oneshot
+from nasjax.search.strategies.oneshot import cross_entropy
 
 # Outputs are compared with this tolerance: the same float32 ops, summed in the same
 # order, differ only by XLA's fusion choices (measured differences are ~2e-6).
@@ -224,3 +228,16 @@ def test_score_paths_is_the_stand_alone_accuracy(smoke_data):
   assert scores[0] == pytest.approx(ref, abs=1e-9)
   with pytest.raises(ValueError, match="bn must be one of"):
     S.score_paths(sn, paths, smoke_data, bn="none")
+
+
+def test_a_score_request_scores_paths_on_the_evaluators_data(smoke_data):
+  # One-shot strategies score with the data given to the request's score function.
+  sn = SMOKE.init(jax.random.key(5))
+  paths = np.array([[3, 1, 0, 2, 4, 3], [2, 2, 2, 2, 2, 2], [0, 3, 3, 0, 1, 4]])
+  kw = dict(bn="recalibrate", calib_batches=2, calib_batch_size=16, max_examples=48)
+  request = work.ScoreShared(oneshot.SharedWeights(sn, ()), paths,
+                             functools.partial(oneshot.score_codes, **kw))
+  result = run_shared(request, smoke_data)
+  np.testing.assert_allclose(result.scores, S.score_paths(sn, paths, smoke_data, **kw),
+                             rtol=0, atol=0)
+  assert result.weights is request.weights and result.metrics == {}

@@ -126,7 +126,7 @@ class TrainShared:
   """Train shared weights for steps ``start, ..., stop - 1``.
 
   The evaluator draws the batches from its training split (and, with
-  ``val_batch_size``, its validation split) with :class:`nasjax.data.BatchStream` seeded
+  ``val_batch_size``, its validation split) with :func:`nasjax.data.stream` seeded
   by ``key`` (so a chunk started at any step continues the same stream), calls the jitted
   ``step`` once per step and returns the new weights with the mean of every metric.
 

@@ -27,8 +27,12 @@ The cell is derived from ``alpha``: in the NB201 space the op of largest weight 
 edge (``none`` included, as NB201's search code does); in the DARTS space, per node the
 two inputs whose strongest non-``none`` op is largest, each with that op. A known
 failure of DARTS is the collapse onto parameter-free skip connections; the share of
-skip connections in the derived cell (and their mean softmax weight) is logged over the
-search as a diagnostic.
+skip connections in the derived cell (and their mean softmax weight) is logged after
+every training chunk as a diagnostic.
+
+Both steps make one training step (:func:`darts_step`), which the evaluator runs in
+chunks of :class:`~nasjax.search.work.TrainShared` on its own batches (the validation
+batch has ``val_batch_size`` images); see :mod:`nasjax.search.strategies.oneshot`.
 
 Defaults follow DARTS / NB201: weights SGD 0.025 -> 0.001 cosine, momentum 0.9, weight
 decay 3e-4, gradient clipping 5; architecture Adam 3e-4 with betas (0.5, 0.999) and
@@ -49,9 +53,9 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from nasjax.models import supernet as sn_lib
-from nasjax.search.strategies import oneshot
 from nasjax.search.base import register_strategy
-from nasjax.search.spaces import SearchSpace
+from nasjax.search.options import integer, number, one_of, option
+from nasjax.search.strategies import oneshot
 
 ORDERS = ("first", "second")
 HESSIANS = ("finite_difference", "exact")
@@ -100,6 +104,27 @@ def second_order(loss: Callable, w, alpha, train_batch, val_batch, xi, c, *,
   return g_alpha - xi * hv
 
 
+# ------------------------------------------------------------------------------ options
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DartsConfig(oneshot.OneShotConfig):
+  """DARTS's options: those of :class:`~nasjax.search.strategies.oneshot.OneShotConfig`
+  and
+
+  Attributes:
+    order: ``"first"`` or ``"second"`` order architecture gradient.
+    hessian: how the second order's Hessian-vector product is taken (:data:`HESSIANS`).
+    arch_learning_rate, arch_weight_decay: the architecture parameters' Adam.
+    val_batch_size: validation images per architecture step (None: ``batch_size``).
+  """
+
+  strategy = "darts"
+  order: str = option("first", one_of(*ORDERS))
+  hessian: str = option("finite_difference", one_of(*HESSIANS))
+  arch_learning_rate: float = option(3e-4, number(0, open_min=True))
+  arch_weight_decay: float = option(1e-3, number(0))
+  val_batch_size: int | None = option(None, integer(1, none=True))
+
+
 # ------------------------------------------------------------------------------ steps
 def _flat_loss(sn: sn_lib.Supernet, unravel):
   def loss(w, alpha, batch):
@@ -118,28 +143,57 @@ def arch_optimizer(learning_rate: float, weight_decay: float, b1: float = 0.5,
                      optax.adam(learning_rate, b1=b1, b2=b2))
 
 
-@functools.lru_cache(maxsize=16)
-def arch_step_fn(order: str, hessian: str, opt: oneshot.SGD, arch_lr: float,
-                 arch_wd: float):
-  """The jitted architecture step ``(sn, momentum, alpha, arch_opt, train_batch, val_batch,
-  xi) -> (alpha, arch_opt, val_loss)``."""
-  tx = arch_optimizer(arch_lr, arch_wd)
+@flax.struct.dataclass
+class DartsWeights:
+  """What DARTS trains: the supernet, its optimiser's state, the architecture parameters
+  ``alphas (T, E, K)`` and their Adam's state."""
 
-  def step(sn, momentum, alpha, arch_opt, xt, yt, xv, yv, xi):
-    w, unravel = ravel_pytree(sn.params)
-    loss = _flat_loss(sn, unravel)
-    if order == "first":
-      val_loss, grad = jax.value_and_grad(loss, argnums=1)(w, alpha, (xv, yv))
-    else:
-      _, decay = oneshot.param_layout(sn.spec)
-      # The real step adds weight decay to kernels and momentum * m to the gradient.
-      c = jnp.where(jnp.asarray(decay), opt.weight_decay * w, 0.0) + opt.momentum * momentum
-      grad = second_order(loss, w, alpha, (xt, yt), (xv, yv), xi, c, hessian=hessian)
-      val_loss = loss(w, alpha, (xv, yv))
-    updates, arch_opt = tx.update(grad, arch_opt, alpha)
-    return optax.apply_updates(alpha, updates), arch_opt, val_loss
+  supernet: sn_lib.Supernet
+  opt_state: Any
+  alphas: jax.Array
+  arch_opt: Any
 
-  return jax.jit(step)
+
+def arch_gradient(config: DartsConfig, weights: DartsWeights, train_batch, val_batch, xi):
+  """``(validation loss, gradient of alphas)`` of the architecture step, first or second
+  order (the virtual step's constant part: the real step's weight decay on kernels and
+  momentum)."""
+  sn, alphas = weights.supernet, weights.alphas
+  w, unravel = ravel_pytree(sn.params)
+  loss = _flat_loss(sn, unravel)
+  if config.order == "first":
+    return jax.value_and_grad(loss, argnums=1)(w, alphas, val_batch)
+  decay = ravel_pytree(jax.tree_util.tree_map(
+      lambda on, a: jnp.full(a.shape, on, jnp.float32), oneshot.kernel_mask(sn.params),
+      sn.params))[0]
+  m = ravel_pytree(oneshot.momentum(weights.opt_state))[0]
+  c = config.weight_decay * decay * w + config.momentum * m
+  grad = second_order(loss, w, alphas, train_batch, val_batch, xi, c, hessian=config.hessian)
+  return loss(w, alphas, val_batch), grad
+
+
+@functools.cache
+def darts_step(config: DartsConfig):
+  """DARTS's training step ``(weights, ((x, y), (x_val, y_val)), key, step) -> (weights,
+  metrics)``: the architecture step on the validation batch, then the weight step on the
+  training batch under ``softmax(alphas)`` (one function per options)."""
+  tx = oneshot.optimizer(config)
+  lr = oneshot.schedule(config)
+  arch_tx = arch_optimizer(config.arch_learning_rate, config.arch_weight_decay)
+
+  def step(weights: DartsWeights, batch, key, step):
+    del key  # nothing is sampled
+    train, val = batch
+    val_loss, grad = arch_gradient(config, weights, train, val, lr(step))
+    updates, arch_opt = arch_tx.update(grad, weights.arch_opt, weights.alphas)
+    alphas = optax.apply_updates(weights.alphas, updates)
+    sn, opt_state, loss, acc = oneshot.train_step(
+        tx, weights.supernet, weights.opt_state, *train, jax.nn.softmax(alphas, -1),
+        by_path=False)
+    return (DartsWeights(sn, opt_state, alphas, arch_opt),
+            {"loss": loss, "accuracy": acc, "val_loss": val_loss})
+
+  return step
 
 
 # ------------------------------------------------------------------------------ derive
@@ -177,187 +231,62 @@ def rank_by_alpha(spec: sn_lib.SupernetSpec, alphas, capacity: int) -> oneshot.P
 
 
 # ------------------------------------------------------------------------------ strategy
-@flax.struct.dataclass
-class DartsLog:
-  """Per-log-point records (rows past ``count`` unused): weight ``step``,
-  ``skip_share``, ``skip_weight``, mean ``train_loss`` / ``train_accuracy`` and
-  ``val_loss`` since the previous point."""
-
-  step: jax.Array
-  skip_share: jax.Array
-  skip_weight: jax.Array
-  train_loss: jax.Array
-  train_accuracy: jax.Array
-  val_loss: jax.Array
-  count: jax.Array
-
-  @classmethod
-  def empty(cls, n: int) -> "DartsLog":
-    nan = jnp.full((n,), jnp.nan, jnp.float32)
-    return cls(jnp.zeros((n,), jnp.int32), nan, nan, nan, nan, nan, jnp.zeros((), jnp.int32))
-
-  def add(self, **values) -> "DartsLog":
-    i = int(self.count)
-    return self.replace(**{k: getattr(self, k).at[i].set(v) for k, v in values.items()},
-                        count=self.count + 1)
-
-  def rows(self) -> list[dict]:
-    n = int(self.count)
-    fields = ("step", "skip_share", "skip_weight", "train_loss", "train_accuracy", "val_loss")
-    return [{f: float(np.asarray(getattr(self, f))[i]) for f in fields} for i in range(n)]
-
-
-@flax.struct.dataclass
-class DartsState:
-  """Attributes:
-    supernet: shared weights and batch-norm statistics.
-    momentum: ``(P,)`` SGD momentum of the weights.
-    alphas: ``(T, E, K)`` architecture parameters.
-    arch_opt: Adam's state for ``alphas``.
-    data_key: ``(2,)`` uint32, the key of the batch order.
-    step: ``()`` int32 weight steps done.
-    phase: ``()`` int32 search phases done.
-    log: the :class:`DartsLog`.
-    proposals: the ranking proposed from (see :class:`~nasjax.search.strategies.oneshot.Proposals`).
-    count: ``()`` int32 candidates told.
-  """
-
-  supernet: sn_lib.Supernet
-  momentum: jax.Array
-  alphas: jax.Array
-  arch_opt: Any
-  data_key: jax.Array
-  step: jax.Array
-  phase: jax.Array
-  log: DartsLog
-  proposals: oneshot.Proposals
-  count: jax.Array
-
-
-DEFAULT_CONFIG = {**oneshot.COMMON_CONFIG, "order": "first", "hessian": "finite_difference",
-                  "arch_learning_rate": 3e-4, "arch_weight_decay": 1e-3, "log_every": 50,
-                  "proposals": 64}
-
-
-@dataclasses.dataclass(eq=False)
-class Darts:
-  """DARTS as a strategy (see :mod:`nasjax.search.strategies.oneshot` for how ask/tell work).
+@dataclasses.dataclass(frozen=True, eq=False)
+class Darts(oneshot.OneShot):
+  """DARTS as a strategy (see :mod:`nasjax.search.strategies.oneshot` for how ask and tell
+  work). Each training chunk logs its mean losses and the skip-connection diagnostic
+  of the architecture parameters it ends with; a phase's search derives the cell from
+  the parameters (no scoring request).
 
   Attributes:
     space: an ``nb201`` or ``darts`` search space.
-    options: :data:`DEFAULT_CONFIG` keys (missing ones take the defaults).
-    data: the data set; loaded from ``options`` when None.
+    config: a :class:`DartsConfig`.
+    problem: the task (input shape and classes).
   """
 
-  space: SearchSpace
-  options: dict
-  data: Any = None
+  config: DartsConfig
   name = "darts"
+  log_names = ("loss", "accuracy", "val_loss", "skip_share", "skip_weight", "seconds")
+  phase_names = ("skip_share", "skip_weight")
 
-  def __post_init__(self):
-    self.options = cfg = oneshot.merge_options(self.name, self.options, DEFAULT_CONFIG)
-    if cfg["order"] not in ORDERS:
-      raise ValueError(f"order must be one of {ORDERS}, got {cfg['order']!r}")
-    if cfg["hessian"] not in HESSIANS:
-      raise ValueError(f"hessian must be one of {HESSIANS}, got {cfg['hessian']!r}")
-    if not isinstance(cfg["log_every"], int) or cfg["log_every"] < 1:
-      raise ValueError(f"log_every must be a positive int, got {cfg['log_every']!r}")
-    if self.data is None:
-      self.data = oneshot.load_data(cfg)
-    self.spec = sn_lib.supernet_for_space(self.space, self.data.input_shape,
-                                          self.data.num_classes, affine=cfg["affine"],
-                                          remat=cfg["remat"])
-    self.opt = oneshot.sgd_from_config(cfg)
-    self.total = oneshot.total_steps(cfg, len(self.data.y_train))
+  def init_weights(self, sn: sn_lib.Supernet, key) -> DartsWeights:
+    cfg = self.config
+    alphas = 1e-3 * jax.random.normal(key, self.spec.weights_shape, jnp.float32)
+    return DartsWeights(sn, oneshot.optimizer(cfg).init(sn.params), alphas,
+                        arch_optimizer(cfg.arch_learning_rate, cfg.arch_weight_decay
+                                       ).init(alphas))
 
-  def config(self) -> dict:
-    """The options, as the run directory records them."""
-    return dict(self.options)
+  def step_function(self):
+    return darts_step(self.config)
 
-  def init(self, key) -> DartsState:
-    k_net, k_alpha, k_data = jax.random.split(key, 3)
-    sn = self.spec.init(k_net)
-    alphas = 1e-3 * jax.random.normal(k_alpha, self.spec.weights_shape, jnp.float32)
-    tx = arch_optimizer(self.options["arch_learning_rate"], self.options["arch_weight_decay"])
-    n_logs = self.total // self.options["log_every"] + self.options["phases"] + 1
-    return DartsState(sn, self.opt.init(sn.params), alphas, tx.init(alphas),
-                      jax.random.key_data(k_data).astype(jnp.uint32), jnp.zeros((), jnp.int32),
-                      jnp.zeros((), jnp.int32), DartsLog.empty(n_logs),
-                      oneshot.Proposals.empty(self.options["proposals"], self.space.length),
-                      jnp.zeros((), jnp.int32))
+  def val_batch_size(self) -> int:
+    return self.config.val_batch_size or self.config.batch_size
 
-  def train(self, state: DartsState, until: int) -> DartsState:
-    """Alternate architecture and weight steps up to weight step ``until``."""
-    cfg = self.options
-    data = self.data
-    key = jax.random.wrap_key_data(state.data_key)
-    step0 = int(state.step)
-    train = oneshot.BatchStream(data.x_train, data.y_train, cfg["batch_size"],
-                                jax.random.fold_in(key, 0), start=step0, augment=cfg["augment"])
-    val = oneshot.BatchStream(data.x_val, data.y_val, min(cfg["batch_size"], len(data.y_val)),
-                              jax.random.fold_in(key, 1), start=step0)
-    w_step = oneshot.weight_step_fn(self.opt, False)
-    a_step = arch_step_fn(cfg["order"], cfg["hessian"], self.opt,
-                          float(cfg["arch_learning_rate"]), float(cfg["arch_weight_decay"]))
-    sn, mom, alphas, a_opt, log = (state.supernet, state.momentum, state.alphas,
-                                   state.arch_opt, state.log)
-    sn, mom = jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True), (sn, mom))
-    losses, accs, vlosses = [], [], []
-    for step in range(step0, until):
-      (xt, yt), (xv, yv) = next(train), next(val)
-      lr = np.float32(oneshot.cosine_lr(step, self.total, cfg["learning_rate"],
-                                        cfg["min_learning_rate"]))
-      alphas, a_opt, vloss = a_step(sn, mom, alphas, a_opt, xt, yt, xv, yv, lr)
-      sn, mom, loss, acc = w_step(sn, mom, xt, yt, jax.nn.softmax(alphas, -1), lr)
-      losses.append(loss)
-      accs.append(acc)
-      vlosses.append(vloss)
-      if (step + 1) % cfg["log_every"] == 0 or step + 1 == until:
-        share, weight = skip_share(self.spec, alphas)
-        log = log.add(step=step + 1, skip_share=share, skip_weight=weight,
-                      train_loss=float(np.mean(losses)), train_accuracy=float(np.mean(accs)),
-                      val_loss=float(np.mean(vlosses)))
-        losses, accs, vlosses = [], [], []
-    return state.replace(supernet=sn, momentum=mom, alphas=alphas, arch_opt=a_opt,
-                         step=jnp.asarray(until, jnp.int32), log=log)
+  def chunk_values(self, weights: DartsWeights) -> dict:
+    share, weight = skip_share(self.spec, weights.alphas)
+    return {"skip_share": share, "skip_weight": weight}
 
-  def ask(self, key, state: DartsState):
-    """Run the next phase (if any), then propose the derived (or next-ranked) cell.
+  def search_ask(self, key, state):
+    """The cell the architecture parameters derive (proposed now), then the ranking."""
+    del key
+    alphas = state.weights.alphas
+    share, weight = skip_share(self.spec, alphas)
+    state = state.replace(phase=state.phase + 1,
+                          proposals=rank_by_alpha(self.spec, alphas, self.config.proposals),
+                          phase_log=state.phase_log.add(int(state.step), skip_share=share,
+                                                        skip_weight=weight))
+    return oneshot.propose(state, self.config.phases)
 
-    Returns:
-      ``(codes (1, L) int32, state)``.
-    """
-    del key  # the search itself is deterministic given init's key
-    phase = int(state.phase)
-    if phase < self.options["phases"]:
-      state = self.train(state, oneshot.phase_end(phase, self.options["phases"], self.total))
-      state = state.replace(phase=state.phase + 1,
-                            proposals=rank_by_alpha(self.spec, state.alphas,
-                                                    self.options["proposals"]))
-      if int(state.phase) < self.options["phases"]:
-        return jnp.asarray(self.spec.derive(state.alphas))[None], state
-    code, proposals = state.proposals.pop()
-    return jnp.asarray(code, jnp.int32)[None], state.replace(proposals=proposals)
-
-  def tell(self, key, state: DartsState, candidates, fitness) -> DartsState:
-    del key, fitness
-    return oneshot.count_told(state, candidates)
-
-  def derived(self, state: DartsState) -> np.ndarray:
-    """The cell ``alpha`` currently derives (a code of the space)."""
-    return self.spec.derive(state.alphas)
-
-
-def _make(space: SearchSpace, config: dict) -> Darts:
-  return Darts(space, dict(config))
+  def derived(self, state) -> np.ndarray:
+    """The cell the architecture parameters currently derive (a code of the space)."""
+    return self.spec.derive(state.weights.alphas)
 
 
 register_strategy(
-    "darts", _make, spaces=("nb201", "darts"), multi_objective=False, jittable=False,
-    default_config=DEFAULT_CONFIG,
+    "darts", Darts, options=DartsConfig, spaces=("nb201", "darts"), multi_objective=False,
+    jittable=False, needs_problem=True,
     smoke={"space": "nb201", "space_config": {"C": 2, "N": 1},
-           "config": {"epochs": 1.0, "max_steps": 3, "data_limit": 256, "batch_size": 16,
-                      "log_every": 1, "phases": 1},
+           "config": {"steps": 3, "chunk_steps": 2, "batch_size": 16},
            "max_evals": 2, "train": {"epochs": 0.05, "batch_size": 32}},
     description="DARTS: softmax-relaxed supernet, alternating weight and architecture "
                 "steps (first or second order), cell derived by argmax")

@@ -17,6 +17,11 @@ The controller's logits are ``tanh_constant * tanh(logits / temperature)`` (ENAS
 sampling regularisers). To derive the result, ``derive_samples`` paths are sampled
 from the trained controller and ranked by shared-weight accuracy on the validation
 split.
+
+Both phases are training steps of the shared-weight pytree (supernet and controller,
+:func:`enas_steps`), which the evaluator runs in chunks of
+:class:`~nasjax.search.work.TrainShared` on its own batches: child chunks on training
+batches, controller chunks on validation batches of ``val_batch_size``.
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ import numpy as np
 import optax
 
 from nasjax.models import supernet as sn_lib
-from nasjax.search.strategies import oneshot
+from nasjax.search import work
 from nasjax.search.base import register_strategy
+from nasjax.search.options import integer, number, one_of, option
 from nasjax.search.spaces import SearchSpace
+from nasjax.search.strategies import oneshot
 
 
 class Controller(nn.Module):
@@ -96,265 +103,245 @@ class Controller(nn.Module):
         jnp.int32))
 
 
-@functools.lru_cache(maxsize=16)
-def _controller_fns(controller: Controller, lr: float, entropy_weight: float,
-                    baseline_decay: float):
-  tx = optax.adam(lr)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EnasConfig(oneshot.OneShotConfig):
+  """ENAS's options: those of :class:`~nasjax.search.strategies.oneshot.OneShotConfig`
+  and
 
-  @functools.partial(jax.jit, static_argnames=("n",))
-  def sample(params, key, n):
-    return controller.apply(params, key, n, method=Controller.sample)
-
-  @jax.jit
-  def update(params, opt_state, baseline, started, codes, rewards):
-    mean_r = jnp.mean(rewards)
-    baseline = jnp.where(started, baseline_decay * baseline + (1 - baseline_decay) * mean_r,
-                         mean_r)
-    adv = rewards - baseline
-
-    def loss_fn(p):
-      logp, ent = controller.apply(p, codes)
-      return -jnp.mean(adv * logp) - entropy_weight * jnp.mean(ent), jnp.mean(ent)
-
-    (loss, ent), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, baseline, loss, ent
-
-  return tx, sample, update
-
-
-@flax.struct.dataclass
-class EnasLog:
-  """Per-round records (rows past ``count`` unused): weight ``step``, mean child
-  ``train_loss``, mean controller ``reward``, policy ``entropy`` and ``baseline``."""
-
-  step: jax.Array
-  train_loss: jax.Array
-  reward: jax.Array
-  entropy: jax.Array
-  baseline: jax.Array
-  count: jax.Array
-
-  @classmethod
-  def empty(cls, n: int) -> "EnasLog":
-    nan = jnp.full((n,), jnp.nan, jnp.float32)
-    return cls(jnp.zeros((n,), jnp.int32), nan, nan, nan, nan, jnp.zeros((), jnp.int32))
-
-  def add(self, **values) -> "EnasLog":
-    i = int(self.count)
-    return self.replace(**{k: getattr(self, k).at[i].set(v) for k, v in values.items()},
-                        count=self.count + 1)
-
-  def rows(self) -> list[dict]:
-    fields = ("step", "train_loss", "reward", "entropy", "baseline")
-    return [{f: float(np.asarray(getattr(self, f))[i]) for f in fields}
-            for i in range(int(self.count))]
-
-
-@flax.struct.dataclass
-class EnasState:
-  """Attributes:
-    supernet: shared weights and statistics.
-    momentum: ``(P,)`` SGD momentum.
-    controller: the controller's flax parameters.
-    controller_opt: Adam's state.
-    baseline: ``()`` float32 reward moving average; ``started``: ``()`` bool.
-    data_key: ``(2,)`` uint32 key of batches and samples.
-    step, phase, count: ``()`` int32 weight steps, phases done, candidates told.
-    log: :class:`EnasLog`, one row per round.
-    proposals: the ranking proposed from.
+  Attributes:
+    impl: how a path runs (:data:`nasjax.models.supernet.IMPLS`).
+    child_steps: weight steps of a round's child phase.
+    controller_steps: REINFORCE updates of a round's controller phase.
+    controller_batch: paths sampled (and rewarded) per update.
+    controller_lr: the controller's Adam learning rate.
+    entropy_weight: weight of the policy's entropy bonus.
+    baseline_decay: of the rewards' moving average, in [0, 1).
+    hidden, tanh_constant, temperature: the :class:`Controller`.
+    derive_samples: controller samples scored at the end of a phase.
+    derive_bn: batch norm when scoring them (:data:`nasjax.models.supernet.BN_MODES`).
+    eval_examples: score on the first this many validation examples (None: all).
+    val_batch_size: validation images per controller update (None: ``batch_size``).
   """
 
+  strategy = "enas"
+  weight_decay: float = option(5e-4, number(0))
+  impl: str = option("switch", one_of(*sn_lib.IMPLS))
+  child_steps: int = option(100, integer(1))
+  controller_steps: int = option(10, integer(1))
+  controller_batch: int = option(10, integer(1))
+  controller_lr: float = option(3.5e-3, number(0, open_min=True))
+  entropy_weight: float = option(1e-4, number(0))
+  baseline_decay: float = option(0.99, number(0))
+  hidden: int = option(64, integer(1))
+  tanh_constant: float | None = option(1.5, number(0, open_min=True, none=True))
+  temperature: float = option(5.0, number(0, open_min=True))
+  derive_samples: int = option(64, integer(1))
+  derive_bn: str = option("batch", one_of(*sn_lib.BN_MODES))
+  eval_examples: int | None = option(None, integer(1, none=True))
+  val_batch_size: int | None = option(None, integer(1, none=True))
+
+  def check(self) -> None:
+    super().check()
+    if not self.baseline_decay < 1:
+      raise ValueError(f"enas: option baseline_decay must lie in [0, 1), got "
+                       f"{self.baseline_decay!r}")
+
+
+def reinforce_update(controller: Controller, tx: optax.GradientTransformation,
+                     entropy_weight: float, baseline_decay: float, params, opt_state, baseline,
+                     started, codes, rewards):
+  """One REINFORCE update of the controller (pure, jittable).
+
+  The baseline moves towards the rewards' mean first (it starts at the first mean),
+  then ``-(R - b) * log p(code) - entropy_weight * H`` is minimised by one step of ``tx``.
+
+  Returns:
+    ``(params, opt_state, baseline, loss, mean entropy)``.
+  """
+  mean_r = jnp.mean(rewards)
+  baseline = jnp.where(started, baseline_decay * baseline + (1 - baseline_decay) * mean_r,
+                       mean_r)
+  adv = rewards - baseline
+
+  def loss_fn(p):
+    logp, ent = controller.apply(p, codes)
+    return -jnp.mean(adv * logp) - entropy_weight * jnp.mean(ent), jnp.mean(ent)
+
+  (loss, ent), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state, baseline, loss, ent
+
+
+def path_accuracy(sn: sn_lib.Supernet, code, x, y, impl: str) -> jax.Array:
+  """``()`` accuracy of the path ``code`` on one batch, batch norm on the batch's own
+  statistics (ENAS's reward)."""
+  logits, _ = sn_lib.forward(sn, x, path=code, impl=impl, train=True)
+  return jnp.mean(jnp.argmax(logits, -1) == y)
+
+
+@flax.struct.dataclass
+class EnasWeights:
+  """What ENAS trains: the supernet and its optimiser's state, the controller's flax
+  parameters and Adam's state, the reward baseline ``()`` float32 and ``started`` ``()``
+  bool (whether the baseline holds a mean yet)."""
+
   supernet: sn_lib.Supernet
-  momentum: jax.Array
+  opt_state: Any
   controller: Any
   controller_opt: Any
   baseline: jax.Array
   started: jax.Array
-  data_key: jax.Array
-  step: jax.Array
-  phase: jax.Array
-  log: EnasLog
-  proposals: oneshot.Proposals
-  count: jax.Array
 
 
-DEFAULT_CONFIG = {**oneshot.COMMON_CONFIG, "weight_decay": 5e-4, "impl": "switch",
-                  "child_steps": None, "controller_steps": 10, "controller_batch": 10,
-                  "controller_lr": 3.5e-3, "entropy_weight": 1e-4, "baseline_decay": 0.99,
-                  "hidden": 64, "tanh_constant": 1.5, "temperature": 5.0,
-                  "derive_samples": 64, "derive_bn": "batch", "eval_examples": None,
-                  "proposals": 64}
+@functools.cache
+def controller_of(space: SearchSpace, config: EnasConfig) -> Controller:
+  return Controller(tuple(space.num_choices), hidden=config.hidden,
+                    tanh_constant=config.tanh_constant, temperature=float(config.temperature))
 
 
-@dataclasses.dataclass(eq=False)
-class Enas:
-  """ENAS as a strategy (see :mod:`nasjax.search.strategies.oneshot` for how ask/tell work).
+@functools.cache
+def enas_steps(space: SearchSpace, config: EnasConfig):
+  """ENAS's two training steps ``(weights, batch, key, step) -> (weights, metrics)`` (one
+  pair per space and options):
 
-  ``child_steps`` weight steps (default: one epoch) alternate with ``controller_steps``
-  controller updates.
+  - the child step: one weight step on the training batch, on a path sampled from the
+    controller with the step's key;
+  - the controller step: one REINFORCE update on ``controller_batch`` paths sampled with
+    the step's key, rewarded by their accuracy on the validation batch (the training
+    batch it also gets is not used).
+  """
+  controller = controller_of(space, config)
+  tx, ctrl_tx = oneshot.optimizer(config), optax.adam(config.controller_lr)
+
+  def child_step(weights: EnasWeights, batch, key, step):
+    del step  # the schedule counts in the optimiser's state
+    x, y = batch
+    codes, _, _ = controller.apply(weights.controller, key, 1, method=Controller.sample)
+    sn, opt_state, loss, acc = oneshot.train_step(
+        tx, weights.supernet, weights.opt_state, x, y, codes[0], by_path=True,
+        impl=config.impl)
+    return weights.replace(supernet=sn, opt_state=opt_state), {"loss": loss, "accuracy": acc}
+
+  def controller_step(weights: EnasWeights, batch, key, step):
+    del step
+    _, (xv, yv) = batch
+    codes, _, _ = controller.apply(weights.controller, key, config.controller_batch,
+                                   method=Controller.sample)
+    rewards = jax.lax.map(lambda c: path_accuracy(weights.supernet, c, xv, yv, config.impl),
+                          codes)
+    params, opt_state, baseline, _, ent = reinforce_update(
+        controller, ctrl_tx, config.entropy_weight, config.baseline_decay,
+        weights.controller, weights.controller_opt, weights.baseline, weights.started, codes,
+        rewards)
+    weights = weights.replace(controller=params, controller_opt=opt_state, baseline=baseline,
+                              started=jnp.ones((), bool))
+    return weights, {"reward": jnp.mean(rewards), "entropy": ent, "baseline": baseline}
+
+  return child_step, controller_step
+
+
+@functools.cache
+def _sampler(controller: Controller, n: int):
+  return jax.jit(lambda params, key: controller.apply(params, key, n,
+                                                      method=Controller.sample)[0])
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Enas(oneshot.OneShot):
+  """ENAS as a strategy (see :mod:`nasjax.search.strategies.oneshot` for how ask and tell
+  work).
+
+  Rounds of ``child_steps`` weight steps alternate with ``controller_steps`` controller
+  updates, each part asked for in chunks of at most ``chunk_steps`` steps; a round cut
+  by the end of a phase is finished in the next phase, the last one at the end of the
+  search. A phase's search scores ``derive_samples`` controller samples with the shared
+  weights (one :class:`~nasjax.search.work.ScoreShared`). The state's ``search`` is the
+  ``()`` int32 count of controller updates done.
 
   Attributes:
     space: an ``nb201`` or ``darts`` search space.
-    options: :data:`DEFAULT_CONFIG` keys (missing ones take the defaults).
-    data: the data set; loaded from ``options`` when None.
+    config: an :class:`EnasConfig`.
+    problem: the task (input shape and classes).
   """
 
-  space: SearchSpace
-  options: dict
-  data: Any = None
+  config: EnasConfig
   name = "enas"
+  log_names = ("loss", "accuracy", "reward", "entropy", "baseline", "seconds")
 
-  def __post_init__(self):
-    self.options = cfg = oneshot.merge_options(
-        self.name, self.options, DEFAULT_CONFIG,
-        ("controller_steps", "controller_batch", "hidden", "derive_samples", "proposals"))
-    if cfg["impl"] not in sn_lib.IMPLS:
-      raise ValueError(f"impl must be one of {sn_lib.IMPLS}, got {cfg['impl']!r}")
-    if cfg["derive_bn"] not in sn_lib.BN_MODES:
-      raise ValueError(f"derive_bn must be one of {sn_lib.BN_MODES}, got {cfg['derive_bn']!r}")
-    if not 0 <= cfg["baseline_decay"] < 1:
-      raise ValueError(f"baseline_decay must lie in [0, 1), got {cfg['baseline_decay']!r}")
-    if self.data is None:
-      self.data = oneshot.load_data(cfg)
-    self.spec = sn_lib.supernet_for_space(self.space, self.data.input_shape,
-                                          self.data.num_classes, affine=cfg["affine"],
-                                          remat=cfg["remat"])
-    self.opt = oneshot.sgd_from_config(cfg)
-    self.total = oneshot.total_steps(cfg, len(self.data.y_train))
-    per_epoch = max(len(self.data.y_train) // cfg["batch_size"], 1)
-    self.child_steps = cfg["child_steps"] or per_epoch
-    if not isinstance(self.child_steps, int) or self.child_steps < 1:
-      raise ValueError(f"child_steps must be a positive int or None, got "
-                       f"{cfg['child_steps']!r}")
-    self.controller = Controller(tuple(self.space.num_choices), hidden=cfg["hidden"],
-                                 tanh_constant=cfg["tanh_constant"],
-                                 temperature=float(cfg["temperature"]))
-    self.tx, self._sample, self._update = _controller_fns(
-        self.controller, float(cfg["controller_lr"]), float(cfg["entropy_weight"]),
-        float(cfg["baseline_decay"]))
+  @property
+  def controller(self) -> Controller:
+    return controller_of(self.space, self.config)
 
-  def config(self) -> dict:
-    """The options, as the run directory records them."""
-    return dict(self.options)
+  def rounds(self, step: int) -> int:
+    """Rounds whose child part is done after weight step ``step``."""
+    cs, total = self.config.child_steps, self.config.steps
+    return step // cs if step < total else -(-total // cs)
 
-  def init(self, key) -> EnasState:
-    k_net, k_ctrl, k_data = jax.random.split(key, 3)
-    sn = self.spec.init(k_net)
-    ctrl = self.controller.init(k_ctrl, jnp.zeros((1, self.space.length), jnp.int32))
-    z = jnp.zeros((), jnp.int32)
-    rounds = -(-self.total // self.child_steps) + self.options["phases"]
-    return EnasState(sn, self.opt.init(sn.params), ctrl, self.tx.init(ctrl),
-                     jnp.zeros((), jnp.float32), jnp.zeros((), bool),
-                     jax.random.key_data(k_data).astype(jnp.uint32), z, z,
-                     EnasLog.empty(rounds),
-                     oneshot.Proposals.empty(self.options["proposals"], self.space.length), z)
+  def log_rows(self) -> int:
+    cfg = self.config
+    rounds = self.rounds(cfg.steps)
+    return (super().log_rows() + rounds +
+            rounds * -(-cfg.controller_steps // cfg.chunk))
 
-  def _key(self, state, tag: int):
-    return jax.random.fold_in(jax.random.wrap_key_data(state.data_key), tag)
+  def init_weights(self, sn: sn_lib.Supernet, key) -> EnasWeights:
+    ctrl = self.controller.init(key, jnp.zeros((1, self.space.length), jnp.int32))
+    return EnasWeights(sn, oneshot.optimizer(self.config).init(sn.params), ctrl,
+                       optax.adam(self.config.controller_lr).init(ctrl),
+                       jnp.zeros((), jnp.float32), jnp.zeros((), bool))
 
-  def sample(self, state: EnasState, key, n: int) -> np.ndarray:
-    """``(n, L)`` codes sampled from the controller."""
-    codes, _, _ = self._sample(state.controller, key, n)
+  def step_function(self):
+    return enas_steps(self.space, self.config)[0]
+
+  def train_request(self, state):
+    """The controller updates a finished child phase is owed, else the next child
+    chunk (ending at a round's end)."""
+    cfg = self.config
+    done, due = int(state.search), self.rounds(int(state.step)) * cfg.controller_steps
+    if done < due:
+      return work.TrainShared(state.weights, enas_steps(self.space, cfg)[1], done,
+                              min(due, done + cfg.chunk), 1, self.data_key(state, 1),
+                              val_batch_size=cfg.val_batch_size or cfg.batch_size)
+    step = int(state.step)
+    end = min(self.phase_end(int(state.phase)), (step // cfg.child_steps + 1) * cfg.child_steps)
+    if step >= end:
+      return None
+    return work.TrainShared(state.weights, self.step_function(), step,
+                            min(end, step + cfg.chunk), cfg.batch_size, self.data_key(state, 0),
+                            augment=cfg.augment)
+
+  def trained(self, state, request, result):
+    if request.step is self.step_function():
+      return super().trained(state, request, result)
+    log = state.log.add(int(state.step), **result.metrics, seconds=result.seconds)
+    return state.replace(weights=result.weights, search=jnp.asarray(request.stop, jnp.int32),
+                         log=log)
+
+  def sample(self, params, key, n: int) -> np.ndarray:
+    """``(n, L)`` canonical codes sampled from the controller."""
+    codes = _sampler(self.controller, n)(params, key)
     return np.asarray(jax.vmap(self.space.canonical)(codes))
 
-  def rewards(self, sn: sn_lib.Supernet, codes, x, y) -> np.ndarray:
-    """Shared-weight accuracy of each code on one batch (batch-norm batch statistics)."""
-    mask = np.ones(len(y), bool)
-    out = [sn_lib.correct_count(sn, jnp.asarray(c, jnp.int32), x, y, mask,
-                                self.options["impl"], True) for c in codes]
-    return np.asarray([float(v) for v in out]) / len(y)
+  def search_ask(self, key, state):
+    """``derive_samples`` controller samples, to score with the shared weights."""
+    cfg = self.config
+    codes = self.sample(state.weights.controller, key, cfg.derive_samples)
+    score = functools.partial(oneshot.score_codes, bn=cfg.derive_bn,
+                              calib_batch_size=cfg.batch_size, max_examples=cfg.eval_examples,
+                              impl=cfg.impl)
+    return work.ScoreShared(state.weights, codes, score), state
 
-  def train(self, state: EnasState, until: int) -> EnasState:
-    """Child and controller rounds up to weight step ``until``."""
-    cfg = self.options
-    data = self.data
-    step0 = int(state.step)
-    train = oneshot.BatchStream(data.x_train, data.y_train, cfg["batch_size"],
-                                self._key(state, 0), start=step0, augment=cfg["augment"])
-    vbs = min(cfg["batch_size"], len(data.y_val))
-    val = oneshot.BatchStream(data.x_val, data.y_val, vbs, self._key(state, 1),
-                              start=(step0 // self.child_steps) * cfg["controller_steps"])
-    k_child, k_ctrl = self._key(state, 2), self._key(state, 3)
-    step_fn = oneshot.weight_step_fn(self.opt, True, cfg["impl"])
-    sn, mom = jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True),
-                                     (state.supernet, state.momentum))
-    ctrl, c_opt, baseline, started, log = (state.controller, state.controller_opt,
-                                           state.baseline, state.started, state.log)
-    step = step0
-    while step < until:
-      end = min(until, (step // self.child_steps + 1) * self.child_steps)
-      losses = []
-      for s in range(step, end):
-        x, y = next(train)
-        path, _, _ = self._sample(ctrl, jax.random.fold_in(k_child, s), 1)
-        lr = np.float32(oneshot.cosine_lr(s, self.total, cfg["learning_rate"],
-                                          cfg["min_learning_rate"]))
-        sn, mom, loss, _ = step_fn(sn, mom, x, y, path[0], lr)
-        losses.append(loss)
-      step = end
-      if step % self.child_steps and step != self.total:
-        continue  # the round is finished by the next call
-      round_ = step // self.child_steps
-      rewards, ents = [], []
-      for c in range(cfg["controller_steps"]):
-        k = jax.random.fold_in(k_ctrl, round_ * cfg["controller_steps"] + c)
-        codes, _, _ = self._sample(ctrl, k, cfg["controller_batch"])
-        xv, yv = next(val)
-        r = self.rewards(sn, np.asarray(codes), xv, yv)
-        ctrl, c_opt, baseline, _, ent = self._update(ctrl, c_opt, baseline, started, codes,
-                                                     jnp.asarray(r, jnp.float32))
-        started = jnp.ones((), bool)
-        rewards.append(r.mean())
-        ents.append(float(ent))
-      log = log.add(step=step, train_loss=float(np.mean(np.asarray(losses))) if losses
-                    else float("nan"), reward=float(np.mean(rewards)),
-                    entropy=float(np.mean(ents)), baseline=float(baseline))
-    return state.replace(supernet=sn, momentum=mom, controller=ctrl, controller_opt=c_opt,
-                         baseline=baseline, started=started,
-                         step=jnp.asarray(until, jnp.int32), log=log)
-
-  def derive(self, state: EnasState) -> tuple[np.ndarray, np.ndarray]:
-    """``derive_samples`` controller samples and their shared-weight validation accuracy."""
-    cfg = self.options
-    key = jax.random.fold_in(self._key(state, 4), int(state.phase))
-    codes = self.sample(state, key, cfg["derive_samples"])
-    scores = sn_lib.score_paths(state.supernet, codes, self.data, bn=cfg["derive_bn"],
-                                max_examples=cfg["eval_examples"], impl=cfg["impl"],
-                                seed=cfg["data_seed"], calib_batch_size=cfg["batch_size"])
-    return codes, scores
-
-  def ask(self, key, state: EnasState):
-    """Run the next phase (if any), then propose the best-ranked sample not proposed yet.
-
-    Returns:
-      ``(codes (1, L) int32, state)``.
-    """
-    del key  # the search is deterministic given init's key
-    phase = int(state.phase)
-    if phase < self.options["phases"]:
-      state = self.train(state, oneshot.phase_end(phase, self.options["phases"], self.total))
-      codes, scores = self.derive(state)
-      state = state.replace(phase=state.phase + 1, proposals=oneshot.Proposals.from_scores(
-          codes, scores, self.options["proposals"]))
-    return oneshot.propose(state, self.options["phases"])
-
-  def tell(self, key, state: EnasState, candidates, fitness) -> EnasState:
-    del key, fitness
-    return oneshot.count_told(state, candidates)
-
-
-def _make(space: SearchSpace, config: dict) -> Enas:
-  return Enas(space, dict(config))
+  def scored(self, key, state, request, result):
+    scores = np.asarray(result.scores, np.float64)
+    return self.finish_phase(state, request.codes, scores, best_score=float(np.nanmax(scores)))
 
 
 register_strategy(
-    "enas", _make, spaces=("nb201", "darts"), multi_objective=False, jittable=False,
-    default_config=DEFAULT_CONFIG,
+    "enas", Enas, options=EnasConfig, spaces=("nb201", "darts"), multi_objective=False,
+    jittable=False, needs_problem=True,
     smoke={"space": "nb201", "space_config": {"C": 2, "N": 1},
-           "config": {"epochs": 1.0, "max_steps": 4, "data_limit": 256, "batch_size": 16,
-                      "child_steps": 2, "controller_steps": 2, "controller_batch": 2,
-                      "hidden": 8, "derive_samples": 4, "eval_examples": 64},
+           "config": {"steps": 4, "chunk_steps": 2, "batch_size": 16, "child_steps": 2,
+                      "controller_steps": 2, "controller_batch": 2, "hidden": 8,
+                      "derive_samples": 4, "eval_examples": 64},
            "max_evals": 2, "train": {"epochs": 0.05, "batch_size": 32}},
     description="ENAS: LSTM controller trained with REINFORCE on shared-weight accuracy, "
                 "alternating with shared-weight training")

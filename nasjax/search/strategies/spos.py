@@ -3,23 +3,26 @@
 Two stages, as the weight-sharing part of the NAS overview describes:
 
 1. Supernet training: each SGD step trains one path, drawn uniformly from the space
-   (every edge's op uniform in NB201), so every path's weights are trained about equally
-   and no architecture is favoured before the search.
-2. Search: regularized evolution (:class:`~nasjax.search.strategies.evolution.RegularizedEvolution`,
-   aging, tournament selection) over paths, where a path's fitness is its validation
-   accuracy with the inherited weights after its batch-norm statistics are
-   recalibrated on training batches (:func:`nasjax.models.supernet.score_paths`); no
-   path is trained.
+   (every edge's op uniform in NB201) with the step's key, so every path's weights are
+   trained about equally and no architecture is favoured before the search.
+2. Search: regularized evolution (the registered ``rea`` strategy: aging, tournament
+   selection) over paths, where a path's fitness is its validation accuracy with the
+   inherited weights after its batch-norm statistics are recalibrated on training
+   batches (:func:`nasjax.models.supernet.score_paths`); no path is trained. Each
+   generation of ``evolution_batch`` children is one
+   :class:`~nasjax.search.work.ScoreShared`, the evolution's state kept in the strategy
+   state.
 
 Every path scored by the evolution joins the ranking the strategy proposes from (best
 score first). ``phases > 1`` runs the evolution after each share of the supernet
 training, so a run shows how the chosen architecture changes as the supernet trains.
+See :mod:`nasjax.search.strategies.oneshot` for how ask and tell work.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import functools
 
 import flax.struct
 import jax
@@ -27,224 +30,158 @@ import jax.numpy as jnp
 import numpy as np
 
 from nasjax.models import supernet as sn_lib
-from nasjax.search.strategies import oneshot
-from nasjax.search.base import register_strategy
-from nasjax.search.strategies.evolution import RegularizedEvolution
+from nasjax.search import work
+from nasjax.search.base import make_strategy, register_strategy
+from nasjax.search.options import integer, number, one_of, option
 from nasjax.search.spaces import SearchSpace
+from nasjax.search.strategies import oneshot
 
 
-def uniform_paths(space: SearchSpace, key, n: int) -> jax.Array:
-  """``(n, L)`` paths drawn uniformly from ``space`` (its ``sample``)."""
-  return jax.vmap(space.sample)(jax.random.split(key, n))
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SposConfig(oneshot.OneShotConfig):
+  """SPOS's options: those of :class:`~nasjax.search.strategies.oneshot.OneShotConfig`
+  and
 
-
-def evolve(space: SearchSpace, score, key, *, cycles: int, population_size: int,
-           sample_size: int, batch_size: int = 1) -> tuple[np.ndarray, np.ndarray]:
-  """Regularized evolution on a scoring function, maximising the score.
-
-  Args:
-    space: the search space.
-    score: ``codes (B, L) -> scores (B,)`` (higher is better; NaN marks a failure).
-    key: PRNG key.
-    cycles: paths scored in all (the first ``population_size`` are random).
+  Attributes:
+    impl: how a path runs (:data:`nasjax.models.supernet.IMPLS`).
+    cycles: paths the evolution scores per phase (the first ``population_size`` random).
     population_size, sample_size: P and S of aging evolution.
-    batch_size: children per generation.
-
-  Returns:
-    ``(codes (cycles', L), scores (cycles',))`` of every scored path, in order.
+    evolution_batch: children per generation (one scoring request each).
+    bn: batch norm when scoring (:data:`nasjax.models.supernet.BN_MODES`).
+    calib_batches, calib_batch_size: the recalibration batches.
+    eval_examples: score on the first this many validation examples (None: all).
   """
-  evo = RegularizedEvolution(space, population_size=population_size, sample_size=sample_size,
-                             batch_size=batch_size)
-  ask, tell = jax.jit(evo.ask), jax.jit(evo.tell)
-  state = evo.init(key)
-  codes, scores = [], []
-  while len(scores) < cycles:
-    key, k_ask, k_tell = jax.random.split(key, 3)
-    cand, state = ask(k_ask, state)
-    s = np.asarray(score(np.asarray(cand)), np.float64)
-    state = tell(k_tell, state, cand, jnp.asarray(-s, jnp.float32))
-    codes.append(np.asarray(cand))
-    scores.append(s)
-  return np.concatenate(codes)[:cycles], np.concatenate(scores)[:cycles]
+
+  strategy = "spos"
+  weight_decay: float = option(5e-4, number(0))
+  impl: str = option("switch", one_of(*sn_lib.IMPLS))
+  cycles: int = option(100, integer(1))
+  population_size: int = option(20, integer(1))
+  sample_size: int = option(5, integer(1))
+  evolution_batch: int = option(1, integer(1))
+  bn: str = option("recalibrate", one_of(*sn_lib.BN_MODES))
+  calib_batches: int = option(8, integer(1))
+  calib_batch_size: int = option(64, integer(1))
+  eval_examples: int | None = option(None, integer(1, none=True))
+
+  def check(self) -> None:
+    super().check()
+    if self.sample_size > self.population_size:
+      raise ValueError(f"spos: option sample_size ({self.sample_size}) must be at most "
+                       f"population_size ({self.population_size})")
+
+
+@functools.cache
+def uniform_step(space: SearchSpace, config: SposConfig):
+  """SPOS's training step ``(weights, batch, key, step) -> (weights, metrics)``: one
+  weight step on the path ``space.sample(key)`` (one function per space and options)."""
+  tx = oneshot.optimizer(config)
+
+  def step(weights: oneshot.SharedWeights, batch, key, step):
+    del step  # the schedule counts in the optimiser's state
+    x, y = batch
+    sn, opt_state, loss, acc = oneshot.train_step(
+        tx, weights.supernet, weights.opt_state, x, y, space.sample(key), by_path=True,
+        impl=config.impl)
+    return weights.replace(supernet=sn, opt_state=opt_state), {"loss": loss, "accuracy": acc}
+
+  return step
+
+
+@functools.cache
+def _evolution(space: SearchSpace, population_size: int, sample_size: int, batch_size: int):
+  """``(rea strategy, jitted ask, jitted tell)``."""
+  evo = make_strategy("rea", space, {"population_size": population_size,
+                                     "sample_size": sample_size, "batch_size": batch_size})
+  return evo, jax.jit(evo.ask), jax.jit(evo.tell)
 
 
 @flax.struct.dataclass
-class SposLog:
-  """Per-phase records: weight ``step`` at the end of the phase, mean ``train_loss`` and
-  ``train_accuracy`` of the phase's steps, ``best_score`` of the phase's evolution."""
+class SposSearch:
+  """The evolution of the current phase.
 
-  step: jax.Array
-  train_loss: jax.Array
-  train_accuracy: jax.Array
-  best_score: jax.Array
-
-  @classmethod
-  def empty(cls, n: int) -> "SposLog":
-    nan = jnp.full((n,), jnp.nan, jnp.float32)
-    return cls(jnp.zeros((n,), jnp.int32), nan, nan, nan)
-
-
-@flax.struct.dataclass
-class SposState:
-  """Attributes:
-    supernet: shared weights and batch-norm statistics.
-    momentum: ``(P,)`` SGD momentum.
-    data_key: ``(2,)`` uint32 key of the batch order, the sampled paths and the evolution.
-    step: ``()`` int32 weight steps done.
-    phase: ``()`` int32 phases done.
-    log: :class:`SposLog`, one row per phase.
-    proposals: the ranking proposed from.
-    count: ``()`` int32 candidates told.
+  Attributes:
+    evolution: the ``rea`` strategy's state.
+    codes: ``(N, L)`` int32 every path scored so far, in order (rows past ``scored``
+      unused).
+    scores: ``(N,)`` float32 their shared-weight accuracy.
+    scored: ``()`` int32 paths scored.
   """
 
-  supernet: sn_lib.Supernet
-  momentum: jax.Array
-  data_key: jax.Array
-  step: jax.Array
-  phase: jax.Array
-  log: SposLog
-  proposals: oneshot.Proposals
-  count: jax.Array
+  evolution: object
+  codes: jax.Array
+  scores: jax.Array
+  scored: jax.Array
 
 
-DEFAULT_CONFIG = {**oneshot.COMMON_CONFIG, "weight_decay": 5e-4, "impl": "switch",
-                  "cycles": 100, "population_size": 20, "sample_size": 5,
-                  "bn": "recalibrate", "calib_batches": 8, "calib_batch_size": 64,
-                  "eval_examples": None, "proposals": 64}
-
-
-@dataclasses.dataclass(eq=False)
-class Spos:
-  """SPOS as a strategy (see :mod:`nasjax.search.strategies.oneshot` for how ask/tell work).
+@dataclasses.dataclass(frozen=True, eq=False)
+class Spos(oneshot.OneShot):
+  """SPOS as a strategy (see the module docstring).
 
   Attributes:
     space: an ``nb201`` or ``darts`` search space.
-    options: :data:`DEFAULT_CONFIG` keys (missing ones take the defaults).
-    data: the data set; loaded from ``options`` when None.
+    config: a :class:`SposConfig`.
+    problem: the task (input shape and classes).
   """
 
-  space: SearchSpace
-  options: dict
-  data: Any = None
+  config: SposConfig
   name = "spos"
 
-  def __post_init__(self):
-    self.options = cfg = oneshot.merge_options(
-        self.name, self.options, DEFAULT_CONFIG,
-        ("cycles", "population_size", "sample_size", "calib_batches", "calib_batch_size",
-         "proposals"))
-    if cfg["impl"] not in sn_lib.IMPLS:
-      raise ValueError(f"impl must be one of {sn_lib.IMPLS}, got {cfg['impl']!r}")
-    if cfg["bn"] not in sn_lib.BN_MODES:
-      raise ValueError(f"bn must be one of {sn_lib.BN_MODES}, got {cfg['bn']!r}")
-    if self.data is None:
-      self.data = oneshot.load_data(cfg)
-    self.spec = sn_lib.supernet_for_space(self.space, self.data.input_shape,
-                                          self.data.num_classes, affine=cfg["affine"],
-                                          remat=cfg["remat"])
-    self.opt = oneshot.sgd_from_config(cfg)
-    self.total = oneshot.total_steps(cfg, len(self.data.y_train))
+  def evolution(self):
+    cfg = self.config
+    return _evolution(self.space, cfg.population_size, cfg.sample_size, cfg.evolution_batch)
 
-  def config(self) -> dict:
-    """The options, as the run directory records them."""
-    return dict(self.options)
+  def init_search(self) -> SposSearch:
+    cfg = self.config
+    evo = self.evolution()[0]
+    n = -(-cfg.cycles // cfg.evolution_batch) * cfg.evolution_batch
+    return SposSearch(evo.init(jax.random.key(0)), jnp.zeros((n, self.space.length), jnp.int32),
+                      jnp.full((n,), jnp.nan, jnp.float32), jnp.zeros((), jnp.int32))
 
-  def init(self, key) -> SposState:
-    k_net, k_data = jax.random.split(key)
-    sn = self.spec.init(k_net)
-    z = jnp.zeros((), jnp.int32)
-    return SposState(sn, self.opt.init(sn.params),
-                     jax.random.key_data(k_data).astype(jnp.uint32), z, z,
-                     SposLog.empty(self.options["phases"]),
-                     oneshot.Proposals.empty(self.options["proposals"], self.space.length), z)
+  def step_function(self):
+    return uniform_step(self.space, self.config)
 
-  def _key(self, state, tag: int):
-    return jax.random.fold_in(jax.random.wrap_key_data(state.data_key), tag)
+  def score_function(self):
+    """The requests' ``score(weights, codes, data)``: accuracy with the shared weights."""
+    cfg = self.config
+    return functools.partial(oneshot.score_codes, bn=cfg.bn, calib_batches=cfg.calib_batches,
+                             calib_batch_size=cfg.calib_batch_size,
+                             max_examples=cfg.eval_examples, impl=cfg.impl)
 
-  def train(self, state: SposState, until: int) -> tuple[SposState, float, float]:
-    """Uniform single-path steps up to weight step ``until``.
+  def search_ask(self, key, state: oneshot.OneShotState):
+    """The evolution's next generation, to score."""
+    _, ask, _ = self.evolution()
+    codes, evolution = ask(key, state.search.evolution)
+    state = state.replace(search=state.search.replace(evolution=evolution))
+    return work.ScoreShared(state.weights, np.asarray(codes), self.score_function()), state
 
-    Returns:
-      ``(state, mean loss, mean accuracy)`` of these steps.
-    """
-    cfg = self.options
-    step0 = int(state.step)
-    batches = oneshot.BatchStream(self.data.x_train, self.data.y_train, cfg["batch_size"],
-                                  self._key(state, 0), start=step0, augment=cfg["augment"])
-    k_paths = self._key(state, 1)
-    sample = jax.jit(self.space.sample)
-    step_fn = oneshot.weight_step_fn(self.opt, True, cfg["impl"])
-    sn, mom = jax.tree_util.tree_map(lambda a: jnp.array(a, copy=True),
-                                     (state.supernet, state.momentum))
-    losses, accs = [], []
-    for step in range(step0, until):
-      x, y = next(batches)
-      path = sample(jax.random.fold_in(k_paths, step))
-      lr = np.float32(oneshot.cosine_lr(step, self.total, cfg["learning_rate"],
-                                        cfg["min_learning_rate"]))
-      sn, mom, loss, acc = step_fn(sn, mom, x, y, path, lr)
-      losses.append(loss)
-      accs.append(acc)
-    mean = lambda v: float(np.mean(np.asarray(v))) if v else float("nan")
-    return (state.replace(supernet=sn, momentum=mom, step=jnp.asarray(until, jnp.int32)),
-            mean(losses), mean(accs))
-
-  def score(self, state: SposState, codes) -> np.ndarray:
-    """Shared-weight validation accuracy of each code (see :func:`score_paths`)."""
-    cfg = self.options
-    return sn_lib.score_paths(state.supernet, codes, self.data, bn=cfg["bn"],
-                              calib_batches=cfg["calib_batches"],
-                              calib_batch_size=cfg["calib_batch_size"],
-                              max_examples=cfg["eval_examples"], impl=cfg["impl"],
-                              seed=self.options["data_seed"])
-
-  def search(self, state: SposState) -> tuple[np.ndarray, np.ndarray]:
-    """Regularized evolution on the current supernet: every scored code and its score."""
-    cfg = self.options
-    key = jax.random.fold_in(self._key(state, 2), int(state.phase))
-    return evolve(self.space, lambda c: self.score(state, c), key, cycles=cfg["cycles"],
-                  population_size=cfg["population_size"], sample_size=cfg["sample_size"])
-
-  def ask(self, key, state: SposState):
-    """Run the next phase (train, then evolve) if any; propose the best-ranked path not
-    proposed yet.
-
-    Returns:
-      ``(codes (1, L) int32, state)``.
-    """
-    del key  # the search is deterministic given init's key
-    phase = int(state.phase)
-    if phase < self.options["phases"]:
-      state, loss, acc = self.train(state, oneshot.phase_end(phase, self.options["phases"],
-                                                             self.total))
-      codes, scores = self.search(state)
-      log = state.log
-      log = log.replace(step=log.step.at[phase].set(state.step),
-                        train_loss=log.train_loss.at[phase].set(loss),
-                        train_accuracy=log.train_accuracy.at[phase].set(acc),
-                        best_score=log.best_score.at[phase].set(float(np.nanmax(scores))))
-      state = state.replace(phase=state.phase + 1, log=log,
-                            proposals=oneshot.Proposals.from_scores(
-                                codes, np.nan_to_num(scores, nan=-np.inf),
-                                self.options["proposals"]))
-    return oneshot.propose(state, self.options["phases"])
-
-  def tell(self, key, state: SposState, candidates, fitness) -> SposState:
-    del key, fitness
-    return oneshot.count_told(state, candidates)
-
-
-def _make(space: SearchSpace, config: dict) -> Spos:
-  return Spos(space, dict(config))
+  def scored(self, key, state, request: work.ScoreShared, result: work.SharedResult):
+    """The generation told to the evolution; after ``cycles`` paths, the ranking."""
+    _, _, tell = self.evolution()
+    s, codes = np.asarray(result.scores, np.float64), np.asarray(request.codes, np.int32)
+    search = state.search
+    i = int(search.scored)
+    search = search.replace(
+        evolution=tell(key, search.evolution, jnp.asarray(codes), jnp.asarray(-s, jnp.float32)),
+        codes=search.codes.at[i:i + len(codes)].set(codes),
+        scores=search.scores.at[i:i + len(codes)].set(np.asarray(s, np.float32)),
+        scored=search.scored + len(codes))
+    if int(search.scored) < self.config.cycles:
+      return state.replace(search=search)
+    n = self.config.cycles
+    scores = np.asarray(search.scores)[:n]
+    state = self.finish_phase(state, np.asarray(search.codes)[:n], scores,
+                              best_score=float(np.nanmax(scores)))
+    return state.replace(search=self.init_search())
 
 
 register_strategy(
-    "spos", _make, spaces=("nb201", "darts"), multi_objective=False, jittable=False,
-    default_config=DEFAULT_CONFIG,
+    "spos", Spos, options=SposConfig, spaces=("nb201", "darts"), multi_objective=False,
+    jittable=False, needs_problem=True,
     smoke={"space": "nb201", "space_config": {"C": 2, "N": 1},
-           "config": {"epochs": 1.0, "max_steps": 4, "data_limit": 256, "batch_size": 16,
-                      "cycles": 4, "population_size": 2, "sample_size": 2,
-                      "calib_batches": 2, "calib_batch_size": 16, "eval_examples": 64},
+           "config": {"steps": 4, "chunk_steps": 2, "batch_size": 16, "cycles": 4,
+                      "population_size": 2, "sample_size": 2, "calib_batches": 2,
+                      "calib_batch_size": 16, "eval_examples": 64},
            "max_evals": 2, "train": {"epochs": 0.05, "batch_size": 32}},
     description="SPOS: uniform single-path supernet training, then regularized evolution "
                 "on shared-weight validation accuracy")
