@@ -21,7 +21,8 @@ def test_block_extraction():
   assert python_blocks(text) == ["x = 1\n", "y = x + 1\n"]
 
 
-@pytest.mark.parametrize("path", sorted(DOCS.glob("*.md")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md"))],
+                         ids=lambda p: p.name)
 def test_doc_runs(path, tmp_path, monkeypatch):
   blocks = python_blocks(path.read_text())
   if not blocks:
