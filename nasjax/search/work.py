@@ -194,6 +194,17 @@ class SharedResult:
   seconds: float
 
 
+def require_problem(problem, strategy: str, what: str = "builds networks for the task"
+                    ) -> Problem:
+  """``problem`` if it is a :class:`Problem`; otherwise a ValueError saying that
+  ``strategy`` needs one (it gets one from a training evaluator)."""
+  if not isinstance(problem, Problem):
+    raise ValueError(f"strategy {strategy!r} {what}: give problem= (a "
+                     "nasjax.search.work.Problem) or a training evaluator, got "
+                     f"{type(problem).__name__}")
+  return problem
+
+
 def is_shared(work) -> bool:
   """Whether ``work`` (what ``ask`` returned) is work on shared weights."""
   return isinstance(work, (TrainShared, ScoreShared))

@@ -678,6 +678,7 @@ class NAOWS:
   name = "nao_ws"
 
   def __post_init__(self):
+    work.require_problem(self.problem, self.name, "trains a supernet for the task")
     cfg = self.config
     object.__setattr__(self, "nao", NAO(self.space, cfg.nao_config()))
     object.__setattr__(self, "spec", sn_lib.supernet_for_space(

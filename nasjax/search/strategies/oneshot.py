@@ -436,10 +436,7 @@ class OneShot:
   phase_names = ("best_score",)  # the phase log's columns
 
   def __post_init__(self):
-    if not isinstance(self.problem, work.Problem):
-      raise ValueError(f"strategy {self.name!r} trains a supernet for the task: give "
-                       "problem= (a nasjax.search.work.Problem) or a training evaluator, "
-                       f"got {type(self.problem).__name__}")
+    work.require_problem(self.problem, self.name, "trains a supernet for the task")
 
   @property
   def spec(self) -> sn_lib.SupernetSpec:

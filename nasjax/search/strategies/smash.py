@@ -334,6 +334,7 @@ class Smash:
   name = "smash"
 
   def __post_init__(self):
+    work.require_problem(self.problem, self.name, "trains a hypernetwork for the task")
     if not isinstance(self.space, smash_lib.MemoryBankSpace):
       raise ValueError(f"smash searches the memory-bank space 'smash', got space "
                        f"{getattr(self.space, 'name', self.space)!r}")
