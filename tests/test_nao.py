@@ -514,7 +514,7 @@ def test_nao_ws_options():
     _nao_ws(nao_top_k=8)
   with pytest.raises(ValueError, match="option nao_select must be one of"):
     _nao_ws(nao_select="best")
-  with pytest.raises(ValueError, match="builds networks"):
+  with pytest.raises(ValueError, match="nao_ws.* trains a supernet for the task: give problem="):
     make_strategy("nao_ws", WS_SPACE, WS_OPTIONS)
   defaults = nao_lib.NAOWSConfig.defaults()
   # NAO's own proposal rules (PAPER), half the pool renewed per iteration.
