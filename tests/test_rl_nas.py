@@ -10,7 +10,7 @@ from nasjax.search.strategies import controller as controller_lib
 from nasjax.search import hardware
 from nasjax.search.strategies import rl_nas
 from nasjax.search.base import make_strategy
-from nasjax.search.strategies.evolution import RegularizedEvolution
+from nasjax.search.strategies.evolution import EvolutionConfig, RegularizedEvolution
 from nasjax.search.spaces import DartsCellSpace, NB201Space, PlainCNNSpace, make_space
 
 
@@ -85,7 +85,8 @@ def test_controller_codes_are_canonical_and_scored_exactly(space):
 
 def test_reinforce_raises_the_probability_of_a_rewarded_token():
   space = NB201Space()
-  strategy = rl_nas.RLNAS(space, batch_size=8, learning_rate=0.02, hidden=16, num_layers=1)
+  strategy = rl_nas.RLNAS(space, rl_nas.RLNASConfig(batch_size=8, learning_rate=0.02, hidden=16,
+                                                    num_layers=1))
 
   def prob_of_target(params, key):
     codes, _, _ = controller_lib.sample(strategy.controller, params, jax.random.split(key, 500))
@@ -164,7 +165,7 @@ def test_mnas_scalarizer_reads_error_and_cost_objectives():
 def test_any_scalar_strategy_can_search_the_mnas_reward():
   space = NB201Space()
   reward = {"kind": "mnas", "target": 1.0e5, "cost_objective": 1}
-  rea = hardware.Scalarized(RegularizedEvolution(space, population_size=4),
+  rea = hardware.Scalarized(RegularizedEvolution(space, EvolutionConfig(population_size=4)),
                             hardware.make_scalarizer(reward, 2))
   state = rea.init(jax.random.key(0))
   codes, state = jax.jit(rea.ask)(jax.random.key(1), state)

@@ -2,11 +2,13 @@
 
 import itertools
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from nasjax.search import pareto
+from nasjax.search.strategies import nsga2
 
 
 def _brute_dominates(a, b):
@@ -49,6 +51,34 @@ def test_nondominated_sort_matches_brute_force(m):
       F[rng.integers(0, 12)] = np.nan
     np.testing.assert_array_equal(pareto.nondominated_sort(F), _brute_ranks(F))
     np.testing.assert_array_equal(pareto.pareto_mask(F), _brute_ranks(F) == 0)
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_jittable_front_ranks_match_brute_force(m):
+  # NSGA-II's fixed-shape ranks: failed points rank n, behind every front.
+  rng = np.random.default_rng(20 + m)
+  ranks = jax.jit(nsga2.front_ranks)
+  for trial in range(10):
+    F = rng.integers(0, 5, size=(12, m)).astype(np.float32)
+    if trial % 3 == 0:
+      F[rng.integers(0, 12)] = np.nan
+    brute = _brute_ranks(F)
+    np.testing.assert_array_equal(np.asarray(ranks(jnp.asarray(F))),
+                                  np.where(brute >= 0, brute, 12))
+
+
+@pytest.mark.parametrize("m", [2, 3])
+def test_jittable_crowding_matches_the_host_version_per_front(m):
+  rng = np.random.default_rng(30 + m)
+  for _ in range(10):
+    F = rng.random((12, m)).astype(np.float32)  # no ties: neighbours are unambiguous
+    rank = nsga2.front_ranks(jnp.asarray(F))
+    crowd = np.asarray(jax.jit(nsga2.crowding_distances)(jnp.asarray(F), rank))
+    rank = np.asarray(rank)
+    for r in range(rank.max() + 1):
+      front = rank == r
+      np.testing.assert_allclose(crowd[front], pareto.crowding_distance(F[front]),
+                                 rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("m", [2, 3])

@@ -2,6 +2,7 @@
 
 import dataclasses
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -116,12 +117,21 @@ def test_make_space_rejects_unknown_names_and_options():
 
 
 # ---------------------------------------------------------------------------- registry
+def _synthetic_problem():
+  """The task of the synthetic data set, for strategies that build networks."""
+  from nasjax.search.work import Problem
+
+  return Problem.of(nasjax.data.load("synthetic"))
+
+
 @pytest.mark.parametrize("name", sorted(load_strategies()))
 def test_every_registered_strategy_searches(name, tmp_path):
   entry = STRATEGIES[name]
   space = _space_for(entry)
   M = 2 if entry.multi_objective else 1
-  strategy = make_strategy(name, space, entry.smoke.get("config"), num_objectives=M)
+  problem = _synthetic_problem() if entry.needs_problem else None
+  strategy = make_strategy(name, space, entry.smoke.get("config"), num_objectives=M,
+                           problem=problem)
   key, k_init = init_keys(0)
   state = strategy.init(k_init)
   cands, _ = strategy.ask(key, state)
@@ -193,6 +203,54 @@ class _Named:
     return state
 
 
+# The registered defaults of the baselines, RL-NAS and PNAS, as published by each method's
+# module (a change here changes every search that relies on them).
+DEFAULTS = {
+    "reinforce": {"learning_rate": 0.01, "baseline_momentum": 0.9, "batch_size": 1,
+                  "objective": 0},
+    "rea": {"population_size": 10, "sample_size": 3, "batch_size": 1},
+    "nsga2": {"population_size": 20, "batch_size": None, "crossover_prob": 0.9},
+    "rl_nas": {"batch_size": 1, "learning_rate": 0.005, "baseline_decay": 0.9,
+               "entropy_weight": 1e-3, "hidden": 35, "num_layers": 2, "temperature": 1.0,
+               "tanh_constant": None, "objective": 0, "reward": None},
+    "pnas": {"beam": 16, "first_level": None, "batch_size": 1, "predictor": "both",
+             "members": 5, "embed": 16, "hidden": 32, "learning_rate": 0.01, "fit_steps": 100,
+             "capacity": 128, "objective": 0, "reward": None},
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEFAULTS))
+def test_options_classes_keep_the_defaults_and_are_what_the_strategy_holds(name):
+  entry = STRATEGIES[name]
+  assert entry.options is not None and entry.default_config == DEFAULTS[name]
+  M = 2 if entry.multi_objective else 1
+  strategy = make_strategy(name, NB201Space(), num_objectives=M)
+  assert isinstance(strategy.config, entry.options)
+  assert strategy.config.to_dict() == {**DEFAULTS[name], "num_objectives": M}
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    strategy.config.batch_size = 2
+
+
+@pytest.mark.parametrize("name,options,message", [
+    ("reinforce", {"baseline_momentum": 1.0}, "option baseline_momentum must be a number "
+     ">= 0.0 and < 1, got 1.0"),
+    ("reinforce", {"learning_rate": 0}, "option learning_rate must be a number > 0"),
+    ("reinforce", {"objective": 1}, "objective 1 is outside the 1 objectives"),
+    ("rea", {"population_size": 0}, "option population_size must be an int >= 1, got 0"),
+    ("rea", {"batch_size": 1.5}, "option batch_size must be an int >= 1, got 1.5"),
+    ("nsga2", {"crossover_prob": 1.5}, "option crossover_prob must be a number >= 0 <= 1"),
+    ("nsga2", {"batch_size": 0}, "option batch_size must be an int >= 1 or None, got 0"),
+    ("rl_nas", {"tanh_constant": 0.0}, "option tanh_constant must be a number > 0"),
+    ("rl_nas", {"reward": "mnas"}, "option reward must be a reward config"),
+    ("rl_nas", {"reward": {"target": 1.0, "cost_objective": 1}}, "reads objective 1"),
+    ("pnas", {"first_level": 0}, "option first_level must be an int >= 1 or None, got 0"),
+    ("pnas", {"predictor": "gp"}, "option predictor must be one of"),
+])
+def test_options_are_checked_next_to_each_field(name, options, message):
+  with pytest.raises(ValueError, match=re.escape(message)):
+    make_strategy(name, NB201Space(), options)
+
+
 # ------------------------------------------------------------------------- determinism
 def _codes_of(name, seed, gens=25, space=None, M=1):
   space = space or NB201Space()
@@ -245,7 +303,7 @@ def test_rea_refuses_a_tournament_larger_than_the_population():
     make_strategy("rea", NB201Space(), {"population_size": 4, "sample_size": 5})
   # S = P is the largest tournament allowed.
   rea = make_strategy("rea", NB201Space(), {"population_size": 4, "sample_size": 4})
-  assert (rea.population_size, rea.sample_size) == (4, 4)
+  assert (rea.config.population_size, rea.config.sample_size) == (4, 4)
 
 
 def test_reinforce_ignores_failed_candidates():

@@ -18,9 +18,9 @@ sequence of steps:
 :func:`program_for` gives a space's program: its own ``controller_program()`` when it
 has one (the layer strings of :mod:`nasjax.search.strategies.rl_nas`: per layer an anchor point,
 then the layer's choices), else one :class:`Choice` per code position in order (NB201
-edges, DARTS ``[input, op]`` genes, ...). The program is run as a ``lax.scan`` over its
-*groups* (an anchor and the choices that follow it, or a single choice), so a long
-program compiles as fast as a short one.
+edges, DARTS ``[input, op]`` genes, ...). The program is run as a scan (``nn.scan``, the
+parameters shared by every step) over its *groups* (an anchor and the choices that
+follow it, or a single choice), so a long program compiles as fast as a short one.
 
 Positions that a space leaves inactive (:meth:`~nasjax.search.spaces.SearchSpace.active`)
 are written as 0 and contribute nothing to the log-probability or the entropy. For this
@@ -28,14 +28,16 @@ the activity of a position must depend only on earlier positions, which holds fo
 built-in space; then sampling and teacher-forced scoring of the canonical code see the
 same inputs, so the log-probability of a sampled code is exact.
 
-The LSTM is written out (gates ``i, f, g, o`` from ``[x, h] @ W + b``) so that it runs
-inside the scan; weights start uniform in ``[-0.08, 0.08]`` as in the paper (§4.1).
+The LSTM is a stack of :class:`flax.linen.OptimizedLSTMCell`; every weight and bias starts
+uniform in ``[-0.08, 0.08]`` as in the paper (§4.1). The controller is a pure function of
+its parameters (``Controller.apply``), so sampling and scoring jit and vmap.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+import functools
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -162,6 +164,131 @@ def _uniform(key, shape, dtype=jnp.float32):
   return jax.random.uniform(key, shape, dtype, -INIT_SCALE, INIT_SCALE)
 
 
+class _Carry(NamedTuple):
+  """What the scan over the groups carries.
+
+  Attributes:
+    lstm: per LSTM layer, its ``(c, h)`` state, each ``(H,)``.
+    x: ``(H,)`` the next input of the LSTM.
+    code: ``(L,)`` int32, the code written so far (later positions 0).
+    log_prob, entropy: ``()`` float32 sums over the decisions made so far.
+    states: ``(G, H)`` anchor states of the layers so far (0 after them).
+    projected: ``(G, H)`` those states times ``w_prev``.
+  """
+
+  lstm: tuple
+  x: jax.Array
+  code: jax.Array
+  log_prob: jax.Array
+  entropy: jax.Array
+  states: jax.Array
+  projected: jax.Array
+
+
+class _Group(nn.Module):
+  """One step of the scan: a group of the program (its anchor point, then its choices).
+
+  The attributes are the :class:`Controller`'s and ``forced``: whether the code is given
+  (scored by teacher forcing) rather than sampled. The parameters are shared by every
+  group (broadcast by the scan); the per-decision ones are tables indexed by the group.
+  """
+
+  program: Program
+  length: int
+  hidden: int
+  num_layers: int
+  temperature: float
+  tanh_constant: float | None
+  active: Callable[[jax.Array], jax.Array] | None
+  forced: bool
+
+  def setup(self):
+    prog, H = self.program, self.hidden
+    G, C, K = prog.num_groups, prog.positions.shape[1], prog.max_choices
+    self.cells = [nn.OptimizedLSTMCell(H, kernel_init=_uniform, recurrent_kernel_init=_uniform,
+                                       bias_init=_uniform) for _ in range(self.num_layers)]
+    self.embed = self.param("embed", _uniform, (G, C, K, H))
+    self.head_kernel = self.param("head_kernel", _uniform, (G, C, H, K))
+    self.head_bias = self.param("head_bias", nn.initializers.zeros, (G, C, K))
+    if prog.anchors:
+      self.w_prev = self.param("w_prev", _uniform, (H, H))
+      self.w_curr = self.param("w_curr", _uniform, (H, H))
+      self.v = self.param("v", _uniform, (H,))
+      self.no_anchor = self.param("no_anchor", _uniform, (G, H))
+
+  def _lstm(self, carry: _Carry) -> tuple[tuple, jax.Array]:
+    """One step of the stacked LSTM on ``carry.x``: ``(new states, top output)``."""
+    x, states = carry.x, []
+    for cell, state in zip(self.cells, carry.lstm):
+      state, x = cell(state, x)
+      states.append(state)
+    return tuple(states), x
+
+  def _squash(self, raw: jax.Array) -> jax.Array:
+    raw = raw / self.temperature
+    return raw if self.tanh_constant is None else self.tanh_constant * jnp.tanh(raw)
+
+  def _anchor(self, c: _Carry, g: jax.Array, key: jax.Array | None) -> _Carry:
+    """The anchor point of layer ``g``: which earlier layers feed it."""
+    lstm, h = self._lstm(c)
+    earlier = jnp.arange(self.program.num_groups) < g
+    scores = self._squash(jnp.tanh(c.projected + h @ self.w_curr) @ self.v)  # (G,)
+    # Layers j >= g have no position: index L, dropped on write, 0 on read.
+    where = jnp.where(earlier, jnp.asarray(self.program.anchor_positions)[g], self.length)
+    if self.forced:
+      bits = c.code.at[where].get(mode="fill", fill_value=0)
+    else:
+      bits = jax.random.bernoulli(key, jax.nn.sigmoid(scores)).astype(jnp.int32)
+    bits = jnp.where(earlier, bits, 0)
+    on_lp, off_lp = jax.nn.log_sigmoid(scores), jax.nn.log_sigmoid(-scores)
+    q = jax.nn.sigmoid(scores)
+    log_prob = jnp.sum(jnp.where(earlier, jnp.where(bits == 1, on_lp, off_lp), 0.0))
+    entropy = jnp.sum(jnp.where(earlier, -(q * on_lp + (1 - q) * off_lp), 0.0))
+    chosen = jnp.sum(bits)
+    mean = jnp.sum(bits[:, None] * c.states, axis=0) / jnp.maximum(chosen, 1)
+    return _Carry(lstm, jnp.where(chosen > 0, mean, self.no_anchor[g]),
+                  c.code.at[where].set(bits, mode="drop"), c.log_prob + log_prob,
+                  c.entropy + entropy, c.states.at[g].set(h),
+                  c.projected.at[g].set(h @ self.w_prev))
+
+  def _choice(self, c: _Carry, g: jax.Array, i: int, key: jax.Array | None) -> _Carry:
+    """Choice ``i`` of group ``g``: one categorical token."""
+    lstm, h = self._lstm(c)
+    prog = self.program
+    valid = jnp.arange(prog.max_choices) < jnp.asarray(prog.num_choices)[g, i]
+    logits = self._squash(h @ self.head_kernel[g, i] + self.head_bias[g, i])
+    logits = jnp.where(valid, logits, -jnp.inf)
+    logp = jax.nn.log_softmax(logits)
+    pos = jnp.asarray(prog.positions)[g, i]
+    if self.forced:
+      token = c.code[pos]
+    else:
+      token = jax.random.categorical(key, logits).astype(jnp.int32)
+    on = jnp.bool_(True)
+    if self.active is not None:
+      # Later positions are still 0 here: activity depends on earlier ones only.
+      on = self.active(c.code)[pos]
+      token = jnp.where(on, token, 0)
+    # Masked choices have logp = -inf: zero them before the product, so that neither
+    # the value nor the gradient meets 0 * inf (a NaN gradient there reached every
+    # parameter through the shared LSTM, on any space with unequal choice counts).
+    entropy = -jnp.sum(jnp.exp(logp) * jnp.where(valid, logp, 0.0))
+    return c._replace(lstm=lstm, x=self.embed[g, i, token], code=c.code.at[pos].set(token),
+                      log_prob=c.log_prob + jnp.where(on, logp[token], 0.0),
+                      entropy=c.entropy + jnp.where(on, entropy, 0.0))
+
+  def __call__(self, carry: _Carry, inputs) -> tuple[_Carry, None]:
+    """``inputs``: ``(g, keys)``, the group's index and ``(C + 1,)`` sampling keys (the
+    last one the anchor point's; None when forced)."""
+    g, keys = inputs
+    C = self.program.positions.shape[1]
+    if self.program.anchors:
+      carry = self._anchor(carry, g, None if self.forced else keys[C])
+    for i in range(C):
+      carry = self._choice(carry, g, i, None if self.forced else keys[i])
+    return carry, None
+
+
 class Controller(nn.Module):
   """The LSTM controller.
 
@@ -200,102 +327,27 @@ class Controller(nn.Module):
       sum over the decisions of each one's distribution entropy along this code.
     """
     prog, H = self.program, self.hidden
-    G, C, K = prog.num_groups, prog.positions.shape[1], prog.max_choices
-    lstm = [(self.param(f"lstm{i}_kernel", _uniform, (2 * H, 4 * H)),
-             self.param(f"lstm{i}_bias", _uniform, (4 * H,))) for i in range(self.num_layers)]
-    start = self.param("start", _uniform, (H,))
-    embed = self.param("embed", _uniform, (G, C, K, H))
-    head_kernel = self.param("head_kernel", _uniform, (G, C, H, K))
-    head_bias = self.param("head_bias", nn.initializers.zeros, (G, C, K))
-    if prog.anchors:
-      w_prev = self.param("w_prev", _uniform, (H, H))
-      w_curr = self.param("w_curr", _uniform, (H, H))
-      v = self.param("v", _uniform, (H,))
-      no_anchor = self.param("no_anchor", _uniform, (G, H))
-
+    G, C = prog.num_groups, prog.positions.shape[1]
     forced = code is not None
-    out = jnp.asarray(code, jnp.int32) if forced else jnp.zeros((self.length,), jnp.int32)
-    keys = None if forced else jax.random.split(key, G * (C + 1)).reshape(G, C + 1)
-    zeros = jnp.zeros((self.num_layers, H))
-
-    def cell(state, x):
-      hs, cs = state
-      new_h, new_c = [], []
-      for i, (w, b) in enumerate(lstm):
-        gates = jnp.concatenate([x, hs[i]]) @ w + b
-        gi, gf, gg, go = jnp.split(gates, 4)
-        c = jax.nn.sigmoid(gf) * cs[i] + jax.nn.sigmoid(gi) * jnp.tanh(gg)
-        x = jax.nn.sigmoid(go) * jnp.tanh(c)
-        new_h.append(x)
-        new_c.append(c)
-      return (jnp.stack(new_h), jnp.stack(new_c)), x
-
-    def squash(raw):
-      raw = raw / self.temperature
-      return raw if self.tanh_constant is None else self.tanh_constant * jnp.tanh(raw)
-
-    positions = jnp.asarray(prog.positions)
-    counts = jnp.asarray(prog.num_choices)
-    anchor_pos = jnp.asarray(prog.anchor_positions)
-
-    def group(carry, g):
-      state, x, out, log_prob, entropy, states, projected = carry
-      if prog.anchors:
-        state, h = cell(state, x)
-        earlier = jnp.arange(G) < g
-        scores = squash(jnp.tanh(projected + h @ w_curr) @ v)  # (G,)
-        # Layers j >= g have no position: index L, dropped on write, 0 on read.
-        where = jnp.where(earlier, anchor_pos[g], self.length)
-        if forced:
-          bits = out.at[where].get(mode="fill", fill_value=0)
-        else:
-          bits = jax.random.bernoulli(keys[g, C], jax.nn.sigmoid(scores)).astype(jnp.int32)
-        bits = jnp.where(earlier, bits, 0)
-        out = out.at[where].set(bits, mode="drop")
-        on_lp, off_lp = jax.nn.log_sigmoid(scores), jax.nn.log_sigmoid(-scores)
-        q = jax.nn.sigmoid(scores)
-        log_prob += jnp.sum(jnp.where(earlier, jnp.where(bits == 1, on_lp, off_lp), 0.0))
-        entropy += jnp.sum(jnp.where(earlier, -(q * on_lp + (1 - q) * off_lp), 0.0))
-        chosen = jnp.sum(bits)
-        mean = jnp.sum(bits[:, None] * states, axis=0) / jnp.maximum(chosen, 1)
-        x = jnp.where(chosen > 0, mean, no_anchor[g])
-        states = states.at[g].set(h)
-        projected = projected.at[g].set(h @ w_prev)
-      for c in range(C):
-        state, h = cell(state, x)
-        logits = squash(h @ head_kernel[g, c] + head_bias[g, c])
-        logits = jnp.where(jnp.arange(K) < counts[g, c], logits, -jnp.inf)
-        logp = jax.nn.log_softmax(logits)
-        pos = positions[g, c]
-        if forced:
-          token = out[pos]
-        else:
-          token = jax.random.categorical(keys[g, c], logits).astype(jnp.int32)
-        if self.active is not None:
-          # Later positions are still 0 here: activity depends on earlier ones only.
-          on = self.active(out)[pos]
-          token = jnp.where(on, token, 0)
-        else:
-          on = jnp.bool_(True)
-        out = out.at[pos].set(token)
-        p = jnp.exp(logp)
-        log_prob += jnp.where(on, logp[token], 0.0)
-        # Masked choices have logp = -inf: zero them before the product, so that neither
-        # the value nor the gradient meets 0 * inf (a NaN gradient there reached every
-        # parameter through the shared LSTM, on any space with unequal choice counts).
-        valid = jnp.arange(K) < counts[g, c]
-        entropy += jnp.where(on, -jnp.sum(p * jnp.where(valid, logp, 0.0)), 0.0)
-        x = embed[g, c, token]
-      return (state, x, out, log_prob, entropy, states, projected), None
-
+    start = self.param("start", _uniform, (H,))
+    state = (jnp.zeros((H,)), jnp.zeros((H,)))
     zero = jnp.zeros((), jnp.float32)
-    carry = ((zeros, zeros), start, out, zero, zero, jnp.zeros((G, H)), jnp.zeros((G, H)))
-    (_, _, out, log_prob, entropy, _, _), _ = jax.lax.scan(group, carry, jnp.arange(G))
-    return out, log_prob, entropy
+    out = jnp.asarray(code, jnp.int32) if forced else jnp.zeros((self.length,), jnp.int32)
+    carry = _Carry((state,) * self.num_layers, start, out, zero, zero, jnp.zeros((G, H)),
+                   jnp.zeros((G, H)))
+    keys = None if forced else jax.random.split(key, G * (C + 1)).reshape(G, C + 1)
+    groups = nn.scan(_Group, variable_broadcast="params", split_rngs={"params": False},
+                     length=G)
+    carry, _ = groups(prog, self.length, H, self.num_layers, self.temperature,
+                      self.tanh_constant, self.active, forced, name="groups")(
+                          carry, (jnp.arange(G), keys))
+    return carry.code, carry.log_prob, carry.entropy
 
 
+@functools.lru_cache(maxsize=64)
 def make_controller(space, **options) -> Controller:
-  """The controller for ``space`` (options: the :class:`Controller` hyperparameters)."""
+  """The controller for ``space`` (options: the :class:`Controller` hyperparameters); the
+  same module for the same arguments."""
   from nasjax.search.spaces import SearchSpace
 
   # Spaces that never deactivate a position skip the per-step activity check.

@@ -15,10 +15,10 @@ sees the whole network. Two actors read it:
   pooling), the position inside the block (insert after its ``p``-th layer) and the new
   conv layer's kernel size. In the dense block there is no kernel to choose.
 
-The LSTMs are written out (gates ``i, f, g, o`` from ``[x, h] @ W + b``, the encoder's two
-directions as one ``lax.scan`` each, padded steps leaving the state unchanged), and the
-parameters are drawn on the host, uniform in ``[-0.08, 0.08]``: both keep the
-controller's compile and initialisation time small next to a child's training.
+The LSTMs are :class:`flax.linen.OptimizedLSTMCell` (the encoder's two directions scanned
+with ``nn.scan``, padded steps leaving the state unchanged), and the parameters are drawn
+on the host, uniform in ``[-0.08, 0.08]``, which keeps the controller's initialisation
+time small next to a child's training.
 
 An observation of one network is a dict of arrays (see :func:`observation_spec`); a
 batch of ``n`` observations has a leading axis. Every function here is pure and jits;
@@ -41,51 +41,33 @@ NEG = -1e9
 INIT_SCALE = 0.08
 
 
-def _lstm_step(w: jax.Array, b: jax.Array, carry, x: jax.Array):
-  """One LSTM step: ``carry = (c, h)``, each ``(H,)``; ``x`` ``(E,)``."""
-  c, h = carry
-  i, f, g, o = jnp.split(jnp.concatenate([x, h]) @ w + b, 4)
-  c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
-  h = jax.nn.sigmoid(o) * jnp.tanh(c)
-  return c, h
-
-
 class LSTM(nn.Module):
-  """An LSTM layer: ``kernel`` ``(E + H, 4H)`` and ``bias`` ``(4H,)``.
+  """An LSTM layer (a :class:`flax.linen.OptimizedLSTMCell` scanned over the steps).
 
   Called on ``(xs (L, E), mask (L,))`` it runs over the steps where ``mask`` holds (in
-  reverse with ``reverse``) and returns ``((c, h) final, outputs (L, H))``, outputs 0 at
-  masked steps. :meth:`step` is one step on its own.
+  reverse with ``reverse``; a masked step leaves the state as it is) and returns
+  ``((c, h) final, outputs (L, H))``, outputs 0 at masked steps.
 
   Attributes:
-    in_features: E, the input size.
     hidden: H, the state size.
     reverse: run from the last step to the first.
   """
 
-  in_features: int
   hidden: int
   reverse: bool = False
 
-  def setup(self):
-    self.kernel = self.param("kernel", nn.initializers.zeros,
-                             (self.in_features + self.hidden, 4 * self.hidden))
-    self.bias = self.param("bias", nn.initializers.zeros, (4 * self.hidden,))
-
+  @nn.compact
   def __call__(self, xs: jax.Array, mask: jax.Array):
-    w, b = self.kernel, self.bias
+    def body(cell, carry, inputs):
+      x, m = inputs
+      new, h = cell(carry, x)
+      new = jax.tree_util.tree_map(lambda a, b: jnp.where(m, a, b), new, carry)
+      return new, jnp.where(m, h, 0.0)
 
-    def body(carry, inp):
-      x, m = inp
-      new = _lstm_step(w, b, carry, x)
-      new = (jnp.where(m, new[0], carry[0]), jnp.where(m, new[1], carry[1]))
-      return new, jnp.where(m, new[1], 0.0)
-
+    scan = nn.scan(body, variable_broadcast="params", split_rngs={"params": False},
+                   reverse=self.reverse)
     zero = jnp.zeros((self.hidden,), xs.dtype)
-    return jax.lax.scan(body, (zero, zero), (xs, mask), reverse=self.reverse)
-
-  def step(self, carry, x: jax.Array):
-    return _lstm_step(self.kernel, self.bias, carry, x)
+    return scan(nn.OptimizedLSTMCell(self.hidden, name="cell"), (zero, zero), (xs, mask))
 
 
 def observation_spec(max_len: int, max_blocks: int) -> dict[str, tuple[tuple[int, ...], Any]]:
@@ -130,10 +112,10 @@ class EASController(nn.Module):
   def setup(self):
     h2 = 2 * self.hidden
     self.embedding = nn.Embed(self.vocab, self.embed)
-    self.forward_lstm = LSTM(self.embed, self.hidden)
-    self.backward_lstm = LSTM(self.embed, self.hidden, reverse=True)
+    self.forward_lstm = LSTM(self.hidden)
+    self.backward_lstm = LSTM(self.hidden, reverse=True)
     self.wider_head = nn.Dense(1)
-    self.deeper_lstm = LSTM(h2, h2)
+    self.deeper_lstm = nn.OptimizedLSTMCell(h2)
     self.deeper_start = self.param("deeper_start", nn.initializers.zeros, (h2,))
     self.block_embed = nn.Embed(self.max_blocks, h2)
     self.pos_embed = nn.Embed(self.max_len, h2)
@@ -163,8 +145,8 @@ class EASController(nn.Module):
     keys = jax.random.split(key, 3) if key is not None else (None,) * 3
 
     def decide(lstm_state, x, head, mask, k, given):
-      lstm_state = self.deeper_lstm.step(lstm_state, x)
-      logp = _masked_log_softmax(head(lstm_state[1]), mask, uniform)
+      lstm_state, h = self.deeper_lstm(lstm_state, x)
+      logp = _masked_log_softmax(head(h), mask, uniform)
       if given is None:
         given = jax.random.categorical(k, logp).astype(jnp.int32)
       return lstm_state, logp, given

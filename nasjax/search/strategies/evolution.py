@@ -23,8 +23,30 @@ import jax
 import jax.numpy as jnp
 
 from nasjax.search.base import fitness_matrix, register_strategy
+from nasjax.search.options import Options, integer, option
 from nasjax.search.pareto import domination_counts
 from nasjax.search.spaces import SearchSpace
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EvolutionConfig(Options):
+  """Attributes:
+    population_size: P.
+    sample_size: S, the tournament size (at most P).
+    batch_size: children per ``ask`` (each from its own tournament).
+  """
+
+  strategy = "rea"
+  population_size: int = option(10, integer(1))
+  sample_size: int = option(3, integer(1))
+  batch_size: int = option(1, integer(1))
+
+  def check(self) -> None:
+    # Sampling with replacement would allow S > P, but such a tournament is all but
+    # certain to hold the best member, which turns aging evolution into greedy search.
+    if self.sample_size > self.population_size:
+      raise ValueError(f"{self.strategy}: sample_size={self.sample_size} must be at most "
+                       f"population_size={self.population_size}")
 
 
 @flax.struct.dataclass
@@ -51,43 +73,23 @@ class RegularizedEvolution:
 
   Attributes:
     space: the search space.
-    population_size: P.
-    sample_size: S, the tournament size.
-    batch_size: children per ``ask`` (each from its own tournament).
-    num_objectives: M, the length of the fitness vectors.
+    config: an :class:`EvolutionConfig`; ``config.num_objectives`` is M, the length of
+      the fitness vectors.
   """
 
   space: SearchSpace
-  population_size: int = 10
-  sample_size: int = 3
-  batch_size: int = 1
-  num_objectives: int = 1
+  config: EvolutionConfig = EvolutionConfig()
   name = "rea"
-
-  def __post_init__(self):
-    for what in ("population_size", "sample_size", "batch_size", "num_objectives"):
-      v = getattr(self, what)
-      if not isinstance(v, int) or v < 1:
-        raise ValueError(f"{what} must be a positive int, got {v!r}")
-    # Sampling with replacement would allow S > P, but such a tournament is all but
-    # certain to hold the best member, which turns aging evolution into greedy search.
-    if self.sample_size > self.population_size:
-      raise ValueError(f"sample_size={self.sample_size} must be at most "
-                       f"population_size={self.population_size}")
-
-  def config(self) -> dict:
-    return {"population_size": self.population_size, "sample_size": self.sample_size,
-            "batch_size": self.batch_size}
 
   def init(self, key: jax.Array) -> EvolutionState:
     del key  # the population starts empty; ask fills it with random samples
-    P, L, M = self.population_size, self.space.length, self.num_objectives
+    P, L, M = self.config.population_size, self.space.length, self.config.num_objectives
     zero = jnp.zeros((), jnp.int32)
     return EvolutionState(jnp.zeros((P, L), jnp.int32), jnp.full((P, M), jnp.nan, jnp.float32),
                           zero, zero, zero)
 
   def _child(self, words: jax.Array, state: EvolutionState, rank: jax.Array) -> jax.Array:
-    space, S = self.space, self.sample_size
+    space, S = self.space, self.config.sample_size
     random_code = space.sample_bits(words[:space.sample_words])
     tournament = words[space.sample_words:space.sample_words + S]
     idx = (tournament % jnp.maximum(state.size, 1).astype(jnp.uint32)).astype(jnp.int32)
@@ -95,7 +97,7 @@ class RegularizedEvolution:
     first = jnp.where(r == r.min(), state.fitness[idx, 0], jnp.inf)
     parent = state.population[idx[jnp.argmin(first)]]
     child = space.mutate_bits(words[space.sample_words + S:], parent)
-    return jnp.where(state.size >= self.population_size, child, random_code)
+    return jnp.where(state.size >= self.config.population_size, child, random_code)
 
   def ask(self, key: jax.Array, state: EvolutionState) -> tuple[jax.Array, EvolutionState]:
     """Random codes until the population is full, then mutated tournament winners.
@@ -104,40 +106,33 @@ class RegularizedEvolution:
       ``(codes (batch_size, L) int32, state)``.
     """
     rank = domination_counts(state.fitness)
-    width = self.space.sample_words + self.sample_size + self.space.mutate_words
+    width = self.space.sample_words + self.config.sample_size + self.space.mutate_words
     # One PRNG call for the whole generation (see SearchSpace.sample_bits).
-    words = jax.random.bits(key, (self.batch_size, width), jnp.uint32)
+    words = jax.random.bits(key, (self.config.batch_size, width), jnp.uint32)
     return jax.vmap(lambda w: self._child(w, state, rank))(words), state
 
   def tell(self, key, state: EvolutionState, candidates, fitness) -> EvolutionState:
     """Add each successfully evaluated candidate in place of the oldest member."""
     del key
-    f = fitness_matrix(fitness, self.num_objectives)
+    P = self.config.population_size
+    f = fitness_matrix(fitness, self.config.num_objectives)
     codes = jnp.asarray(candidates, jnp.int32)
 
     def add(s: EvolutionState, item):
       code, fit = item
       ok = jnp.all(jnp.isfinite(fit))
-      slot = s.inserted % self.population_size
+      slot = s.inserted % P
       return s.replace(
           population=jnp.where(ok, s.population.at[slot].set(code), s.population),
           fitness=jnp.where(ok, s.fitness.at[slot].set(fit), s.fitness),
-          size=jnp.minimum(s.size + ok, self.population_size),
+          size=jnp.minimum(s.size + ok, P),
           inserted=s.inserted + ok), None
 
     state, _ = jax.lax.scan(add, state, (codes, f))
     return state.replace(count=state.count + codes.shape[0])
 
 
-def _make(space: SearchSpace, config: dict) -> RegularizedEvolution:
-  return RegularizedEvolution(space, population_size=config["population_size"],
-                              sample_size=config["sample_size"],
-                              batch_size=config["batch_size"],
-                              num_objectives=config["num_objectives"])
-
-
 register_strategy(
-    "rea", _make, spaces=("*",), multi_objective=True, jittable=True,
-    default_config={"population_size": 10, "sample_size": 3, "batch_size": 1},
-    smoke={"config": {"population_size": 3, "sample_size": 2}, "max_evals": 5},
+    "rea", RegularizedEvolution, options=EvolutionConfig, spaces=("*",), multi_objective=True,
+    jittable=True, smoke={"config": {"population_size": 3, "sample_size": 2}, "max_evals": 5},
     description="regularized (aging) evolution, Real et al. 2019")

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from nasjax.search.base import fitness_matrix, register_strategy
+from nasjax.search.options import Options, integer, number, option
 from nasjax.search.spaces import SearchSpace
 
 
@@ -113,43 +114,43 @@ class NSGA2State:
   count: jax.Array
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class NSGA2Config(Options):
+  """Attributes:
+    population_size: P.
+    batch_size: B, children per generation (None: P, the classic setting).
+    crossover_prob: probability that a child is a uniform crossover of its two parents
+      (otherwise a copy of the first) before its mutation.
+  """
+
+  strategy = "nsga2"
+  population_size: int = option(20, integer(1))
+  batch_size: int | None = option(None, integer(1, none=True))
+  crossover_prob: float = option(0.9, number(0, 1))
+
+
 @dataclasses.dataclass(frozen=True)
 class NSGA2:
   """NSGA-II over the codes of a search space.
 
   Attributes:
     space: the search space.
-    population_size: P.
-    batch_size: B, children per generation (default P, the classic setting).
-    crossover_prob: probability that a child is a uniform crossover of its two parents
-      (otherwise a copy of the first) before its mutation.
-    num_objectives: M.
+    config: an :class:`NSGA2Config`; ``config.num_objectives`` is M.
   """
 
   space: SearchSpace
-  population_size: int = 20
-  batch_size: int | None = None
-  crossover_prob: float = 0.9
-  num_objectives: int = 2
+  config: NSGA2Config = NSGA2Config()
   name = "nsga2"
 
-  def __post_init__(self):
-    if self.batch_size is None:
-      object.__setattr__(self, "batch_size", self.population_size)
-    for what in ("population_size", "batch_size", "num_objectives"):
-      v = getattr(self, what)
-      if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{what} must be a positive int, got {v!r}")
-    if not 0.0 <= self.crossover_prob <= 1.0:
-      raise ValueError(f"crossover_prob must lie in [0, 1], got {self.crossover_prob!r}")
-
-  def config(self) -> dict:
-    return {"population_size": self.population_size, "batch_size": self.batch_size,
-            "crossover_prob": self.crossover_prob}
+  @property
+  def batch_size(self) -> int:
+    """B, children per generation."""
+    cfg = self.config
+    return cfg.population_size if cfg.batch_size is None else cfg.batch_size
 
   def init(self, key: jax.Array) -> NSGA2State:
     del key  # the first generations are random samples drawn by ask
-    P, L, M = self.population_size, self.space.length, self.num_objectives
+    P, L, M = self.config.population_size, self.space.length, self.config.num_objectives
     zero = jnp.zeros((), jnp.int32)
     return NSGA2State(jnp.zeros((P, L), jnp.int32), jnp.full((P, M), jnp.nan, jnp.float32),
                       jnp.full((P,), P, jnp.int32), jnp.zeros((P,), jnp.float32), zero, zero)
@@ -165,9 +166,11 @@ class NSGA2:
     a = state.population[self._tournament(k_a, state)]
     b = state.population[self._tournament(k_b, state)]
     mix = jax.random.bernoulli(k_mask, 0.5, a.shape)
-    crossed = jnp.where(jax.random.bernoulli(k_x, self.crossover_prob), jnp.where(mix, a, b), a)
+    crossed = jnp.where(jax.random.bernoulli(k_x, self.config.crossover_prob),
+                        jnp.where(mix, a, b), a)
     child = self.space.mutate(k_mut, self.space.canonical(crossed))
-    return jnp.where(state.size >= self.population_size, child, self.space.sample(k_rand))
+    return jnp.where(state.size >= self.config.population_size, child,
+                     self.space.sample(k_rand))
 
   def ask(self, key: jax.Array, state: NSGA2State) -> tuple[jax.Array, NSGA2State]:
     """Random codes until the population is full, then bred children.
@@ -181,9 +184,9 @@ class NSGA2:
   def tell(self, key, state: NSGA2State, candidates, fitness) -> NSGA2State:
     """Keep the best ``P`` of the population and the children (rank, then crowding)."""
     del key
-    f = fitness_matrix(fitness, self.num_objectives)
+    f = fitness_matrix(fitness, self.config.num_objectives)
     codes = jnp.asarray(candidates, jnp.int32)
-    P = self.population_size
+    P = self.config.population_size
     pool_codes = jnp.concatenate([state.population, codes])
     pool_f = jnp.concatenate([state.fitness, f])
     member = jnp.concatenate([jnp.arange(P) < state.size, jnp.ones(codes.shape[0], bool)])
@@ -202,14 +205,7 @@ class NSGA2:
                          count=state.count + codes.shape[0])
 
 
-def _make(space: SearchSpace, config: dict) -> NSGA2:
-  return NSGA2(space, population_size=config["population_size"],
-               batch_size=config["batch_size"], crossover_prob=config["crossover_prob"],
-               num_objectives=config["num_objectives"])
-
-
 register_strategy(
-    "nsga2", _make, spaces=("*",), multi_objective=True, jittable=True,
-    default_config={"population_size": 20, "batch_size": None, "crossover_prob": 0.9},
+    "nsga2", NSGA2, options=NSGA2Config, spaces=("*",), multi_objective=True, jittable=True,
     smoke={"config": {"population_size": 4}, "max_evals": 8},
     description="NSGA-II, elitist non-dominated sorting with crowding distance (Deb et al. 2002)")

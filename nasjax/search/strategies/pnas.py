@@ -46,8 +46,9 @@ end of a level (a ``lax.cond``) would run at every generation of every seed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import flax.linen as nn
 import flax.struct
@@ -60,8 +61,10 @@ from nasjax.arch import Arch
 from nasjax.models import Genotype, darts_cell
 from nasjax.search.base import fitness_matrix, register_strategy, select_objective
 from nasjax.search.hardware import make_scalarizer
+from nasjax.search.options import Options, integer, number, one_of, option
 from nasjax.search.spaces import (DARTS_SEARCH_OPS, MacroSpace, NB201Space, SearchSpace,
                                   register_space)
+from nasjax.search.strategies.rl_nas import check_reward, reward_config
 
 
 # ------------------------------------------------------------------------ the PNAS cell
@@ -278,8 +281,10 @@ PROGRESSIONS = {
 }
 
 
+@functools.lru_cache(maxsize=32)
 def progression_for(space: SearchSpace) -> Progression:
-  """How ``space`` grows; ``ValueError`` for a space PNAS cannot grow."""
+  """How ``space`` grows (built once per space); ``ValueError`` for a space PNAS cannot
+  grow."""
   if space.name not in PROGRESSIONS:
     raise ValueError(f"PNAS grows spaces {sorted(PROGRESSIONS)}, not {space.name!r}")
   return PROGRESSIONS[space.name](space)
@@ -287,7 +292,8 @@ def progression_for(space: SearchSpace) -> Progression:
 
 # --------------------------------------------------------------------------- surrogate
 class LSTMPredictor(nn.Module):
-  """Reads a cell block by block with an LSTM; the last state gives the prediction.
+  """Reads a cell block by block with an LSTM (:class:`flax.linen.OptimizedLSTMCell`,
+  flax's default initialisation); the state after the last block gives the prediction.
 
   Attributes:
     vocab: token ids.
@@ -305,17 +311,12 @@ class LSTMPredictor(nn.Module):
     """``tokens``, ``mask``: ``(T,)``. Returns the ``()`` predicted standardised reward."""
     x = nn.Embed(self.vocab, self.embed)(tokens).reshape(-1, self.group * self.embed)
     on = mask.reshape(-1, self.group).any(axis=1)
-    H = self.hidden
-    # One fused matmul per step for the four gates (i, f, g, o).
-    kernel = self.param("lstm_kernel", nn.initializers.lecun_normal(), (x.shape[1] + H, 4 * H))
-    bias = self.param("lstm_bias", nn.initializers.zeros, (4 * H,))
-    h = c = jnp.zeros((H,))
-    for t in range(x.shape[0]):
-      gi, gf, gg, go = jnp.split(jnp.concatenate([x[t], h]) @ kernel + bias, 4)
-      c_new = jax.nn.sigmoid(gf) * c + jax.nn.sigmoid(gi) * jnp.tanh(gg)
-      h_new = jax.nn.sigmoid(go) * jnp.tanh(c_new)
-      h, c = jnp.where(on[t], h_new, h), jnp.where(on[t], c_new, c)
-    return nn.Dense(1)(h)[0]
+    cell = nn.OptimizedLSTMCell(self.hidden)
+    carry = (jnp.zeros((self.hidden,)), jnp.zeros((self.hidden,)))  # (c, h)
+    for t in range(x.shape[0]):  # a few blocks: unrolled
+      new, _ = cell(carry, x[t])
+      carry = jax.tree_util.tree_map(lambda a, b, t=t: jnp.where(on[t], a, b), new, carry)
+    return nn.Dense(1)(carry[1])[0]
 
 
 class MLPPredictor(nn.Module):
@@ -459,12 +460,9 @@ class PNASState:
   count: jax.Array
 
 
-@dataclasses.dataclass(frozen=True)
-class PNAS:
-  """Progressive search with a surrogate (see the module docstring).
-
-  Attributes:
-    space: ``nb201``, ``macro`` or ``pnas_cell``.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PNASConfig(Options):
+  """Attributes:
     beam: K, cells evaluated per level after the first.
     first_level: how many one-block cells to evaluate (a random subset); None: all of
       them, as in PNAS.
@@ -478,60 +476,60 @@ class PNAS:
     objective: which objective is minimised, when ``reward`` is None.
     reward: a MnasNet reward config (:func:`~nasjax.search.hardware.make_scalarizer`),
       or None.
-    num_objectives: M of the fitness vectors.
+  """
+
+  strategy = "pnas"
+  beam: int = option(16, integer(1))
+  first_level: int | None = option(None, integer(1, none=True))
+  batch_size: int = option(1, integer(1))
+  predictor: str = option("both", one_of(*PREDICTORS))
+  members: int = option(5, integer(1))
+  embed: int = option(16, integer(1))
+  hidden: int = option(32, integer(1))
+  learning_rate: float = option(0.01, number(0, open_min=True))
+  fit_steps: int = option(100, integer(1))
+  capacity: int = option(128, integer(1))
+  objective: int = option(0, integer(0))
+  reward: Mapping[str, Any] | None = option(None, reward_config())
+
+  def check(self) -> None:
+    check_reward(self)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PNAS:
+  """Progressive search with a surrogate (see the module docstring).
+
+  ``init``, ``ask`` and ``tell`` are compiled once per strategy object (which compares
+  and hashes by identity): the runner and the benchmark call them without ``jit``, as
+  the registry marks PNAS not jittable.
+
+  Attributes:
+    space: ``nb201``, ``macro`` or ``pnas_cell``.
+    config: a :class:`PNASConfig`.
   """
 
   space: SearchSpace
-  beam: int = 16
-  first_level: int | None = None
-  batch_size: int = 1
-  predictor: str = "both"
-  members: int = 5
-  embed: int = 16
-  hidden: int = 32
-  learning_rate: float = 0.01
-  fit_steps: int = 100
-  capacity: int = 128
-  objective: int = 0
-  reward: Any = None
-  num_objectives: int = 1
+  config: PNASConfig = PNASConfig()
   name = "pnas"
 
   def __post_init__(self):
-    for what in ("beam", "batch_size", "members", "embed", "hidden", "fit_steps", "capacity",
-                 "num_objectives"):
-      v = getattr(self, what)
-      if not isinstance(v, int) or v < 1:
-        raise ValueError(f"{what} must be a positive int, got {v!r}")
-    if self.first_level is not None and (not isinstance(self.first_level, int) or
-                                         self.first_level < 1):
-      raise ValueError(f"first_level must be a positive int or None, got {self.first_level!r}")
-    if self.predictor not in PREDICTORS:
-      raise ValueError(f"predictor must be one of {list(PREDICTORS)}, got {self.predictor!r}")
-    if not self.learning_rate > 0:
-      raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
-    if self.reward is None and not 0 <= self.objective < self.num_objectives:
-      raise ValueError(f"objective {self.objective} is outside the {self.num_objectives} "
-                       "objectives")
-    object.__setattr__(self, "_scalarizer", make_scalarizer(self.reward, self.num_objectives))
-    prog = progression_for(self.space)
-    object.__setattr__(self, "progression", prog)
-    object.__setattr__(self, "surrogate", Surrogate(
-        prog, self.predictor, self.members, self.embed, self.hidden, self.learning_rate,
-        self.fit_steps))
-    object.__setattr__(self, "queue_length",
-                       max(len(prog.first), self.beam * prog.max_children))
-    # Compiled once per strategy: the runner and the benchmark call ask/tell directly.
-    object.__setattr__(self, "_init", jax.jit(self._init_impl))
-    object.__setattr__(self, "_ask", jax.jit(self._ask_impl))
-    object.__setattr__(self, "_tell", jax.jit(self._tell_impl))
+    progression_for(self.space)  # a space PNAS cannot grow fails here
 
-  def config(self) -> dict:
-    return {"beam": self.beam, "first_level": self.first_level,
-            "batch_size": self.batch_size, "predictor": self.predictor,
-            "members": self.members, "embed": self.embed, "hidden": self.hidden,
-            "learning_rate": self.learning_rate, "fit_steps": self.fit_steps,
-            "capacity": self.capacity, "objective": self.objective, "reward": self.reward}
+  @property
+  def progression(self) -> Progression:
+    return progression_for(self.space)
+
+  @property
+  def surrogate(self) -> Surrogate:
+    cfg = self.config
+    return Surrogate(self.progression, cfg.predictor, cfg.members, cfg.embed, cfg.hidden,
+                     cfg.learning_rate, cfg.fit_steps)
+
+  @property
+  def queue_length(self) -> int:
+    """Q, the length of a level's queue of candidates."""
+    return max(len(self.progression.first), self.config.beam * self.progression.max_children)
 
   # -- helpers ------------------------------------------------------------------------
   def _fingerprints(self, codes: jax.Array) -> jax.Array:
@@ -548,9 +546,11 @@ class PNAS:
     return jnp.stack([h1, h2], axis=1)
 
   def _scalar(self, fitness) -> jax.Array:
-    if self._scalarizer is None:
-      return select_objective(fitness, self.objective)
-    return self._scalarizer(fitness_matrix(fitness, self.num_objectives))
+    cfg = self.config
+    scalarizer = make_scalarizer(cfg.reward, cfg.num_objectives)
+    if scalarizer is None:
+      return select_objective(fitness, cfg.objective)
+    return scalarizer(fitness_matrix(fitness, cfg.num_objectives))
 
   def _ranked_queue(self, predictor, children: jax.Array, valid: jax.Array, level,
                     state_codes, state_levels) -> tuple[jax.Array, jax.Array]:
@@ -568,7 +568,7 @@ class PNAS:
 
   def _level_candidates(self, state: PNASState, level) -> tuple[jax.Array, jax.Array]:
     """``(Q, L)`` expansions of the best evaluated cells of ``level - 1`` blocks."""
-    prog, K, Q, L = self.progression, self.beam, self.queue_length, self.space.length
+    prog, K, Q, L = self.progression, self.config.beam, self.queue_length, self.space.length
     f = jnp.where((state.levels == level - 1) & jnp.isfinite(state.fitness), state.fitness,
                   jnp.inf)
     top = jnp.argsort(f, stable=True)[:K]
@@ -589,11 +589,12 @@ class PNAS:
   # -- protocol -----------------------------------------------------------------------
   def init(self, key: jax.Array) -> PNASState:
     """The empty buffer, the untrained surrogate and the one-block cells in random order."""
-    return self._init(key)
+    return _init(self, key)
 
   def _init_impl(self, key):
     k_pred, k_order = jax.random.split(key)
-    prog, N, L, Q = self.progression, self.capacity, self.space.length, self.queue_length
+    prog, N, L, Q = self.progression, self.config.capacity, self.space.length, self.queue_length
+    first_level = self.config.first_level
     first = jnp.asarray(prog.first)
     first = first[jax.random.permutation(k_order, first.shape[0])]
     queue = jnp.zeros((Q, L), jnp.int32).at[:first.shape[0]].set(first)
@@ -604,29 +605,29 @@ class PNAS:
         levels=jnp.zeros((N,), jnp.int32), inserted=zero,
         predictor=self.surrogate.init(k_pred), queue=queue,
         queue_size=jnp.asarray(n1, jnp.int32),
-        quota=jnp.asarray(n1 if self.first_level is None else min(self.first_level, n1),
-                          jnp.int32),
+        quota=jnp.asarray(n1 if first_level is None else min(first_level, n1), jnp.int32),
         position=zero, level=jnp.ones((), jnp.int32), count=zero)
 
   def ask(self, key: jax.Array, state: PNASState) -> tuple[jax.Array, PNASState]:
     """Returns ``(codes (batch_size, L) int32, state)``: the next queue entries."""
-    return self._ask(key, state)
+    return _ask(self, key, state)
 
   def tell(self, key, state: PNASState, candidates, fitness) -> PNASState:
     """Record the candidates; at the end of a level refit the surrogate and rank the next."""
-    return self._tell(key, state, jnp.asarray(candidates, jnp.int32),
-                      jnp.asarray(fitness, jnp.float32))
+    return _tell(self, key, state, jnp.asarray(candidates, jnp.int32),
+                 jnp.asarray(fitness, jnp.float32))
 
   def _ask_impl(self, key, state: PNASState):
     del key  # the queue is already ranked
-    idx = (state.position + jnp.arange(self.batch_size)) % jnp.maximum(state.queue_size, 1)
+    idx = (state.position + jnp.arange(self.config.batch_size)) % jnp.maximum(
+        state.queue_size, 1)
     return state.queue[idx], state
 
   def _tell_impl(self, key, state: PNASState, candidates, fitness) -> PNASState:
     del key
     codes = jnp.asarray(candidates, jnp.int32)
     f = self._scalar(fitness)
-    B, N = codes.shape[0], self.capacity
+    B, N = codes.shape[0], self.config.capacity
     slots = (state.inserted + jnp.arange(B)) % N
     state = state.replace(
         codes=state.codes.at[slots].set(codes),
@@ -641,25 +642,21 @@ class PNAS:
       children, ok = self._level_candidates(s, level)
       queue, size = self._ranked_queue(predictor, children, ok, level, s.codes, s.levels)
       return s.replace(predictor=predictor, queue=queue, queue_size=size,
-                       quota=jnp.maximum(jnp.minimum(self.beam, size), 1),
+                       quota=jnp.maximum(jnp.minimum(self.config.beam, size), 1),
                        position=jnp.zeros((), jnp.int32), level=level)
 
     return jax.lax.cond(state.position >= state.quota, advance, lambda s: s, state)
 
 
-DEFAULT_CONFIG = {"beam": 16, "first_level": None, "batch_size": 1, "predictor": "both",
-                  "members": 5, "embed": 16, "hidden": 32, "learning_rate": 0.01,
-                  "fit_steps": 100, "capacity": 128, "objective": 0, "reward": None}
-
-
-def _make(space: SearchSpace, config: dict) -> PNAS:
-  return PNAS(space, num_objectives=config["num_objectives"],
-              **{k: config[k] for k in DEFAULT_CONFIG})
+# Compiled once per strategy object: the static first argument hashes by identity.
+_init = jax.jit(PNAS._init_impl, static_argnums=0)
+_ask = jax.jit(PNAS._ask_impl, static_argnums=0)
+_tell = jax.jit(PNAS._tell_impl, static_argnums=0)
 
 
 register_strategy(
-    "pnas", _make, spaces=tuple(PROGRESSIONS), multi_objective=False, jittable=False,
-    default_config=DEFAULT_CONFIG,
+    "pnas", PNAS, options=PNASConfig, spaces=tuple(PROGRESSIONS), multi_objective=False,
+    jittable=False,
     smoke={"space": "pnas_cell", "space_config": {"max_blocks": 2, "C": 4, "layers": 3},
            "config": {"beam": 2, "first_level": 2, "batch_size": 2, "members": 2,
                       "fit_steps": 5},

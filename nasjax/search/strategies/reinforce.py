@@ -23,9 +23,41 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from nasjax.search.base import register_strategy, select_objective
+from nasjax.search.options import Check, Options, integer, number, option
 from nasjax.search.spaces import SearchSpace
+
+
+def below_one() -> Check:
+  """A number in ``[0, 1)`` (a moving average's momentum)."""
+  at_least_zero = number(0.0)
+
+  def check(v):
+    return at_least_zero(v) or (None if v < 1 else "must be a number >= 0.0 and < 1")
+  return check
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReinforceConfig(Options):
+  """Attributes:
+    learning_rate: Adam's step size.
+    baseline_momentum: momentum of the reward moving average.
+    batch_size: codes sampled per ``ask``; their gradients are averaged.
+    objective: which objective of a fitness vector is the (negated) reward.
+  """
+
+  strategy = "reinforce"
+  learning_rate: float = option(0.01, number(0, open_min=True))
+  baseline_momentum: float = option(0.9, below_one())
+  batch_size: int = option(1, integer(1))
+  objective: int = option(0, integer(0))
+
+  def check(self) -> None:
+    if self.objective >= self.num_objectives:
+      raise ValueError(f"{self.strategy}: objective {self.objective} is outside the "
+                       f"{self.num_objectives} objectives")
 
 
 @flax.struct.dataclass
@@ -51,36 +83,16 @@ class Reinforce:
 
   Attributes:
     space: the search space.
-    learning_rate: Adam's step size.
-    baseline_momentum: momentum of the reward moving average.
-    batch_size: codes sampled per ``ask``; their gradients are averaged.
-    objective: which objective of a fitness vector is the (negated) reward.
+    config: a :class:`ReinforceConfig`.
   """
 
   space: SearchSpace
-  learning_rate: float = 0.01
-  baseline_momentum: float = 0.9
-  batch_size: int = 1
-  objective: int = 0
+  config: ReinforceConfig = ReinforceConfig()
   name = "reinforce"
 
-  def __post_init__(self):
-    if not self.learning_rate > 0:
-      raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
-    if not 0 <= self.baseline_momentum < 1:
-      raise ValueError(f"baseline_momentum must lie in [0, 1), got {self.baseline_momentum!r}")
-    if not isinstance(self.batch_size, int) or self.batch_size < 1:
-      raise ValueError(f"batch_size must be a positive int, got {self.batch_size!r}")
-
-  def config(self) -> dict:
-    return {"learning_rate": self.learning_rate, "baseline_momentum": self.baseline_momentum,
-            "batch_size": self.batch_size, "objective": self.objective}
-
   @property
-  def _optimizer(self):
-    import optax  # only this strategy needs it; keeps importing the package light
-
-    return optax.adam(self.learning_rate)
+  def _optimizer(self) -> optax.GradientTransformation:
+    return optax.adam(self.config.learning_rate)
 
   @property
   def _valid(self) -> np.ndarray:
@@ -101,7 +113,7 @@ class Reinforce:
     """Returns ``(codes (batch_size, L) int32, state)`` sampled from the policy."""
     logp = self._log_probs(state.logits)
     codes = jax.random.categorical(key, logp, axis=-1,
-                                   shape=(self.batch_size, logp.shape[0]))
+                                   shape=(self.config.batch_size, logp.shape[0]))
     codes = jax.vmap(self.space.canonical)(codes.astype(jnp.int32))
     return codes, state
 
@@ -109,9 +121,9 @@ class Reinforce:
     """One Adam step on the policy-gradient loss of the told candidates."""
     del key
     codes = jnp.asarray(candidates, jnp.int32)
-    reward = -select_objective(fitness, self.objective)
+    reward = -select_objective(fitness, self.config.objective)
     ok = jnp.isfinite(reward)
-    m = jnp.float32(self.baseline_momentum)
+    m = jnp.float32(self.config.baseline_momentum)
 
     def update_baseline(carry, item):
       num, den = carry
@@ -134,24 +146,12 @@ class Reinforce:
     grads = jax.grad(loss)(state.logits)
     grads = jnp.where(self._valid, grads, 0.0)
     updates, opt_state = self._optimizer.update(grads, state.opt_state, state.logits)
-    return state.replace(logits=state.logits + updates, opt_state=opt_state,
-                         baseline_num=num, baseline_den=den,
+    return state.replace(logits=optax.apply_updates(state.logits, updates),
+                         opt_state=opt_state, baseline_num=num, baseline_den=den,
                          count=state.count + codes.shape[0])
 
 
-def _make(space: SearchSpace, config: dict) -> Reinforce:
-  objective = config["objective"]
-  if not 0 <= objective < config["num_objectives"]:
-    raise ValueError(f"objective {objective} is outside the {config['num_objectives']} "
-                     "objectives")
-  return Reinforce(space, learning_rate=float(config["learning_rate"]),
-                   baseline_momentum=float(config["baseline_momentum"]),
-                   batch_size=config["batch_size"], objective=objective)
-
-
 register_strategy(
-    "reinforce", _make, spaces=("*",), multi_objective=False, jittable=True,
-    default_config={"learning_rate": 0.01, "baseline_momentum": 0.9, "batch_size": 1,
-                    "objective": 0},
-    smoke={"config": {"batch_size": 2}, "max_evals": 4},
+    "reinforce", Reinforce, options=ReinforceConfig, spaces=("*",), multi_objective=False,
+    jittable=True, smoke={"config": {"batch_size": 2}, "max_evals": 4},
     description="REINFORCE on a per-position logit table with a moving-average baseline")

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import flax.struct
 import jax
@@ -43,7 +43,9 @@ from nasjax.arch import Arch, Node
 from nasjax.search.strategies import controller as controller_lib
 from nasjax.search.base import fitness_matrix, register_strategy, select_objective
 from nasjax.search.hardware import make_scalarizer
+from nasjax.search.options import Check, Options, integer, number, option
 from nasjax.search.spaces import SearchSpace, register_space
+from nasjax.search.strategies.reinforce import below_one
 
 
 # ----------------------------------------------------------------------- layer strings
@@ -208,6 +210,51 @@ register_space(LayerStringSpace)
 
 
 # --------------------------------------------------------------------------- strategy
+def reward_config() -> Check:
+  """None or a reward config dict (checked against the objectives by the options)."""
+  return lambda v: None if v is None or isinstance(v, Mapping) else (
+      "must be a reward config such as {'kind': 'mnas', 'target': 0.01}, or None")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RLNASConfig(Options):
+  """Attributes:
+    batch_size: children per ``ask`` (``m``; one controller update per batch).
+    learning_rate: Adam's step size.
+    baseline_decay: the moving average keeps this much of the old baseline per batch.
+    entropy_weight: ``beta``, weight of the entropy bonus.
+    hidden, num_layers, temperature, tanh_constant: the controller's (see
+      :class:`~nasjax.search.strategies.controller.Controller`).
+    objective: which objective is the (negated) reward, when ``reward`` is None.
+    reward: a MnasNet reward config (:func:`~nasjax.search.hardware.make_scalarizer`),
+      or None.
+  """
+
+  strategy = "rl_nas"
+  batch_size: int = option(1, integer(1))
+  learning_rate: float = option(0.005, number(0, open_min=True))
+  baseline_decay: float = option(0.9, below_one())
+  entropy_weight: float = option(1e-3, number(0))
+  hidden: int = option(35, integer(1))
+  num_layers: int = option(2, integer(1))
+  temperature: float = option(1.0, number(0, open_min=True))
+  tanh_constant: float | None = option(None, number(0, open_min=True, none=True))
+  objective: int = option(0, integer(0))
+  reward: Mapping[str, Any] | None = option(None, reward_config())
+
+  def check(self) -> None:
+    check_reward(self)
+
+
+def check_reward(config: Options) -> None:
+  """The cross-option rule of a strategy with ``objective`` and ``reward`` options: the
+  reward reads objectives that exist, or without one, ``objective`` is one of them."""
+  make_scalarizer(config.reward, config.num_objectives)
+  if config.reward is None and config.objective >= config.num_objectives:
+    raise ValueError(f"{config.strategy}: objective {config.objective} is outside the "
+                     f"{config.num_objectives} objectives")
+
+
 @flax.struct.dataclass
 class RLNASState:
   """Attributes:
@@ -231,65 +278,24 @@ class RLNAS:
 
   Attributes:
     space: the search space.
-    batch_size: children per ``ask`` (``m``; one controller update per batch).
-    learning_rate: Adam's step size.
-    baseline_decay: the moving average keeps this much of the old baseline per batch.
-    entropy_weight: ``beta``, weight of the entropy bonus.
-    hidden, num_layers, temperature, tanh_constant: the controller's (see
-      :class:`~nasjax.search.strategies.controller.Controller`).
-    objective: which objective is the (negated) reward, when ``reward`` is None.
-    reward: a MnasNet reward config (:func:`~nasjax.search.hardware.make_scalarizer`),
-      or None.
-    num_objectives: M, the length of the fitness vectors.
+    config: an :class:`RLNASConfig`.
   """
 
   space: SearchSpace
-  batch_size: int = 1
-  learning_rate: float = 0.005
-  baseline_decay: float = 0.9
-  entropy_weight: float = 1e-3
-  hidden: int = 35
-  num_layers: int = 2
-  temperature: float = 1.0
-  tanh_constant: float | None = None
-  objective: int = 0
-  reward: Any = None
-  num_objectives: int = 1
+  config: RLNASConfig = RLNASConfig()
   name = "rl_nas"
 
-  def __post_init__(self):
-    for what in ("batch_size", "hidden", "num_layers", "num_objectives"):
-      v = getattr(self, what)
-      if not isinstance(v, int) or v < 1:
-        raise ValueError(f"{what} must be a positive int, got {v!r}")
-    if not self.learning_rate > 0:
-      raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
-    if not 0 <= self.baseline_decay < 1:
-      raise ValueError(f"baseline_decay must lie in [0, 1), got {self.baseline_decay!r}")
-    if not self.entropy_weight >= 0:
-      raise ValueError(f"entropy_weight must be >= 0, got {self.entropy_weight!r}")
-    if not self.temperature > 0:
-      raise ValueError(f"temperature must be positive, got {self.temperature!r}")
-    if self.tanh_constant is not None and not self.tanh_constant > 0:
-      raise ValueError(f"tanh_constant must be positive or None, got {self.tanh_constant!r}")
-    if self.reward is None and not 0 <= self.objective < self.num_objectives:
-      raise ValueError(f"objective {self.objective} is outside the {self.num_objectives} "
-                       "objectives")
-    object.__setattr__(self, "_scalarizer", make_scalarizer(self.reward, self.num_objectives))
-    object.__setattr__(self, "controller", controller_lib.make_controller(
-        self.space, hidden=self.hidden, num_layers=self.num_layers,
-        temperature=self.temperature, tanh_constant=self.tanh_constant))
-
-  def config(self) -> dict:
-    return {"batch_size": self.batch_size, "learning_rate": self.learning_rate,
-            "baseline_decay": self.baseline_decay, "entropy_weight": self.entropy_weight,
-            "hidden": self.hidden, "num_layers": self.num_layers,
-            "temperature": self.temperature, "tanh_constant": self.tanh_constant,
-            "objective": self.objective, "reward": self.reward}
+  @property
+  def controller(self) -> controller_lib.Controller:
+    """The controller module of ``space`` with the sizes of ``config``."""
+    cfg = self.config
+    return controller_lib.make_controller(
+        self.space, hidden=cfg.hidden, num_layers=cfg.num_layers, temperature=cfg.temperature,
+        tanh_constant=cfg.tanh_constant)
 
   @property
-  def _optimizer(self):
-    return optax.adam(self.learning_rate)
+  def _optimizer(self) -> optax.GradientTransformation:
+    return optax.adam(self.config.learning_rate)
 
   def init(self, key: jax.Array) -> RLNASState:
     params = controller_lib.init_params(self.controller, key)
@@ -300,14 +306,16 @@ class RLNAS:
   def ask(self, key: jax.Array, state: RLNASState) -> tuple[jax.Array, RLNASState]:
     """Returns ``(codes (batch_size, L) int32, state)`` sampled from the controller."""
     codes, _, _ = controller_lib.sample(self.controller, state.params,
-                                        jax.random.split(key, self.batch_size))
+                                        jax.random.split(key, self.config.batch_size))
     return codes, state
 
   def rewards(self, fitness: jax.Array) -> jax.Array:
     """``(B,)`` rewards of fitness ``(B,)`` or ``(B, M)`` (NaN for failed children)."""
-    if self._scalarizer is None:
-      return -select_objective(fitness, self.objective)
-    return -self._scalarizer(fitness_matrix(fitness, self.num_objectives))
+    cfg = self.config
+    scalarizer = make_scalarizer(cfg.reward, cfg.num_objectives)
+    if scalarizer is None:
+      return -select_objective(fitness, cfg.objective)
+    return -scalarizer(fitness_matrix(fitness, cfg.num_objectives))
 
   def tell(self, key, state: RLNASState, candidates, fitness) -> RLNASState:
     """One Adam step on the REINFORCE loss of the told children."""
@@ -325,31 +333,21 @@ class RLNAS:
       log_prob, entropy = controller_lib.score(self.controller, params, codes)
       pg = -jnp.sum(advantage * log_prob)
       bonus = jnp.sum(jnp.where(ok, entropy, 0.0))
-      return (pg - self.entropy_weight * bonus) / jnp.maximum(n_ok, 1)
+      return (pg - self.config.entropy_weight * bonus) / jnp.maximum(n_ok, 1)
 
     grads = jax.grad(loss)(state.params)
     updates, opt_state = self._optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    d = jnp.float32(self.baseline_decay)
+    d = jnp.float32(self.config.baseline_decay)
     new_baseline = jnp.where(n_ok > 0, d * baseline + (1 - d) * batch_mean, state.baseline)
     return state.replace(params=params, opt_state=opt_state, baseline=new_baseline,
                          rewarded=state.rewarded + n_ok.astype(jnp.int32),
                          count=state.count + codes.shape[0])
 
 
-DEFAULT_CONFIG = {"batch_size": 1, "learning_rate": 0.005, "baseline_decay": 0.9,
-                  "entropy_weight": 1e-3, "hidden": 35, "num_layers": 2, "temperature": 1.0,
-                  "tanh_constant": None, "objective": 0, "reward": None}
-
-
-def _make(space: SearchSpace, config: dict) -> RLNAS:
-  options = {k: config[k] for k in DEFAULT_CONFIG}
-  return RLNAS(space, num_objectives=config["num_objectives"], **options)
-
-
 register_strategy(
-    "rl_nas", _make, spaces=("*",), multi_objective=False, jittable=True,
-    default_config=DEFAULT_CONFIG,
+    "rl_nas", RLNAS, options=RLNASConfig, spaces=("*",), multi_objective=False,
+    jittable=True,
     smoke={"space": "layer_string",
            "space_config": {"num_layers": 3, "filters": [8, 16], "layer_strides": [1, 2]},
            "config": {"batch_size": 2}, "max_evals": 4},
