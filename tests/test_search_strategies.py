@@ -233,7 +233,7 @@ def test_options_classes_keep_the_defaults_and_are_what_the_strategy_holds(name)
 
 @pytest.mark.parametrize("name,options,message", [
     ("reinforce", {"baseline_momentum": 1.0}, "option baseline_momentum must be a number "
-     ">= 0.0 and < 1, got 1.0"),
+     ">= 0.0 < 1.0, got 1.0"),
     ("reinforce", {"learning_rate": 0}, "option learning_rate must be a number > 0"),
     ("reinforce", {"objective": 1}, "objective 1 is outside the 1 objectives"),
     ("rea", {"population_size": 0}, "option population_size must be an int >= 1, got 0"),

@@ -305,6 +305,20 @@ def make_strategy(name: str, space: SearchSpace, config: Mapping[str, Any] | Non
   return entry.factory(space, config, problem=problem)
 
 
+def strategy_config(strategy) -> dict:
+  """The options of a strategy object as JSON data (what a run directory records): its
+  :class:`~nasjax.search.options.Options` ``config`` without ``num_objectives``, or what
+  its ``config()`` method returns, or ``{}``."""
+  from nasjax.search.options import Options
+
+  config = getattr(strategy, "config", None)
+  if isinstance(config, Options):
+    out = config.to_dict()
+    out.pop("num_objectives")
+    return out
+  return dict(config()) if callable(config) else {}
+
+
 def fitness_matrix(fitness: jax.Array, num_objectives: int) -> jax.Array:
   """``fitness`` as float32 ``(B, M)``; a ``(B,)`` vector is one objective."""
   f = jnp.asarray(fitness, jnp.float32)

@@ -204,8 +204,9 @@ class Scalarized:
     return self.strategy.name
 
   def config(self) -> dict:
-    inner = self.strategy.config() if callable(getattr(self.strategy, "config", None)) else {}
-    return dict(inner)
+    from nasjax.search.base import strategy_config
+
+    return strategy_config(self.strategy)
 
   def init(self, key):
     return self.strategy.init(key)

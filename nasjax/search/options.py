@@ -58,10 +58,11 @@ def integer(minimum: int | None = None, maximum: int | None = None, *,
 
 
 def number(minimum: float | None = None, maximum: float | None = None, *,
-           open_min: bool = False, none: bool = False) -> Check:
-  """A finite real number in ``[minimum, maximum]`` (``(minimum, ...`` with ``open_min``)."""
+           open_min: bool = False, open_max: bool = False, none: bool = False) -> Check:
+  """A finite real number in ``[minimum, maximum]`` (bounds excluded with ``open_min``,
+  ``open_max``)."""
   low = "" if minimum is None else f" {'>' if open_min else '>='} {minimum}"
-  high = "" if maximum is None else f" <= {maximum}"
+  high = "" if maximum is None else f" {'<' if open_max else '<='} {maximum}"
 
   def check(v):
     if v is None and none:
@@ -70,7 +71,7 @@ def number(minimum: float | None = None, maximum: float | None = None, *,
     if ok and minimum is not None:
       ok = v > minimum if open_min else v >= minimum
     if ok and maximum is not None:
-      ok = v <= maximum
+      ok = v < maximum if open_max else v <= maximum
     return None if ok else f"must be a number{low}{high}" + (" or None" if none else "")
   return check
 

@@ -53,7 +53,7 @@ from nasjax import runtime
 from nasjax.search import checkpoint as _checkpoint
 from nasjax.search import work
 from nasjax.search.base import (STRATEGIES, generation_keys, init_keys, make_strategy,
-                                strategy_entry)
+                                strategy_config, strategy_entry)
 from nasjax.search.evaluators import Record, make_evaluator
 from nasjax.search.rundir import (CONFIG_FILE, FORMAT, SEED_RANGE, _json_safe, _prepare,
                                   _RunDir, read_config)
@@ -230,15 +230,7 @@ def _strategy_name_config(strategy) -> tuple[str, dict]:
   if not isinstance(name, str) or name not in STRATEGIES:
     raise ValueError(f"strategy object {strategy!r} has no registered name; register it "
                      "with register_strategy so that the run can be resumed")
-  from nasjax.search.options import Options
-
-  config = getattr(strategy, "config", None)
-  if isinstance(config, Options):
-    config = config.to_dict()
-    config.pop("num_objectives")
-  else:
-    config = config() if callable(config) else {}
-  return name, dict(config)
+  return name, strategy_config(strategy)
 
 
 def _entry(rec: Record, index: int, generation: int, elapsed: float, wall: float,

@@ -26,17 +26,8 @@ import numpy as np
 import optax
 
 from nasjax.search.base import register_strategy, select_objective
-from nasjax.search.options import Check, Options, integer, number, option
+from nasjax.search.options import Options, integer, number, option
 from nasjax.search.spaces import SearchSpace
-
-
-def below_one() -> Check:
-  """A number in ``[0, 1)`` (a moving average's momentum)."""
-  at_least_zero = number(0.0)
-
-  def check(v):
-    return at_least_zero(v) or (None if v < 1 else "must be a number >= 0.0 and < 1")
-  return check
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -50,7 +41,7 @@ class ReinforceConfig(Options):
 
   strategy = "reinforce"
   learning_rate: float = option(0.01, number(0, open_min=True))
-  baseline_momentum: float = option(0.9, below_one())
+  baseline_momentum: float = option(0.9, number(0.0, 1.0, open_max=True))
   batch_size: int = option(1, integer(1))
   objective: int = option(0, integer(0))
 

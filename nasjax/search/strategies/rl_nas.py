@@ -45,7 +45,6 @@ from nasjax.search.base import fitness_matrix, register_strategy, select_objecti
 from nasjax.search.hardware import make_scalarizer
 from nasjax.search.options import Check, Options, integer, number, option
 from nasjax.search.spaces import SearchSpace, register_space
-from nasjax.search.strategies.reinforce import below_one
 
 
 # ----------------------------------------------------------------------- layer strings
@@ -233,7 +232,7 @@ class RLNASConfig(Options):
   strategy = "rl_nas"
   batch_size: int = option(1, integer(1))
   learning_rate: float = option(0.005, number(0, open_min=True))
-  baseline_decay: float = option(0.9, below_one())
+  baseline_decay: float = option(0.9, number(0.0, 1.0, open_max=True))
   entropy_weight: float = option(1e-3, number(0))
   hidden: int = option(35, integer(1))
   num_layers: int = option(2, integer(1))
