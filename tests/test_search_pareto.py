@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from nasjax.search import pareto
-from nasjax.search.strategies import nsga2
 
 
 def _brute_dominates(a, b):
@@ -57,7 +56,7 @@ def test_nondominated_sort_matches_brute_force(m):
 def test_jittable_front_ranks_match_brute_force(m):
   # NSGA-II's fixed-shape ranks: failed points rank n, behind every front.
   rng = np.random.default_rng(20 + m)
-  ranks = jax.jit(nsga2.front_ranks)
+  ranks = jax.jit(pareto.front_ranks)
   for trial in range(10):
     F = rng.integers(0, 5, size=(12, m)).astype(np.float32)
     if trial % 3 == 0:
@@ -72,8 +71,8 @@ def test_jittable_crowding_matches_the_host_version_per_front(m):
   rng = np.random.default_rng(30 + m)
   for _ in range(10):
     F = rng.random((12, m)).astype(np.float32)  # no ties: neighbours are unambiguous
-    rank = nsga2.front_ranks(jnp.asarray(F))
-    crowd = np.asarray(jax.jit(nsga2.crowding_distances)(jnp.asarray(F), rank))
+    rank = pareto.front_ranks(jnp.asarray(F))
+    crowd = np.asarray(jax.jit(pareto.crowding_distances)(jnp.asarray(F), rank))
     rank = np.asarray(rank)
     for r in range(rank.max() + 1):
       front = rank == r

@@ -4,11 +4,13 @@ All objectives are minimised. A row containing NaN is a failed evaluation: it do
 nothing, belongs to no front and adds no hypervolume.
 
 Host-side functions take NumPy arrays ``F`` of shape ``(n, m)`` (n points, m objectives).
-:func:`domination_counts` is the jittable counterpart used inside strategies.
+:func:`domination_counts`, :func:`front_ranks` and :func:`crowding_distances` are the
+jittable counterparts (fixed shapes) used inside strategies.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -240,7 +242,77 @@ def domination_counts(F: jnp.ndarray) -> jnp.ndarray:
     ``(n,)`` int32 counts; 0 marks the non-dominated points.
   """
   bad = jnp.isnan(F).any(axis=1)
+  dom = _dominance(F) & ~bad[:, None] | (~bad[:, None] & bad[None, :])
+  return dom.sum(axis=0).astype(jnp.int32)
+
+
+def _dominance(F: jnp.ndarray) -> jnp.ndarray:
+  """``D[i, j]``: point ``i`` dominates point ``j`` (minimising; NaN compares false)."""
   le = jnp.all(F[:, None, :] <= F[None, :, :], axis=-1)
   lt = jnp.any(F[:, None, :] < F[None, :, :], axis=-1)
-  dom = (le & lt & ~bad[:, None]) | (~bad[:, None] & bad[None, :])
-  return dom.sum(axis=0).astype(jnp.int32)
+  return le & lt
+
+
+def front_ranks(F: jax.Array) -> jax.Array:
+  """Non-domination rank of every point (0 = non-dominated), jittable.
+
+  Args:
+    F: ``(n, m)`` objective values; rows with NaN are failed points.
+
+  Returns:
+    ``(n,)`` int32 ranks; failed points get ``n`` (behind every front).
+  """
+  n = F.shape[0]
+  ok = ~jnp.isnan(F).any(axis=1)
+  D = _dominance(F) & ok[:, None] & ok[None, :]
+
+  def cond(carry):
+    _, remaining, _ = carry
+    return remaining.any()
+
+  def body(carry):
+    rank, remaining, r = carry
+    dominated = jnp.any(D & remaining[:, None], axis=0)
+    current = remaining & ~dominated
+    return jnp.where(current, r, rank), remaining & ~current, r + 1
+
+  rank0 = jnp.full((n,), n, jnp.int32)
+  rank, _, _ = jax.lax.while_loop(cond, body, (rank0, ok, jnp.int32(0)))
+  return rank
+
+
+def crowding_distances(F: jax.Array, rank: jax.Array) -> jax.Array:
+  """NSGA-II crowding distance of every point within its own front, jittable.
+
+  Per objective, the gap between a point's neighbours in its front, divided by the
+  front's range in that objective; the extreme points of a front get ``inf``.
+
+  Args:
+    F: ``(n, m)`` objective values.
+    rank: ``(n,)`` front ranks from :func:`front_ranks`.
+
+  Returns:
+    ``(n,)`` float32 distances (0 for failed points).
+  """
+  n = F.shape[0]
+  ok = ~jnp.isnan(F).any(axis=1)
+  Fz = jnp.where(ok[:, None], F, 0.0).astype(jnp.float32)
+  same = rank[:, None] == rank[None, :]
+
+  def one(f):
+    order = jnp.lexsort((f, rank))  # by rank, then by value
+    fs, rs = f[order], rank[order]
+    prev_ok = jnp.concatenate([jnp.array([False]), rs[1:] == rs[:-1]])
+    next_ok = jnp.concatenate([rs[:-1] == rs[1:], jnp.array([False])])
+    prev_f = jnp.concatenate([fs[:1], fs[:-1]])
+    next_f = jnp.concatenate([fs[1:], fs[-1:]])
+    lo = jnp.min(jnp.where(same, f[None, :], jnp.inf), axis=1)[order]
+    hi = jnp.max(jnp.where(same, f[None, :], -jnp.inf), axis=1)[order]
+    span = hi - lo
+    gap = jnp.where(span > 0, (next_f - prev_f) / jnp.where(span > 0, span, 1.0), 0.0)
+    d = jnp.where(prev_ok & next_ok, gap, jnp.inf)
+    return jnp.zeros(n, jnp.float32).at[order].set(d)
+
+  dist = jax.vmap(one, in_axes=1)(Fz).sum(axis=0)
+  return jnp.where(ok, dist, 0.0)
+

@@ -12,8 +12,7 @@ behind every finite point and are never kept when anything else fits.
 
 The state is all arrays and ``ask``/``tell`` are pure ``jax.numpy``, so whole runs go
 under ``jax.lax.scan`` and many seeds under ``jax.vmap``. Ranks and crowding distances
-are computed here with fixed shapes; :mod:`nasjax.search.pareto` holds the host-side
-versions they agree with.
+come from :mod:`nasjax.search.pareto` (its jittable versions, with fixed shapes).
 """
 
 from __future__ import annotations
@@ -26,73 +25,8 @@ import jax.numpy as jnp
 
 from nasjax.search.base import fitness_matrix, register_strategy
 from nasjax.search.options import Options, integer, number, option
+from nasjax.search.pareto import crowding_distances, front_ranks
 from nasjax.search.spaces import SearchSpace
-
-
-def front_ranks(F: jax.Array) -> jax.Array:
-  """Non-domination rank of every point (0 = non-dominated), jittable.
-
-  Args:
-    F: ``(n, m)`` objective values; rows with NaN are failed points.
-
-  Returns:
-    ``(n,)`` int32 ranks; failed points get ``n`` (behind every front).
-  """
-  n = F.shape[0]
-  ok = ~jnp.isnan(F).any(axis=1)
-  le = jnp.all(F[:, None, :] <= F[None, :, :], axis=-1)
-  lt = jnp.any(F[:, None, :] < F[None, :, :], axis=-1)
-  D = le & lt & ok[:, None] & ok[None, :]
-
-  def cond(carry):
-    _, remaining, _ = carry
-    return remaining.any()
-
-  def body(carry):
-    rank, remaining, r = carry
-    dominated = jnp.any(D & remaining[:, None], axis=0)
-    current = remaining & ~dominated
-    return jnp.where(current, r, rank), remaining & ~current, r + 1
-
-  rank0 = jnp.full((n,), n, jnp.int32)
-  rank, _, _ = jax.lax.while_loop(cond, body, (rank0, ok, jnp.int32(0)))
-  return rank
-
-
-def crowding_distances(F: jax.Array, rank: jax.Array) -> jax.Array:
-  """NSGA-II crowding distance of every point within its own front, jittable.
-
-  Per objective, the gap between a point's neighbours in its front, divided by the
-  front's range in that objective; the extreme points of a front get ``inf``.
-
-  Args:
-    F: ``(n, m)`` objective values.
-    rank: ``(n,)`` front ranks from :func:`front_ranks`.
-
-  Returns:
-    ``(n,)`` float32 distances (0 for failed points).
-  """
-  n = F.shape[0]
-  ok = ~jnp.isnan(F).any(axis=1)
-  Fz = jnp.where(ok[:, None], F, 0.0).astype(jnp.float32)
-  same = rank[:, None] == rank[None, :]
-
-  def one(f):
-    order = jnp.lexsort((f, rank))  # by rank, then by value
-    fs, rs = f[order], rank[order]
-    prev_ok = jnp.concatenate([jnp.array([False]), rs[1:] == rs[:-1]])
-    next_ok = jnp.concatenate([rs[:-1] == rs[1:], jnp.array([False])])
-    prev_f = jnp.concatenate([fs[:1], fs[:-1]])
-    next_f = jnp.concatenate([fs[1:], fs[-1:]])
-    lo = jnp.min(jnp.where(same, f[None, :], jnp.inf), axis=1)[order]
-    hi = jnp.max(jnp.where(same, f[None, :], -jnp.inf), axis=1)[order]
-    span = hi - lo
-    gap = jnp.where(span > 0, (next_f - prev_f) / jnp.where(span > 0, span, 1.0), 0.0)
-    d = jnp.where(prev_ok & next_ok, gap, jnp.inf)
-    return jnp.zeros(n, jnp.float32).at[order].set(d)
-
-  dist = jax.vmap(one, in_axes=1)(Fz).sum(axis=0)
-  return jnp.where(ok, dist, 0.0)
 
 
 @flax.struct.dataclass
