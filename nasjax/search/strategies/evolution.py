@@ -51,7 +51,9 @@ class EvolutionConfig(Options):
 
 @flax.struct.dataclass
 class EvolutionState:
-  """Attributes:
+  """The state of regularized evolution.
+
+  Attributes:
     population: ``(P, L)`` int32 codes; slots ``>= size`` are unused.
     fitness: ``(P, M)`` float32 fitness of the members (NaN in unused slots).
     size: ``()`` int32, number of members (at most P).

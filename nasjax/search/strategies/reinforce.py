@@ -53,7 +53,9 @@ class ReinforceConfig(Options):
 
 @flax.struct.dataclass
 class ReinforceState:
-  """Attributes:
+  """The state of REINFORCE.
+
+  Attributes:
     logits: ``(L, K)`` float32, K the most choices of any position.
     opt_state: Adam's state for ``logits``.
     baseline_num, baseline_den: ``()`` float32, the moving average's numerator and
