@@ -414,6 +414,16 @@ def test_nao_ws_trains_on_its_pool_scores_it_and_renews_it():
                                                          abs=1e-7)
 
 
+def _on_path(spec, params, path):
+  """Whether each array of ``params`` belongs to an op that ``path`` runs (or to no edge op:
+  then it always runs)."""
+  weights = spec.path_weights(path)
+  owner = {n.name: (c.kind, e.index, k) for c in spec.plan.cells() for e in c.edges
+           for k, eop in enumerate(e.ops) for n in eop.nodes}
+  return {node: {name: bool(weights[owner[node]] != 0) if node in owner else True
+                 for name in arrays} for node, arrays in params.items()}
+
+
 def test_nao_ws_weight_step_trains_the_sampled_path_only():
   strategy = _nao_ws()
   state = strategy.init(jax.random.key(0))
@@ -425,7 +435,7 @@ def test_nao_ws_weight_step_trains_the_sampled_path_only():
   new, metrics = step(weights, (x, y), jax.random.key(1), np.int32(0))
   new, metrics = step(new, (x, y), jax.random.key(2), np.int32(1))
   assert np.isfinite(float(metrics["loss"]))
-  used = nao_lib._on_path(strategy.spec, state.supernet.params, path[0])
+  used = _on_path(strategy.spec, state.supernet.params, path[0])
   moved = {}
   for (p, u), a, b in zip(jax.tree_util.tree_flatten_with_path(used)[0],
                           jax.tree_util.tree_leaves(state.supernet.params),

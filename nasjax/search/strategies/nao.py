@@ -61,6 +61,7 @@ from nasjax.search import work
 from nasjax.search.base import register_strategy, select_objective
 from nasjax.search.options import Options, boolean, integer, number, one_of, option
 from nasjax.search.spaces import SearchSpace
+from nasjax.search.strategies import oneshot
 from nasjax.search.strategies.nao_model import NAOModel
 
 SELECT = ("first", "predicted", "pool")
@@ -501,53 +502,16 @@ NAOWSConfig = dataclasses.make_dataclass(
         "``nao_top_k`` 50).")})
 
 
-KERNEL_PARAMS = ("kernel", "depthwise", "pointwise")
-
-
-def _kernels(params) -> Any:
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: getattr(path[-1], "key", None) in KERNEL_PARAMS, params)
-
-
 def supernet_optimizer(config: NAOWSConfig) -> optax.GradientTransformation:
-  """SGD of the shared weights: gradient clipping, L2 weight decay on kernels, momentum,
-  and optax's cosine schedule over ``steps`` updates."""
+  """SGD of the shared weights, the one-shot strategies' (:func:`oneshot.sgd
+  <nasjax.search.strategies.oneshot.sgd>`: gradient clipping, L2 weight decay on
+  kernels, momentum, arrays of ops off the path left alone) with optax's cosine schedule
+  over ``steps`` updates."""
   schedule = optax.cosine_decay_schedule(
       config.learning_rate, config.steps,
       alpha=config.min_learning_rate / config.learning_rate)
-  clip = [] if config.grad_clip is None else [optax.clip_by_global_norm(config.grad_clip)]
-  return optax.chain(*clip, optax.add_decayed_weights(config.weight_decay, _kernels),
-                     optax.trace(decay=config.momentum), optax.scale_by_learning_rate(schedule))
-
-
-@functools.lru_cache(maxsize=32)
-def _op_of_node(spec: sn_lib.SupernetSpec) -> dict[str, tuple[int, int, int]]:
-  """``(cell type, edge, op)`` of every node of an edge op of a supernet of ``spec``."""
-  return {n.name: (c.kind, e.index, k) for c in spec.plan.cells() for e in c.edges
-          for k, eop in enumerate(e.ops) for n in eop.nodes}
-
-
-def _on_path(spec: sn_lib.SupernetSpec, params, path) -> Any:
-  """A ``params``-shaped tree of bool scalars: whether each array belongs to an op that
-  ``path`` runs, or to no edge op (then it always runs)."""
-  weights = spec.path_weights(path)
-  owner = _op_of_node(spec)
-  return {node: {name: weights[owner[node]] != 0 if node in owner else jnp.bool_(True)
-                 for name in arrays} for node, arrays in params.items()}
-
-
-def _off_path_kept(used, new, old) -> Any:
-  """``new`` where ``used``, ``old`` elsewhere, in every subtree of an optimiser state that
-  is shaped like the parameters (the momentum of the ops off the path)."""
-  shape = jax.tree_util.tree_structure(used)
-  like = lambda x: jax.tree_util.tree_structure(x) == shape
-  return jax.tree_util.tree_map(
-      lambda n, o: jax.tree_util.tree_map(jnp.where, used, n, o) if like(n) else n,
-      new, old, is_leaf=like)
-
-
-def _finite(tree) -> jax.Array:
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in jax.tree_util.tree_leaves(tree)]))
+  return oneshot.sgd(schedule, momentum=config.momentum, weight_decay=config.weight_decay,
+                     grad_clip=config.grad_clip)
 
 
 @functools.cache
@@ -557,37 +521,22 @@ def weight_step(config: NAOWSConfig):
 
   ``step(weights, batch, key, step) -> (weights, metrics)`` with ``weights`` the dict
   ``{"supernet": Supernet, "opt_state": optimiser state, "pool": (P, L) codes}``: it
-  draws one architecture of the pool uniformly from ``key`` and applies one
-  :func:`supernet_optimizer` update on ``batch = (x, y)`` to the weights it uses. The
-  arrays of the ops off the path and their momentum stay exactly as they are (as the
-  paper's SGD leaves parameters without a gradient alone); a step whose loss or weights
-  are not finite is discarded. ``metrics``: the step's ``loss`` and ``accuracy``.
+  draws one architecture of the pool uniformly from ``key`` and takes one one-shot weight
+  step (:func:`oneshot.train_step <nasjax.search.strategies.oneshot.train_step>`) on
+  ``batch = (x, y)``: the arrays of the ops off the path and their momentum stay exactly
+  as they are, and a step whose loss or weights are not finite is discarded.
+  ``metrics``: the step's ``loss`` and ``accuracy``.
   """
   tx = supernet_optimizer(config)
 
-  def loss_fn(params, sn, x, y, path):
-    logits, bn_state = sn_lib.forward(sn.replace(params=params), x, path=path,
-                                      impl=config.impl, train=True)
-    loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), y))
-    return loss, (bn_state, jnp.mean(jnp.argmax(logits, -1) == y))
-
-  grad = jax.value_and_grad(loss_fn, has_aux=True)
-
   def step(weights, batch, key, step):
     del step  # the schedule counts the updates in the optimiser state
-    sn, pool = weights["supernet"], weights["pool"]
-    x, y = batch
+    pool = weights["pool"]
     path = pool[jax.random.randint(key, (), 0, pool.shape[0])]
-    (loss, (bn_state, acc)), grads = grad(sn.params, sn, x, y, path)
-    updates, opt_state = tx.update(grads, weights["opt_state"], sn.params)
-    used = _on_path(sn.spec, sn.params, path)
-    params = jax.tree_util.tree_map(jnp.where, used, optax.apply_updates(sn.params, updates),
-                                    sn.params)
-    new = {"supernet": sn.replace(params=params, state=bn_state),
-           "opt_state": _off_path_kept(used, opt_state, weights["opt_state"]), "pool": pool}
-    ok = jnp.isfinite(loss) & _finite(params)
-    return (jax.tree_util.tree_map(lambda a, b: jnp.where(ok, a, b), new, weights),
+    sn, opt_state, loss, acc = oneshot.train_step(
+        tx, weights["supernet"], weights["opt_state"], *batch, path, by_path=True,
+        impl=config.impl)
+    return ({"supernet": sn, "opt_state": opt_state, "pool": pool},
             {"loss": loss, "accuracy": acc})
 
   return step
@@ -604,25 +553,6 @@ def score_pool(config: NAOWSConfig, supernet: sn_lib.Supernet, codes, data) -> n
 
 
 @flax.struct.dataclass
-class NAOWSLog:
-  """Per-iteration records: weight ``step`` at its end, mean ``train_loss`` and
-  ``train_accuracy`` of its steps, best and mean score of its pool, seconds the
-  evaluator spent on its training and scoring."""
-
-  step: jax.Array
-  train_loss: jax.Array
-  train_accuracy: jax.Array
-  best_score: jax.Array
-  mean_score: jax.Array
-  seconds: jax.Array
-
-  @classmethod
-  def empty(cls, n: int) -> "NAOWSLog":
-    nan = np.full((n,), np.nan, np.float32)
-    return cls(np.zeros((n,), np.int32), nan, nan, nan, nan, np.zeros((n,), np.float32))
-
-
-@flax.struct.dataclass
 class NAOWSState:
   """Attributes:
     supernet: the shared weights and batch-norm statistics.
@@ -633,7 +563,7 @@ class NAOWSState:
     pool: ``(P, L)`` int32 the architecture pool; once scored, best first.
     scores: ``(P,)`` float32 the pool's scores (NaN where not scored yet).
     controller: the NAO state of the last renewal of the pool.
-    log: :class:`NAOWSLog`, one row per iteration.
+    log: :class:`~nasjax.search.strategies.oneshot.PhaseLog`, one row per iteration.
     next: ``()`` int32 the row of the final pool proposed next.
     count: ``()`` int32 candidates told.
   """
@@ -646,7 +576,7 @@ class NAOWSState:
   pool: jax.Array
   scores: jax.Array
   controller: NAOState
-  log: NAOWSLog
+  log: oneshot.PhaseLog
   next: jax.Array
   count: jax.Array
 
@@ -694,7 +624,7 @@ class NAOWS:
                       np.asarray(jax.random.key_data(k_data), np.uint32), z, z,
                       np.asarray(_random_pool(self.nao, k_pool, cfg.pool_size)),
                       np.full(cfg.pool_size, np.nan, np.float32), _init(self.nao, k_nao),
-                      NAOWSLog.empty(cfg.iterations), z, z)
+                      oneshot.PhaseLog.empty(cfg.iterations), z, z)
 
   def iteration_end(self, iteration: int) -> int:
     """The weight step at which iteration ``iteration`` (0-based; -1: none) ends."""

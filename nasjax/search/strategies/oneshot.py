@@ -300,6 +300,26 @@ class SharedWeights:
 
 
 @flax.struct.dataclass
+class PhaseLog:
+  """Per-phase (or per-iteration) records of a weight-sharing search: the weight ``step``
+  at its end, the mean ``train_loss`` and ``train_accuracy`` of its steps, the best and
+  mean score of its ranking and the seconds the evaluator spent on its training and
+  scoring."""
+
+  step: jax.Array
+  train_loss: jax.Array
+  train_accuracy: jax.Array
+  best_score: jax.Array
+  mean_score: jax.Array
+  seconds: jax.Array
+
+  @classmethod
+  def empty(cls, n: int) -> "PhaseLog":
+    nan = np.full((n,), np.nan, np.float32)
+    return cls(np.zeros((n,), np.int32), nan, nan, nan, nan, np.zeros((n,), np.float32))
+
+
+@flax.struct.dataclass
 class Log:
   """Rows of named metrics at weight steps (rows past ``count`` unused).
 

@@ -45,6 +45,7 @@ import optax
 
 from nasjax.models import smash as smash_lib
 from nasjax.search import work
+from nasjax.search.strategies import oneshot
 from nasjax.search.base import register_strategy
 from nasjax.search.options import Options, integer, number, one_of, option
 from nasjax.search.spaces import SearchSpace, register_space
@@ -270,25 +271,6 @@ def ranking(codes, scores, capacity: int) -> tuple[np.ndarray, np.ndarray, int]:
 
 # ------------------------------------------------------------------------------ strategy
 @flax.struct.dataclass
-class SmashLog:
-  """Per-phase records: weight ``step`` at its end, mean ``train_loss`` and
-  ``train_accuracy`` of its steps, best and mean score of its ranking, seconds the
-  evaluator spent on its training and scoring."""
-
-  step: jax.Array
-  train_loss: jax.Array
-  train_accuracy: jax.Array
-  best_score: jax.Array
-  mean_score: jax.Array
-  seconds: jax.Array
-
-  @classmethod
-  def empty(cls, n: int) -> "SmashLog":
-    nan = np.full((n,), np.nan, np.float32)
-    return cls(np.zeros((n,), np.int32), nan, nan, nan, nan, np.zeros((n,), np.float32))
-
-
-@flax.struct.dataclass
 class SmashState:
   """Attributes:
     weights: ``{"params": one-shot parameters, "opt_state": the optimiser's state}``.
@@ -297,7 +279,7 @@ class SmashState:
     step: ``()`` int32 training steps done.
     phase: ``()`` int32 phases ranked.
     proposed: ``()`` int32 phases whose best was proposed.
-    log: :class:`SmashLog`, one row per phase.
+    log: :class:`~nasjax.search.strategies.oneshot.PhaseLog`, one row per phase.
     ranked: ``(proposals, L)`` int32 the last ranking, best first.
     scores: ``(proposals,)`` float32 their scores.
     size: ``()`` int32 rows of the ranking in use.
@@ -310,7 +292,7 @@ class SmashState:
   step: jax.Array
   phase: jax.Array
   proposed: jax.Array
-  log: SmashLog
+  log: oneshot.PhaseLog
   ranked: jax.Array
   scores: jax.Array
   size: jax.Array
@@ -350,7 +332,7 @@ class Smash:
     z = np.zeros((), np.int32)
     return SmashState({"params": params, "opt_state": optimizer(cfg).init(params)},
                       np.asarray(jax.random.key_data(k_data), np.uint32), z, z, z,
-                      SmashLog.empty(cfg.phases), ranked, scores, z, z, z)
+                      oneshot.PhaseLog.empty(cfg.phases), ranked, scores, z, z, z)
 
   def _key(self, state: SmashState, tag: int):
     return jax.random.fold_in(jax.random.wrap_key_data(jnp.asarray(state.key)), tag)
