@@ -17,6 +17,14 @@ resumes to exactly the history an uninterrupted run writes (apart from the ``wal
 ``checkpoint.damaged.npz`` with a warning, and the run continues from the previous
 one, evaluating its last generation again.
 
+A weight-sharing strategy's ``ask`` may return work on its shared weights instead of
+candidates (:class:`~nasjax.search.work.TrainShared`,
+:class:`~nasjax.search.work.ScoreShared`): the evaluator runs it on its data, the
+strategy is told the :class:`~nasjax.search.work.SharedResult`, nothing is added to the
+history, its seconds are charged, and the state is checkpointed, so such a search killed
+while its shared weights train resumes from its last chunk. (Under ``jax.distributed``
+every process runs that work itself, with the same result.)
+
 Budgets count evaluations (``max_evals``) and/or charged seconds (``time_budget``:
 simulated for tabular benchmarks, wall time for training). Evaluations are charged in
 order; one that would start with the budget already spent is not recorded, and the
