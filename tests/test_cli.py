@@ -56,3 +56,38 @@ def test_config_files_load_their_variants_and_bad_paths_are_named(tmp_path):
   (tmp_path / "empty.py").write_text("X = 1\n")
   with pytest.raises(ValueError, match="defines no VARIANTS"):
     configs.load_variants(tmp_path / "empty.py")
+
+
+def test_a_training_search_ends_with_its_best_networks_and_how_to_use_them(tmp_path, capsys):
+  import re
+
+  import numpy as np
+
+  from nasjax.search import read_history
+
+  workdir = tmp_path / "run"
+  args = ["search", "--strategy", "random", "--space", "plain_cnn", "--space-config",
+          '{"num_blocks": 1, "max_layers": 1, "filters": [4, 8], "kernels": [3]}',
+          "--dataset", "synthetic", "--max-evals", "3", "--train",
+          '{"epochs": 1, "batch_size": 32}', "--seed", "0", "--quiet", "--workdir",
+          str(workdir)]
+  assert cli.main(args) == 0
+  out = capsys.readouterr().out
+  history = read_history(workdir)
+  rows = re.findall(r"^ +(\d) +\S+ +([\d,]+) +([\d.]+) +([\d.]+)$", out, re.M)
+  best = min(history, key=lambda e: e["objectives"]["val_error"])
+  assert len(rows) == 3 and rows[0][0] == "1"
+  assert float(rows[0][2]) == pytest.approx(100 - best["objectives"]["val_error"], abs=0.01)
+  assert int(rows[0][1].replace(",", "")) == best["metrics"]["params"]
+  assert f"saved in {workdir / 'best_net.npz'}" in out
+  test_acc = float(re.search(r"best network: ([\d.]+) % test accuracy", out).group(1))
+  # The printed line of Python runs and classifies the first test image.
+  line = re.search(r'python3 -c "(.*)"$', out, re.M).group(1)
+  namespace = {}
+  exec(line.replace("print(", "result = ("), namespace)  # noqa: S102
+  assert np.asarray(namespace["result"]).shape == (1,)
+  net = nasjax.load(workdir / "best_net.npz")
+  from nasjax import data, train
+  ds = data.load("synthetic")
+  assert test_acc == pytest.approx(100 * train.evaluate(net, ds.x_test, ds.y_test)["accuracy"],
+                                   abs=0.01)

@@ -8,21 +8,29 @@ import types
 import pytest
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
-_BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
+# Python blocks of a page and code cells of a MyST notebook (docs/tutorials/).
+_BLOCK = re.compile(r"^```(?:python|\{code-cell\} ipython3)[ \t]*\n(.*?)^```[ \t]*$",
+                    re.S | re.M)
 
 
 def python_blocks(text: str) -> list[str]:
-  """The bodies of the fenced ```python blocks of a markdown text, in order."""
+  """The bodies of the fenced ```python blocks and ```{code-cell} ipython3 cells of a
+  markdown text, in order."""
   return [m.group(1) for m in _BLOCK.finditer(text)]
 
 
 def test_block_extraction():
   text = "a\n```python\nx = 1\n```\n```bash\nls\n```\n```python\ny = x + 1\n```\n"
   assert python_blocks(text) == ["x = 1\n", "y = x + 1\n"]
+  cells = "```{code-cell} ipython3\nz = 2\n```\n```text\nno\n```\n"
+  assert python_blocks(cells) == ["z = 2\n"]
 
 
-@pytest.mark.parametrize("path", [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md"))],
-                         ids=lambda p: p.name)
+PAGES = [DOCS.parent / "README.md", *sorted(DOCS.glob("*.md")),
+         *sorted(DOCS.glob("tutorials/*.md"))]
+
+
+@pytest.mark.parametrize("path", PAGES, ids=lambda p: str(p.relative_to(DOCS.parent)))
 def test_doc_runs(path, tmp_path, monkeypatch):
   blocks = python_blocks(path.read_text())
   if not blocks:

@@ -259,7 +259,43 @@ def cmd_search(args) -> int:
   result = run(strategy, evaluator, budget, workdir, args.seed, quiet=args.quiet,
                metadata={"argv": sys.argv[1:]})
   _print_result(result, args.json)
+  if not args.json and getattr(evaluator, "kind", None) == "train":
+    print(trained_summary(result, evaluator))
   return 0
+
+
+def trained_summary(result, evaluator, top: int = 5) -> str:
+  """What a training search found, for people: its best ``top`` evaluations by the first
+  objective (rank, architecture, parameters, validation accuracy, seconds), the best
+  network's test accuracy, where it was saved and the line of Python that classifies an
+  image with it."""
+  from nasjax.search.rundir import BEST_NET_FILE
+
+  ok = sorted((e for e in result.history if e["status"] == "ok"),
+              key=lambda e: list(e["objectives"].values())[0])[:top]
+  lines = [f"{'rank':>4}  {'architecture':<48} {'params':>9} {'val acc %':>9} {'seconds':>8}"]
+  for i, e in enumerate(ok):
+    arch = e["arch"] if isinstance(e["arch"], str) else json.dumps(e["arch"])
+    arch = arch if len(arch) <= 48 else arch[:45] + "..."
+    m = e["metrics"]
+    lines.append(f"{i + 1:>4}  {arch:<48} {m.get('params', 0):>9,} "
+                 f"{100 * m.get('val_accuracy', float('nan')):>9.2f} {e['cost']:>8.1f}")
+  path = os.path.join(str(result.workdir), BEST_NET_FILE)
+  if ok and os.path.exists(path):
+    import nasjax
+    from nasjax import train as train_lib
+
+    data = evaluator.data
+    net = nasjax.load(path)
+    if len(data.y_test):
+      acc = train_lib.evaluate(net, data.x_test, data.y_test)["accuracy"]
+      lines.append(f"best network: {100 * acc:.2f} % test accuracy on the {len(data.y_test):,} "
+                   f"test images of {data.name}")
+    lines.append(f"saved in {path}; classify an image with it:")
+    lines.append(f"  python3 -c \"import nasjax; net = nasjax.load('{path}'); "
+                 f"x = nasjax.data.load('{evaluator.dataset}').x_test[:1]; "
+                 "print(nasjax.apply(net, x).argmax(-1))\"")
+  return "\n".join(lines)
 
 
 def _check_run_dir(workdir: str) -> None:
