@@ -215,4 +215,77 @@ def report(workdir: str | os.PathLike, out: str | os.PathLike | None = None) -> 
 
   (out / "report.txt").write_text(format_summary(summary) + "\n")
   summary["plots"] = plots
+  html = out / "report.html"
+  html.write_text(report_html(cfg, summary, history, plots, workdir))
+  summary["html"] = str(html)
   return summary
+
+
+_STYLE = """body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{cursor:pointer;background:#eee}
+td.l,th.l{text-align:left}img,svg{max-width:100%}"""
+# Click a column header to sort the table by it (numbers numerically).
+_SORT = """document.querySelectorAll('th').forEach((th,i)=>th.onclick=()=>{
+const b=th.closest('table').tBodies[0],r=[...b.rows],d=th.dataset.d=th.dataset.d=='a'?'d':'a';
+const v=x=>{const t=x.cells[i].textContent;const n=parseFloat(t);return isNaN(n)?t:n};
+r.sort((x,y)=>(v(x)>v(y)?1:v(x)<v(y)?-1:0)*(d=='a'?1:-1));r.forEach(x=>b.appendChild(x))})"""
+
+
+def _cell(value) -> str:
+  import html
+
+  if isinstance(value, float):
+    return "nan" if math.isnan(value) else f"{value:.6g}"
+  if isinstance(value, (dict, list)):
+    value = json.dumps(value)
+  return html.escape(str(value))
+
+
+def report_html(cfg: dict, summary: dict, history: list[dict], plots: list[str],
+                workdir: Path) -> str:
+  """One self-contained page (no network needed to view it): the summary, the plots
+  (embedded), the best architecture drawn and a table of every evaluation, sortable by
+  clicking a column."""
+  import base64
+  import html
+
+  names = list(cfg["objectives"])
+  rows = [f"<tr><th class=l>{html.escape(k)}</th><td class=l>{_cell(v)}</td></tr>"
+          for k, v in summary.items() if k not in ("plots", "strategy")]
+  images = [f'<img alt="{html.escape(Path(p).stem)}" src="data:image/png;base64,'
+            f'{base64.b64encode(Path(p).read_bytes()).decode()}">'
+            for p in plots if str(p).endswith(".png") and Path(p).is_file()]
+  head = ["eval", "generation", "status", *names, "cost", "elapsed", "arch"]
+  table = ["<tr>" + "".join(f"<th{' class=l' if h == 'arch' else ''}>{html.escape(h)}</th>"
+                            for h in head) + "</tr>"]
+  for e in history:
+    values = [e["eval"], e["generation"], e["status"],
+              *[e["objectives"].get(n) for n in names], e["cost"], e["elapsed"]]
+    table.append("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in values) +
+                 f"<td class=l>{_cell(e['arch'])}</td></tr>")
+  title = html.escape(f"nasjax report: {cfg['strategy']} in {workdir}")
+  return "\n".join([
+      "<!DOCTYPE html>", f"<html><head><meta charset=utf-8><title>{title}</title>",
+      f"<style>{_STYLE}</style></head><body>", f"<h1>{title}</h1>",
+      "<h2>Summary</h2>", f"<table id=summary>{''.join(rows)}</table>",
+      "<h2>Plots</h2>", *images, "<h2>Best architecture</h2>", _best_drawing(workdir),
+      f"<h2>Every evaluation ({len(history)})</h2>",
+      f"<table id=evaluations><thead>{table[0]}</thead><tbody>{''.join(table[1:])}"
+      "</tbody></table>", f"<script>{_SORT}</script></body></html>"])
+
+
+def _best_drawing(workdir: Path) -> str:
+  """The best network's architecture as inline SVG, where the run saved one."""
+  import html
+
+  path = workdir / "best_net.npz"
+  if not path.is_file():
+    return "<p>(no network saved: a tabular benchmark's best is its code, above)</p>"
+  try:
+    from nasjax import viz
+    from nasjax.network import load
+
+    svg = viz.to_svg(load(path).arch)
+    return svg[svg.index("<svg"):]
+  except Exception as e:  # drawing is a courtesy: the report stands without it
+    return f"<p>(architecture not drawn: {html.escape(str(e))})</p>"
