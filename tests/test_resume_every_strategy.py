@@ -27,6 +27,11 @@ TWO_GENERATIONS = {"darts": 2, "eas": 2, "enas": 2, "lemonade": 3, "nao": 3, "na
                    "rl_nas": 3, "smash": 2, "spos": 2}
 # Short training: the evaluations' results are what is compared, not their quality.
 TRAIN = '{"max_steps": 2}'
+# Weight-sharing strategies train their shared weights in chunks of one step here, and
+# their run is killed in the middle of that training: once a chunk has been checkpointed
+# (checkpoint.prev.npz exists: the initial checkpoint and one more) and before any
+# candidate was recorded.
+SHARED = ("darts", "enas", "nao_ws", "smash", "spos")
 # Metrics measured in seconds (clocks differ between any two runs); all others, and
 # every key of a history entry but the ``wall`` and ``compile`` clocks, must be equal. A
 # training evaluator charges wall seconds: there ``cost`` and ``elapsed`` are clocks too
@@ -44,7 +49,21 @@ def _search_args(name: str) -> list[str]:
     args += ["--max-evals", str(TWO_GENERATIONS[name])]
   if "evaluator" not in load_strategies()[name].smoke:  # the preset trains networks
     args += ["--train", TRAIN]
+  if name in SHARED:
+    args += ["--config", '{"chunk_steps": 1}']
   return args
+
+
+def _kill_moment(name: str, workdir: Path, duration: float, start: float):
+  """Whether to kill the run now: a weight-sharing one as soon as a chunk of its shared
+  training is checkpointed and nothing is recorded yet; the others after a delay drawn
+  per strategy from [0, duration]."""
+  if name in SHARED:
+    history = workdir / "history.jsonl"
+    return ((workdir / "checkpoint.prev.npz").exists() and
+            not (history.exists() and history.stat().st_size))
+  delay = np.random.default_rng(zlib.crc32(name.encode())).uniform(0.0, duration)
+  return time.monotonic() >= start + delay
 
 
 def _comparable(workdir: Path) -> list[dict]:
@@ -95,8 +114,8 @@ def _reference_kill_resume_report(name: str, tmp: Path) -> Outcome:
 
     # Killed at a moment drawn per strategy, from when the run directory holds its
     # config (before, there is no run to resume) until as long as the reference took:
-    # before, during or after any generation; a finished run resumes to itself.
-    delay = np.random.default_rng(zlib.crc32(name.encode())).uniform(0.0, duration)
+    # before, during or after any generation; a finished run resumes to itself. A
+    # weight-sharing run is killed while its shared weights train (_kill_moment).
     start = time.monotonic()
     proc = _cli([*search, "--workdir", str(killed)], log)
     while not (killed / "config.json").exists():
@@ -104,9 +123,10 @@ def _reference_kill_resume_report(name: str, tmp: Path) -> Outcome:
         proc.kill()
         raise _Failed(f"the run to kill made no run directory:\n{log.read_text()[-3000:]}")
       time.sleep(0.02)
-    try:
-      proc.wait(timeout=delay)
-    except subprocess.TimeoutExpired:
+    start = time.monotonic()
+    while proc.poll() is None and not _kill_moment(name, killed, duration, start):
+      time.sleep(0.005)
+    if proc.poll() is None:
       proc.kill()  # SIGKILL: no handler runs, files stay as they are
       out.killed = True
     if proc.wait(timeout=SECONDS) not in (0, -9):
@@ -154,3 +174,5 @@ def test_a_killed_smoke_search_resumes_to_the_uninterrupted_history(name, outcom
   assert len({h["generation"] for h in out.reference}) >= 2
   assert len(out.reference) == TWO_GENERATIONS.get(name, len(out.reference))
   assert out.resumed == out.reference
+  if name in SHARED:  # killed during the shared weights' training, not after
+    assert out.killed
