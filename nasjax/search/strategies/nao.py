@@ -452,7 +452,7 @@ class _NAOWSOptions(Options):
   batch_size: int = option(64, integer(1))
   learning_rate: float = option(0.025, number(0, open_min=True))
   min_learning_rate: float = option(0.001, number(0))
-  momentum: float = option(0.9, number(0, 1))
+  momentum: float = option(0.9, number(0, 1, open_max=True))
   weight_decay: float = option(5e-4, number(0))
   grad_clip: float | None = option(5.0, number(0, open_min=True, none=True))
   augment: bool = option(False, boolean())
@@ -466,8 +466,6 @@ class _NAOWSOptions(Options):
   pool_size: int = option(100, integer(2))
 
   def check(self) -> None:
-    if self.momentum >= 1:
-      raise ValueError(f"nao_ws: option momentum must be below 1, got {self.momentum!r}")
     if self.min_learning_rate > self.learning_rate:
       raise ValueError(f"nao_ws: min_learning_rate {self.min_learning_rate!r} exceeds "
                        f"learning_rate {self.learning_rate!r}")

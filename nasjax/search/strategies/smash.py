@@ -102,7 +102,7 @@ class SmashConfig(Options):
   optimizer: str = option("sgd", one_of("sgd", "adam"))
   learning_rate: float = option(0.05, number(0, open_min=True))
   min_learning_rate: float = option(0.0, number(0))
-  momentum: float = option(0.9, number(0, 1))
+  momentum: float = option(0.9, number(0, 1, open_max=True))
   weight_decay: float = option(5e-4, number(0))
   grad_clip: float | None = option(5.0, number(0, open_min=True, none=True))
   num_samples: int = option(100, integer(1))
@@ -114,8 +114,6 @@ class SmashConfig(Options):
   hyper_kernel: int = option(3, integer(1))
 
   def check(self) -> None:
-    if self.momentum >= 1:
-      raise ValueError(f"smash: option momentum must be below 1, got {self.momentum!r}")
     if self.min_learning_rate > self.learning_rate:
       raise ValueError(f"smash: min_learning_rate {self.min_learning_rate!r} exceeds "
                        f"learning_rate {self.learning_rate!r}")
