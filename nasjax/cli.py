@@ -1,6 +1,7 @@
 """The ``nasjax`` command line (also ``python -m nasjax``).
 
 Subcommands: ``info`` (versions, devices, cache), ``train`` (train one architecture),
+``data get`` (download and build the benchmark tables, :mod:`nasjax.search.table_sources`)
 and the search commands ``search``, ``resume``, ``report`` and ``bench`` from
 :mod:`nasjax.search.cli`.
 
@@ -17,6 +18,7 @@ import inspect
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 import warnings
@@ -214,6 +216,34 @@ def cmd_train(args) -> int:
   return 0 if hist.status == "ok" else 1
 
 
+def cmd_data_get(args) -> int:
+  from nasjax.search import table_sources, tabular
+
+  # Every argument is checked before anything is downloaded.
+  names = [table_sources.table(name).name for name in args.tables]
+  if not args.timeout > 0:
+    raise ValueError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+  out = Path(args.dir) if args.dir else table_sources.default_dir()
+  check_output_dir(out, "--dir")
+  table_sources.get(names, out, timeout=args.timeout)
+  print(f"export {tabular.ENV_VAR}={shlex.quote(str(out.resolve()))}")
+  return 0
+
+
+def _add_data_parser(sub) -> None:
+  p = sub.add_parser("data", help="the benchmark tables (NAS-Bench-201, NAS-Bench-Macro)")
+  actions = p.add_subparsers(dest="action", metavar="ACTION")
+  actions.required = True
+  p = actions.add_parser("get", help="download the public sources of benchmark tables, check "
+                         "them and build the tables")
+  p.add_argument("tables", nargs="+", metavar="TABLE", help="nb201 and/or macro")
+  p.add_argument("--dir", help="the data directory to write (default $NASJAX_DATA_DIR, else "
+                 "$XDG_DATA_HOME/nasjax or ~/.local/share/nasjax)")
+  p.add_argument("--timeout", type=float, default=60.0,
+                 help="seconds to wait for each server response")
+  p.set_defaults(func=cmd_data_get)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="nasjax", description="Neural architecture search in JAX.")
@@ -244,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", help="directory to save the trained network")
   p.add_argument("--json", action="store_true", help="print one JSON object")
   p.set_defaults(func=cmd_train)
+  _add_data_parser(sub)
 
   try:
     from nasjax.search import cli as search_cli

@@ -3,8 +3,9 @@
 The tables are read once from the reference data directory into NumPy arrays indexed
 by the search space's code rank (:meth:`SearchSpace.index`), so a query is an array
 lookup that also works inside ``jax.jit``. The directory is, in order of precedence,
-the ``data_dir`` argument, ``$NASJAX_DATA_DIR``, or ``shared/data`` next to the
-repository (``Path(nasjax.__file__).parents[2] / "shared" / "data"``).
+the ``data_dir`` argument, ``$NASJAX_DATA_DIR``, ``shared/data`` next to a source
+checkout (``Path(nasjax.__file__).parents[2] / "shared" / "data"``) when it exists, or
+the user data directory that ``nasjax data get`` fills (``~/.local/share/nasjax``).
 
 NAS-Bench-201's search protocol (the one its own baselines use): a query returns the
 architecture's validation accuracy after the 12-epoch schedule and charges simulated
@@ -53,8 +54,16 @@ NB201_TIME_COLUMNS = ("c10valid_train_per_epoch_s", "c10valid_valid_per_epoch_s"
 NB201_EPOCHS = 12  # the schedule whose validation accuracy is the search signal
 
 
+def user_data_dir() -> Path:
+  """Where ``nasjax data get`` puts tables by default: ``$XDG_DATA_HOME/nasjax``
+  (``~/.local/share/nasjax``)."""
+  base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+  return Path(base) / "nasjax"
+
+
 def data_dir(path: str | os.PathLike | None = None) -> Path:
-  """The reference data directory: ``path``, else ``$NASJAX_DATA_DIR``, else the default."""
+  """The reference data directory: ``path``, else ``$NASJAX_DATA_DIR``, else
+  ``shared/data`` beside a source checkout when it exists, else :func:`user_data_dir`."""
   if path is not None:
     return Path(path)
   env = os.environ.get(ENV_VAR)
@@ -62,17 +71,19 @@ def data_dir(path: str | os.PathLike | None = None) -> Path:
     return Path(env)
   import nasjax
 
-  return Path(nasjax.__file__).resolve().parents[2] / "shared" / "data"
+  checkout = Path(nasjax.__file__).resolve().parents[2] / "shared" / "data"
+  return checkout if checkout.is_dir() else user_data_dir()
 
 
 def table_path(relative: str, path: str | os.PathLike | None = None) -> Path:
   """Full path of a table file; ``FileNotFoundError`` naming it and the override."""
   full = data_dir(path) / relative
   if not full.is_file():
+    name = {NB201_FILE: "nb201", MACRO_FILE: "macro"}.get(relative, "nb201 macro")
     raise FileNotFoundError(
-        f"benchmark table not found: {full}. Put the reference data there, or point "
-        f"${ENV_VAR} (or the data_dir argument / --data-dir) at the directory that holds "
-        f"{relative}")
+        f"benchmark table not found: {full}. Download and build it with `nasjax data get "
+        f"{name} --dir DIR`, then point ${ENV_VAR} (or the data_dir argument / --data-dir) "
+        f"at DIR, the directory that holds {relative}")
   return full
 
 
