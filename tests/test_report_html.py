@@ -75,3 +75,33 @@ def test_report_html_holds_every_evaluation_and_loads_nothing(tmp_path):
   assert len(page.images) == len([p for p in summary["plots"] if p.endswith(".png")]) >= 3
   assert all(src.startswith("data:image/png;base64,") for src in page.images)
   assert page.svg >= 1 and page.external == []
+
+
+def test_report_html_renders_in_headless_chromium(tmp_path):
+  """docs/report_screenshot.py renders the page in a real browser (skipped where no
+  Chromium is installed): a full-size screenshot with content, and the DOM the browser
+  built holds every evaluation."""
+  import importlib.util
+  import pathlib
+  import shutil
+
+  if not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")):
+    pytest.skip("no headless Chromium (apt install chromium)")
+  import matplotlib.image
+
+  script = pathlib.Path(__file__).parents[1] / "docs" / "report_screenshot.py"
+  spec = importlib.util.spec_from_file_location("report_screenshot", script)
+  shot = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(shot)
+  space = PlainCNNSpace(num_blocks=1, max_layers=1, filters=(4, 8), kernels=(1, 3))
+  evaluator = TrainingEvaluator(space, dataset="synthetic", train={"epochs": 1,
+                                                                   "batch_size": 32})
+  run("random", evaluator, 3, tmp_path / "run", seed=0, quiet=True)
+  out = shot.render(str(tmp_path / "run"), str(tmp_path / "shot.png"), width=800, height=900)
+  assert out["size"] == (800, 900)
+  pixels = matplotlib.image.imread(out["png"])[..., :3]
+  drawn = (pixels.min(-1) < 0.9).mean()  # share of pixels that are not (near) white
+  assert 0.02 < drawn < 0.9, drawn
+  page = _Tables()
+  page.feed(out["dom"])
+  assert len(page.tables["evaluations"]) - 1 == len(read_history(tmp_path / "run")) == 3
