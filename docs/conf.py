@@ -1,5 +1,7 @@
 """Sphinx configuration of nasjax's documentation (``sphinx-build -W docs docs/_build``)."""
 
+import os
+
 project = "nasjax"
 author = "nasjax authors"
 copyright = "2026, nasjax authors"
@@ -13,7 +15,10 @@ extensions = [
 ]
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3
-nb_execution_mode = "off"  # the test suite runs the pages' code (tests/test_docs.py)
+# The test suite runs the pages' code (tests/test_docs.py); a build for reading runs the
+# notebooks too, to show their outputs (drawings, tables): NASJAX_DOCS_EXECUTE=cache.
+nb_execution_mode = os.environ.get("NASJAX_DOCS_EXECUTE", "off")
+nb_execution_timeout = 300
 source_suffix = {".md": "myst-nb"}
 exclude_patterns = ["_build"]
 suppress_warnings = ["myst.header"]
