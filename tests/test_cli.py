@@ -74,13 +74,16 @@ def test_a_training_search_ends_with_its_best_networks_and_how_to_use_them(tmp_p
   assert cli.main(args) == 0
   out = capsys.readouterr().out
   history = read_history(workdir)
-  rows = re.findall(r"^ +(\d) +\S+ +([\d,]+) +([\d.]+) +([\d.]+)$", out, re.M)
+  # rank, architecture, params, val acc, test acc (the saved best only), seconds
+  rows = re.findall(r"^ +(\d) +\S+ +([\d,]+) +([\d.]+) +([\d.]*) +([\d.]+)$", out, re.M)
   best = min(history, key=lambda e: e["objectives"]["val_error"])
   assert len(rows) == 3 and rows[0][0] == "1"
   assert float(rows[0][2]) == pytest.approx(100 - best["objectives"]["val_error"], abs=0.01)
   assert int(rows[0][1].replace(",", "")) == best["metrics"]["params"]
+  assert float(rows[0][4]) == pytest.approx(best["cost"], abs=0.05)
+  assert rows[1][3] == rows[2][3] == ""
   assert f"saved in {workdir / 'best_net.npz'}" in out
-  test_acc = float(re.search(r"best network: ([\d.]+) % test accuracy", out).group(1))
+  test_acc = float(rows[0][3])
   # The printed line of Python runs and classifies the first test image.
   line = re.search(r'python3 -c "(.*)"$', out, re.M).group(1)
   namespace = {}
@@ -91,3 +94,24 @@ def test_a_training_search_ends_with_its_best_networks_and_how_to_use_them(tmp_p
   ds = data.load("synthetic")
   assert test_acc == pytest.approx(100 * train.evaluate(net, ds.x_test, ds.y_test)["accuracy"],
                                    abs=0.01)
+
+
+def test_the_readme_first_command_runs_shrunk(tmp_path, capsys):
+  """README's first command, with its training shrunk: its options stay valid."""
+  import pathlib
+  import re
+  import shlex
+
+  readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+  line = re.search(r"^ *python3 -m pip install -e \. && (nasjax search .*)$", readme, re.M)
+  search_cmd, report_cmd = line.group(1).split(" && ")
+  args = shlex.split(search_cmd)[1:]
+  args[args.index("--time-budget"):args.index("--time-budget") + 2] = ["--max-evals", "1"]
+  train = json.loads(args[args.index("--train") + 1])
+  args[args.index("--train") + 1] = json.dumps({**train, "epochs": 0.1})
+  args[args.index("--workdir") + 1] = str(tmp_path / "run")
+  assert cli.main([*args, "--limit", "320", "--quiet"]) == 0
+  assert "test acc %" in capsys.readouterr().out
+  assert shlex.split(report_cmd)[:2] == ["nasjax", "report"]
+  assert cli.main(["report", str(tmp_path / "run")]) == 0
+  assert (tmp_path / "run" / "report.html").is_file()

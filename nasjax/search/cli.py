@@ -266,31 +266,36 @@ def cmd_search(args) -> int:
 
 def trained_summary(result, evaluator, top: int = 5) -> str:
   """What a training search found, for people: its best ``top`` evaluations by the first
-  objective (rank, architecture, parameters, validation accuracy, seconds), the best
-  network's test accuracy, where it was saved and the line of Python that classifies an
-  image with it."""
+  objective (rank, architecture, parameters, validation accuracy, seconds) and the test
+  accuracy of the best, the network the run saved; where it was saved and the line of
+  Python that classifies an image with it."""
   from nasjax.search.rundir import BEST_NET_FILE
 
   ok = sorted((e for e in result.history if e["status"] == "ok"),
               key=lambda e: list(e["objectives"].values())[0])[:top]
-  lines = [f"{'rank':>4}  {'architecture':<48} {'params':>9} {'val acc %':>9} {'seconds':>8}"]
-  for i, e in enumerate(ok):
-    arch = e["arch"] if isinstance(e["arch"], str) else json.dumps(e["arch"])
-    arch = arch if len(arch) <= 48 else arch[:45] + "..."
-    m = e["metrics"]
-    lines.append(f"{i + 1:>4}  {arch:<48} {m.get('params', 0):>9,} "
-                 f"{100 * m.get('val_accuracy', float('nan')):>9.2f} {e['cost']:>8.1f}")
   path = os.path.join(str(result.workdir), BEST_NET_FILE)
-  if ok and os.path.exists(path):
+  test = "-"
+  if ok and os.path.exists(path) and len(evaluator.data.y_test):
     import nasjax
     from nasjax import train as train_lib
 
+    acc = train_lib.evaluate(nasjax.load(path), evaluator.data.x_test,
+                             evaluator.data.y_test)["accuracy"]
+    test = f"{100 * acc:.2f}"
+  lines = [f"{'rank':>4}  {'architecture':<40} {'params':>9} {'val acc %':>9} "
+           f"{'test acc %':>10} {'seconds':>8}"]
+  for i, e in enumerate(ok):
+    arch = e["arch"] if isinstance(e["arch"], str) else json.dumps(e["arch"])
+    arch = arch if len(arch) <= 40 else arch[:37] + "..."
+    m = e["metrics"]
+    lines.append(f"{i + 1:>4}  {arch:<40} {m.get('params', 0):>9,} "
+                 f"{100 * m.get('val_accuracy', float('nan')):>9.2f} "
+                 f"{test if i == 0 else '':>10} {e['cost']:>8.1f}")
+  if ok and os.path.exists(path):
     data = evaluator.data
-    net = nasjax.load(path)
-    if len(data.y_test):
-      acc = train_lib.evaluate(net, data.x_test, data.y_test)["accuracy"]
-      lines.append(f"best network: {100 * acc:.2f} % test accuracy on the {len(data.y_test):,} "
-                   f"test images of {data.name}")
+    if test != "-":
+      lines.append(f"test accuracy: the best network on the {len(data.y_test):,} test images "
+                   f"of {data.name} (the others were not kept)")
     lines.append(f"saved in {path}; classify an image with it:")
     lines.append(f"  python3 -c \"import nasjax; net = nasjax.load('{path}'); "
                  f"x = nasjax.data.load('{evaluator.dataset}').x_test[:1]; "
