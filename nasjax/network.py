@@ -6,7 +6,8 @@ The :class:`~nasjax.arch.Arch` is static (part of the tree structure), so ``jax.
 compiles once per architecture and every network of that architecture reuses it.
 
 Initialisation runs on the host with NumPy from shapes inferred by the IR: no tracing,
-no compilation, so a search can create thousands of networks cheaply. Each node's
+no compilation, so a search can create thousands of networks cheaply (under a JAX
+transformation it draws with ``jax.random`` instead). Each node's
 arrays are drawn from a generator seeded by the key *and the node's name*, so adding a
 node leaves every other node's initial values unchanged.
 """
@@ -114,14 +115,7 @@ def _init_array(op: str, pname: str, shape, rng: np.random.Generator) -> np.ndar
     return np.zeros(shape, np.float32)
   if pname in ("scale", "var"):
     return np.ones(shape, np.float32)
-  if op == "dense":  # LeCun normal
-    fan_in = shape[0]
-    gain = 1.0
-  else:  # He normal for convolutions: fan-in of one output unit
-    fan_in = int(np.prod(shape[:-1]))
-    gain = 2.0
-  std = np.sqrt(gain / max(fan_in, 1))
-  return (rng.standard_normal(shape, dtype=np.float32) * std).astype(np.float32)
+  return (rng.standard_normal(shape, dtype=np.float32) * _std(op, shape)).astype(np.float32)
 
 
 def init_numpy(arch: Arch, key) -> tuple[dict, dict]:
@@ -136,17 +130,56 @@ def init_numpy(arch: Arch, key) -> tuple[dict, dict]:
   return params, state
 
 
+def _std(op: str, shape) -> float:
+  """He-normal std for convolution kernels (fan-in of one output unit), LeCun for dense."""
+  if op == "dense":
+    return float(np.sqrt(1.0 / max(shape[0], 1)))
+  return float(np.sqrt(2.0 / max(int(np.prod(shape[:-1])), 1)))
+
+
+def init_traced(arch: Arch, key) -> tuple[dict, dict]:
+  """Initial ``(params, state)`` drawn with ``jax.random``: what :func:`init` uses when
+  ``key`` is traced (under ``jit``, ``vmap``, ``scan``).
+
+  The same distributions as the host draw, not the same numbers: node ``name``'s arrays
+  come from ``fold_in(key, crc32(name))``, so here too adding a node leaves the others'
+  initial values unchanged.
+  """
+  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.wrap_key_data(key)
+  params, state = {}, {}
+  for name, shapes in param_shapes(arch).items():
+    node_key = jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+    params[name] = {}
+    for i, (p, shape) in enumerate(sorted(shapes.items())):
+      if p in ("bias", "mean", "scale", "var"):
+        params[name][p] = jnp.asarray(_init_array(arch[name].op, p, shape, None))
+      else:
+        draw = jax.random.normal(jax.random.fold_in(node_key, i), shape, jnp.float32)
+        params[name][p] = draw * _std(arch[name].op, shape)
+  for name, shapes in state_shapes(arch).items():
+    state[name] = {p: jnp.asarray(_init_array(arch[name].op, p, s, None))
+                   for p, s in shapes.items()}
+  return params, state
+
+
 def init(arch: Arch, key) -> Network:
   """A freshly initialised network of ``arch``.
 
   Convolutions get He-normal kernels, dense layers LeCun-normal, biases zero, batch
-  norm unit scale and running statistics (mean 0, var 1). Runs on the host: no
-  compilation, ~milliseconds for small networks.
+  norm unit scale and running statistics (mean 0, var 1). With a concrete key it runs
+  on the host: no compilation, ~milliseconds for small networks. With a traced key
+  (inside ``jit``, ``vmap``, ``scan``) it draws with ``jax.random`` instead
+  (:func:`init_traced`: the same distributions, other numbers), so
+  ``jax.vmap(lambda k: nasjax.init(arch, k))(keys)`` makes an ensemble.
 
   Args:
     arch: the architecture.
-    key: a ``jax.random`` key.
+    key: a ``jax.random`` key (typed or raw ``uint32[2]``).
   """
+  if isinstance(key, jax.core.Tracer):
+    params, state = init_traced(arch, key)
+    return Network(arch, params, state)
   params, state = init_numpy(arch, key)
   return Network(arch, jax.device_put(params), jax.device_put(state))
 

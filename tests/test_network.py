@@ -106,6 +106,47 @@ def test_init_scale():
   assert abs(k.std() - np.sqrt(2 / 576)) < 0.02 * np.sqrt(2 / 576)
 
 
+def test_init_under_vmap_and_jit_makes_an_ensemble():
+  a = tiny_arch()
+  keys = jax.random.split(jax.random.key(5), 3)
+  ens = jax.vmap(lambda k: nj.init(a, k))(keys)
+  assert ens.params["c1"]["kernel"].shape == (3, 3, 3, 3, 4)
+  # Each member is what jit(init) draws for its key; members differ.
+  for i in range(3):
+    one = jax.jit(lambda k: nj.init(a, k))(keys[i])
+    for x, y in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(ens)):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y)[i], rtol=0, atol=1e-6)
+  k = np.asarray(ens.params["c1"]["kernel"])
+  assert float(np.abs(k[0] - k[1]).max()) > 1e-2
+  # Constants are the host draw's; batch-norm state too.
+  np.testing.assert_array_equal(np.asarray(ens.params["bn1"]["scale"]), np.ones((3, 4)))
+  np.testing.assert_array_equal(np.asarray(ens.state["bn1"]["var"]), np.ones((3, 4)))
+  np.testing.assert_array_equal(np.asarray(ens.params["logits"]["bias"]), np.zeros((3, 5)))
+  # The ensemble runs under vmap: three different functions of the same inputs.
+  x = np.random.default_rng(0).standard_normal((6, 8, 8, 3)).astype(np.float32)
+  out = jax.vmap(lambda k: nj.apply(nj.init(a, k), x))(keys)
+  assert out.shape == (3, 6, 5)
+  assert float(jnp.abs(out[0] - out[1]).max()) > 1e-2
+  # Raw uint32 keys trace too, and a new node leaves the others' draws unchanged.
+  b = a.insert_after("r1", Node("c_new", "conv", ["r1"], features=4))
+  pa = jax.jit(lambda k: nj.init(a, k).params)(jax.random.PRNGKey(3))
+  pb = jax.jit(lambda k: nj.init(b, k).params)(jax.random.PRNGKey(3))
+  for name in pa:
+    for leaf in pa[name]:
+      np.testing.assert_array_equal(np.asarray(pa[name][leaf]), np.asarray(pb[name][leaf]))
+
+
+def test_traced_init_scale():
+  a = nj.sequential((8, 8, 64), [("conv", {"features": 256}), ("gap", {}),
+                                 ("dense", {"features": 512})])
+  params = jax.jit(lambda k: nj.init(a, k).params)(jax.random.key(0))
+  conv, dense = np.asarray(params["l0_conv"]["kernel"]), np.asarray(params["l2_dense"]["kernel"])
+  # He normal for the convolution (fan_in 3 * 3 * 64), LeCun normal for the dense layer.
+  assert abs(conv.std() - np.sqrt(2 / 576)) < 0.02 * np.sqrt(2 / 576)
+  assert abs(dense.std() - np.sqrt(1 / dense.shape[0])) < 0.02 * np.sqrt(1 / dense.shape[0])
+  assert abs(conv.mean()) < 0.02 * np.sqrt(2 / 576)
+
+
 def test_apply_modes():
   a = tiny_arch()
   net = nj.init(a, jax.random.key(0))
