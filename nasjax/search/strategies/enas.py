@@ -321,14 +321,18 @@ class Enas(oneshot.OneShot):
     codes = _sampler(self.controller, n)(params, key)
     return np.asarray(jax.vmap(self.space.canonical)(codes))
 
+  def score_function(self):
+    """The requests' ``score(weights, codes, data)``: accuracy with the shared weights
+    (batch norm as ``derive_bn`` says)."""
+    cfg = self.config
+    return functools.partial(oneshot.score_codes, bn=cfg.derive_bn,
+                             calib_batch_size=cfg.batch_size, max_examples=cfg.eval_examples,
+                             impl=cfg.impl)
+
   def search_ask(self, key, state):
     """``derive_samples`` controller samples, to score with the shared weights."""
-    cfg = self.config
-    codes = self.sample(state.weights.controller, key, cfg.derive_samples)
-    score = functools.partial(oneshot.score_codes, bn=cfg.derive_bn,
-                              calib_batch_size=cfg.batch_size, max_examples=cfg.eval_examples,
-                              impl=cfg.impl)
-    return work.ScoreShared(state.weights, codes, score), state
+    codes = self.sample(state.weights.controller, key, self.config.derive_samples)
+    return work.ScoreShared(state.weights, codes, self.score_function()), state
 
   def scored(self, key, state, request, result):
     scores = np.asarray(result.scores, np.float64)
