@@ -4,7 +4,13 @@ Importing this package registers the baselines (``random``, ``rea``, ``reinforce
 :data:`STRATEGIES`. The registries (:data:`STRATEGIES`, :data:`SPACES`) import the
 package's other modules, which register the remaining strategies and spaces, on the
 first lookup of a name they do not hold yet (:class:`Registry`).
+
+:class:`RayBackend` and :class:`WorkerPool` (:mod:`nasjax.search.ray_backend`) are
+imported on first use, so that importing nasjax does not import that module (which
+imports Ray only when a pool starts).
 """
+
+import importlib
 
 from nasjax.search.strategies import evolution, random_search, reinforce  # noqa: F401  (registration)
 from nasjax.search.base import (STRATEGIES, Registry, Strategy, StrategyEntry, fitness_matrix,
@@ -29,5 +35,15 @@ __all__ = [
     "RegularizedEvolution", "EvolutionState", "RandomSearch", "RandomState", "Reinforce",
     "ReinforceState", "Budget", "RunResult", "run", "resume", "read_config", "read_history",
     "SPACES", "SearchSpace", "NB201Space", "MacroSpace", "PlainCNNSpace", "DartsCellSpace",
-    "make_space", "register_space",
+    "make_space", "register_space", "RayBackend", "WorkerPool",
 ]
+
+# Names re-exported from modules imported on first use: name -> module.
+_LAZY = {"RayBackend": "nasjax.search.ray_backend", "WorkerPool": "nasjax.search.ray_backend"}
+
+
+def __getattr__(name: str):
+  if name in _LAZY:
+    return getattr(importlib.import_module(_LAZY[name]), name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

@@ -87,6 +87,10 @@ class StrategyEntry:
     needs_problem: whether the factory takes ``problem=`` (a
       :class:`nasjax.search.work.Problem`: input shape, classes, a batch of inputs), as
       strategies that build networks do.
+    asynchronous: whether its ``tell`` takes results one at a time, in any order, while
+      other candidates it asked for are still being evaluated, and its ``ask`` does not
+      wait for them; such strategies run asynchronously on Ray workers
+      (:mod:`nasjax.search.ray_backend`), the others a whole generation at a time.
   """
 
   name: str
@@ -100,6 +104,7 @@ class StrategyEntry:
   report: Callable[[Any, Any], dict] | None = None
   needs_problem: bool = False
   options: type | None = None
+  asynchronous: bool = False
 
   def supports(self, space: str | SearchSpace) -> bool:
     name = space if isinstance(space, str) else space.name
@@ -211,8 +216,8 @@ def register_strategy(name: str, factory: Callable[[SearchSpace, dict], Any], *,
                       smoke: Mapping[str, Any] | None = None,
                       description: str = "",
                       report: Callable[[Any, Any], dict] | None = None,
-                      needs_problem: bool = False, options: type | None = None
-                      ) -> StrategyEntry:
+                      needs_problem: bool = False, options: type | None = None,
+                      asynchronous: bool = False) -> StrategyEntry:
   """Add a strategy to :data:`STRATEGIES` (see :class:`StrategyEntry` for the fields).
 
   With ``options`` (an :class:`~nasjax.search.options.Options` subclass), leave
@@ -234,7 +239,7 @@ def register_strategy(name: str, factory: Callable[[SearchSpace, dict], Any], *,
     options.from_dict((smoke or {}).get("config", {}))
   entry = StrategyEntry(name, factory, tuple(spaces), bool(multi_objective), bool(jittable),
                         dict(default_config or {}), dict(smoke or {}), description, report,
-                        bool(needs_problem), options)
+                        bool(needs_problem), options, bool(asynchronous))
   return STRATEGIES.register(name, entry)
 
 

@@ -9,6 +9,9 @@
   first two objectives, the non-dominated ones joined as the front;
 - ``report.txt``: the summary table that :func:`format_summary` prints.
 
+A run evaluated on Ray workers (:mod:`nasjax.search.ray_backend`) also reports each
+worker's utilisation and the evaluations per hour (:func:`worker_use`).
+
 Plots use Matplotlib's Agg canvas directly (no pyplot, no global backend switch).
 """
 
@@ -59,7 +62,9 @@ def compile_time(history) -> dict:
   Candidates trained at once on several devices (and processes) compile concurrently,
   so the share divides by the wall time times the number of such lanes (the distinct
   ``metrics.device`` values): ``compile_share = compile_seconds / (wall_seconds *
-  lanes)``, which is the plain fraction of wall time for a sequential run.
+  lanes)``, which is the plain fraction of wall time for a sequential run. On Ray
+  workers, ``compile_seconds`` adds each worker's compiling (its ``worker.compile``
+  records) to the driver's, and the lanes are the workers.
 
   Returns:
     ``{}`` if no entry records compile seconds (tabular runs), else ``compile_seconds``,
@@ -74,15 +79,67 @@ def compile_time(history) -> dict:
   last = history[-1]
   seconds = float(last["compile"]) if last.get("compile") is not None else candidates
   lanes = max(1, len({m["device"] for m in fresh if "device" in m}))
+  workers = [h["worker"] for h in history if isinstance(h.get("worker"), dict)]
+  if workers:  # on Ray: the driver's compiling and each worker's, over the workers
+    seconds += float(sum(w.get("compile") or 0.0 for w in workers))
+    lanes = max(1, len({(w.get("session", 0), w["id"]) for w in workers}))
   wall = last["wall"]
   share = seconds / (wall * lanes) if wall > 0 else None
   return {"compile_seconds": seconds, "candidate_compile_seconds": candidates,
           "compile_share": share, "lanes": lanes}
 
 
+def _worker_label(w: dict, sessions: int) -> str:
+  return f"{w['id']}" if sessions == 1 else f"{w.get('session', 0)}.{w['id']}"
+
+
+def worker_use(history) -> dict:
+  """How busy the Ray workers of a run were, from the ``worker`` record of its entries
+  (where and between which unix times each evaluation ran).
+
+  A session's wall time runs from the start of its first evaluation to the end of its
+  last (Ray's start-up and the time a resumed run was down are left out); a worker's
+  utilisation is the time it spent evaluating over the wall time of its session.
+  Workers are numbered per session (``"SESSION.ID"`` when the run was resumed).
+
+  Returns:
+    ``{}`` if no entry has a worker record, else ``workers`` (``count``,
+    ``evaluations_per_hour`` over the sessions' wall time and ``mean_utilisation``) and
+    ``worker_utilisation`` (label -> busy share of its session's wall time) and
+    ``worker_table`` (label -> ``node``, ``evaluations``, ``busy_seconds``,
+    ``utilisation``).
+  """
+  timed = [e["worker"] for e in history if isinstance(e.get("worker"), dict)
+           and e["worker"].get("start") is not None and e["worker"].get("end") is not None]
+  if not timed:
+    return {}
+  windows: dict = {}
+  for w in timed:
+    a, b = windows.get(w.get("session", 0), (math.inf, -math.inf))
+    windows[w.get("session", 0)] = (min(a, w["start"]), max(b, w["end"]))
+  table: dict = {}
+  for w in timed:
+    row = table.setdefault(_worker_label(w, len(windows)), {
+        "node": w.get("node", ""), "evaluations": 0, "busy_seconds": 0.0,
+        "session": w.get("session", 0)})
+    row["evaluations"] += 1
+    row["busy_seconds"] += w["end"] - w["start"]
+  for row in table.values():
+    a, b = windows[row.pop("session")]
+    row["utilisation"] = row["busy_seconds"] / (b - a) if b > a else None
+  wall = sum(b - a for a, b in windows.values())
+  shares = [r["utilisation"] for r in table.values() if r["utilisation"] is not None]
+  return {"workers": {"count": len(table),
+                      "evaluations_per_hour": 3600.0 * len(timed) / wall if wall > 0 else None,
+                      "mean_utilisation": float(np.mean(shares)) if shares else None},
+          "worker_utilisation": {k: r["utilisation"] for k, r in table.items()},
+          "worker_table": table}
+
+
 def summarize(workdir: str | os.PathLike) -> dict:
   """Summary numbers of a run directory (what the report table shows); training runs
-  also show the time spent compiling (see :func:`compile_time`).
+  also show the time spent compiling (see :func:`compile_time`), and runs on Ray workers
+  how busy the workers were (:func:`worker_use`, without its ``worker_table``).
 
   A run is ``finished`` when ``best.json`` says so and the history holds every
   evaluation it counts; a history that holds fewer (cut short, or restored from an
@@ -106,6 +163,7 @@ def summarize(workdir: str | os.PathLike) -> dict:
       "finished": bool(best.get("finished", False)) and complete,
       **({} if complete else {"recorded_evaluations": recorded}),
       **compile_time(history),
+      **{k: v for k, v in worker_use(history).items() if k != "worker_table"},
   }
   if ok.any():
     i = int(np.flatnonzero(ok)[np.argmin(F[ok, 0])])
@@ -264,11 +322,13 @@ def report_html(cfg: dict, summary: dict, history: list[dict], plots: list[str],
     table.append("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in values) +
                  f"<td class=l>{_cell(e['arch'])}</td></tr>")
   title = html.escape(f"nasjax report: {cfg['strategy']} in {workdir}")
+  workers = _workers_section(history)
   return "\n".join([
       "<!DOCTYPE html>", f"<html><head><meta charset=utf-8><title>{title}</title>",
       f"<style>{_STYLE}</style></head><body>", f"<h1>{title}</h1>",
       "<h2>Summary</h2>", f"<table id=summary>{''.join(rows)}</table>",
-      "<h2>Plots</h2>", *images, "<h2>Best architecture</h2>", _best_drawing(workdir),
+      *workers, "<h2>Plots</h2>", *images, "<h2>Best architecture</h2>",
+      _best_drawing(workdir),
       f"<h2>Every evaluation ({len(history)})</h2>",
       f"<table id=evaluations><thead>{table[0]}</thead><tbody>{''.join(table[1:])}"
       "</tbody></table>", f"<script>{_SORT}</script></body></html>"])
@@ -289,3 +349,27 @@ def _best_drawing(workdir: Path) -> str:
     return svg[svg.index("<svg"):]
   except Exception as e:  # drawing is a courtesy: the report stands without it
     return f"<p>(architecture not drawn: {html.escape(str(e))})</p>"
+
+
+def _workers_section(history: list[dict]) -> list[str]:
+  """The Ray workers' table (:func:`worker_use`), or nothing for a run without them."""
+  import html
+
+  use = worker_use(history)
+  if not use:
+    return []
+  head = ["worker", "node", "evaluations", "busy seconds", "utilisation %"]
+  rows = ["<tr>" + "".join(f"<th{' class=l' if h == 'node' else ''}>{h}</th>" for h in head)
+          + "</tr>"]
+  for label, r in use["worker_table"].items():
+    share = None if r["utilisation"] is None else 100.0 * r["utilisation"]
+    rows.append(f"<tr><td>{html.escape(label)}</td><td class=l>{_cell(r['node'])}</td>"
+                f"<td>{r['evaluations']}</td><td>{_cell(r['busy_seconds'])}</td>"
+                f"<td>{_cell(share)}</td></tr>")
+  rate = use["workers"]["evaluations_per_hour"]
+  return ["<h2>Workers</h2>",
+          f"<p>{use['workers']['count']} Ray workers, {_cell(rate)} evaluations per hour "
+          "(busy share of each session's wall time, from its first evaluation's start to "
+          "its last one's end)</p>",
+          f"<table id=workers><thead>{rows[0]}</thead><tbody>{''.join(rows[1:])}"
+          "</tbody></table>"]

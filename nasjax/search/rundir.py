@@ -3,10 +3,20 @@
 A search (:func:`nasjax.search.run`) writes::
 
     WORKDIR/config.json      strategy, its config, the evaluator's config, budget, seed
-    WORKDIR/history.jsonl    one JSON object per evaluation, in order
-                             (with a ``lineage``: uid, parent, ops, depth, where the
-                             strategy tracks parents, as LEMONADE does)
+                             (and the ``backend``'s options, for a run on Ray)
+    WORKDIR/history.jsonl    one JSON object per evaluation, in the order the strategy
+                             was told them (with a ``lineage``: uid, parent, ops,
+                             depth, where the strategy tracks parents, as LEMONADE
+                             does; on Ray workers a ``worker``: its ``id``, ``node``,
+                             ``pid``, ``start`` and ``end`` unix times, ``compile``
+                             seconds, ``attempts`` and the driver's ``session``;
+                             asynchronous runs also the ``position`` of the
+                             candidate in its generation, the ask)
     WORKDIR/checkpoint.npz   the complete search state after the last full generation
+                             (asynchronous runs: after a batch of results told, at
+                             most once a second, with ``inflight``, the candidates
+                             asked for and not yet told, which a resumed run
+                             evaluates first)
     WORKDIR/checkpoint.prev.npz  the one before (what a damaged checkpoint falls back to)
     WORKDIR/best.json        the best architecture (and the Pareto front if several
                              objectives), with the benchmark's own result where known
@@ -521,9 +531,10 @@ class _RunDir:
     for e in history:
       self.tracker.add(e)
 
-  def append(self, entries: list[dict], records: list[Record]) -> None:
-    """Record ``entries`` (fsynced before the checkpoint that covers them); a record that
-    becomes the best with a trained network is saved as ``best_net.npz``."""
+  def append(self, entries: list[dict], records: list[Record], sync: bool = True) -> None:
+    """Record ``entries`` (fsynced before the checkpoint that covers them: here, or with
+    ``sync=False`` by :meth:`sync_history` before that checkpoint); a record that becomes
+    the best with a trained network is saved as ``best_net.npz``."""
     for entry, rec in zip(entries, records):
       self.history.append(entry)
       if self.tracker.add(entry) and rec.network is not None and self.lead:
@@ -537,9 +548,21 @@ class _RunDir:
       with open(path, "a") as f:
         f.write("".join(json.dumps(e) + "\n" for e in entries))
         f.flush()
-        os.fsync(f.fileno())
+        if sync:
+          os.fsync(f.fileno())
     except OSError as e:
       # A line cut short here is dropped on resume, with the rest of the generation.
+      raise _os_error(e, os.fspath(path)) from e
+
+  def sync_history(self) -> None:
+    """Make the history lines appended so far durable."""
+    if not self.lead:
+      return
+    path = self.workdir / HISTORY_FILE
+    try:
+      with open(path, "a") as f:
+        os.fsync(f.fileno())
+    except OSError as e:
       raise _os_error(e, os.fspath(path)) from e
 
   def checkpoint(self, counters: dict, key, state, cache: dict) -> None:

@@ -39,10 +39,21 @@ strategy the same results and ends with the same history as a single-process run
 from the ``wall`` and ``compile`` clocks and the ``device`` metric). The evaluator must
 accept ``keys=`` (one key per candidate; nasjax's evaluators do). Only process 0 reads
 and writes the run directory; what a resume needs from it is sent to the others.
+
+On Ray (``backend=``, :mod:`nasjax.search.ray_backend`), this process is the driver:
+it runs the loop and Ray workers evaluate the candidates. In batch mode the loop is the
+one above, a generation spread over the workers, so the history equals a run without
+Ray. In asynchronous mode (:func:`_asynchronous`) a generation is asked for whenever a
+worker frees up and the previous one is given out, each result is told as it arrives
+and recorded in that order, and the checkpoint is replaced after a batch of results at
+most once a second (:data:`CHECKPOINT_SECONDS`), with the candidates asked for and not
+yet told; a resumed run keeps the results that checkpoint covers and evaluates those
+candidates first, with their keys.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import json
@@ -60,9 +71,9 @@ import numpy as np
 from nasjax import runtime
 from nasjax.search import checkpoint as _checkpoint
 from nasjax.search import work
-from nasjax.search.base import (STRATEGIES, generation_keys, init_keys, make_strategy,
-                                strategy_config, strategy_entry)
-from nasjax.search.evaluators import Record, make_evaluator
+from nasjax.search.base import (STRATEGIES, generation_keys, init_keys, load_modules,
+                                make_strategy, strategy_config, strategy_entry)
+from nasjax.search.evaluators import EVALUATORS, Record, make_evaluator
 from nasjax.search.rundir import (CONFIG_FILE, FORMAT, SEED_RANGE, _json_safe, _prepare,
                                   _RunDir, read_config)
 # What a run directory holds, read by these functions (:mod:`nasjax.search.rundir`).
@@ -242,7 +253,8 @@ def _strategy_name_config(strategy) -> tuple[str, dict]:
 
 
 def _entry(rec: Record, index: int, generation: int, elapsed: float, wall: float,
-           names, compiled: float, lineage: dict | None = None) -> dict:
+           names, compiled: float, lineage: dict | None = None,
+           worker: dict | None = None) -> dict:
   entry = {
       "eval": index, "generation": generation, "arch": rec.arch, "code": rec.code,
       "objectives": dict(zip(names, rec.objectives)), "status": rec.status,
@@ -250,6 +262,8 @@ def _entry(rec: Record, index: int, generation: int, elapsed: float, wall: float
       "metrics": rec.metrics}
   if lineage is not None:
     entry["lineage"] = lineage
+  if worker is not None:  # where and when a Ray worker ran it (nasjax.search.ray_backend)
+    entry["worker"] = worker
   return _json_safe(entry)
 
 
@@ -275,6 +289,19 @@ def _describe(space, cand) -> tuple[Any, list[int] | None]:
   return space.describe(cand), [int(v) for v in cand]
 
 
+def _from_cache(space, cand, cached: dict) -> Record:
+  """The record of a candidate whose architecture was evaluated before (``cached``)."""
+  arch, code = _describe(space, cand)
+  return Record(arch, [math.nan if v is None else v for v in cached["objectives"]], "ok", 0.0,
+                {**cached["metrics"], "cached": True}, code)
+
+
+def _remember(cache: dict, name: str, rec: Record) -> None:
+  """Cache a successful evaluation under ``name`` (``""``: never cached)."""
+  if name and rec.ok and name not in cache:
+    cache[name] = {"objectives": list(rec.objectives), "metrics": _json_safe(rec.metrics)}
+
+
 def _evaluate(evaluator, items: list, key, cache: dict,
               processes: tuple[int, int] = (1, 0)) -> list[Record]:
   """Evaluate ``items``, reusing cached results of repeated architectures.
@@ -284,13 +311,25 @@ def _evaluate(evaluator, items: list, key, cache: dict,
   ``count > 1``, this process evaluates every ``count``-th candidate still to evaluate,
   starting at ``index``, and the records of all processes are gathered.
   """
+  return _evaluate_on(evaluator, items, key, cache, processes)[0]
+
+
+def _evaluate_on(evaluator, items: list, key, cache: dict,
+                 processes: tuple[int, int] = (1, 0), pool=None
+                 ) -> tuple[list[Record], list[dict | None]]:
+  """:func:`_evaluate`, by the workers of ``pool`` (a
+  :class:`~nasjax.search.ray_backend.WorkerPool`) if given.
+
+  Returns:
+    ``(records, workers)``: per candidate, where a Ray worker ran it (None otherwise).
+  """
   count, index = processes
   batch = np.stack(items) if items and all(isinstance(c, np.ndarray) for c in items) else items
-  if not evaluator.cacheable and count == 1:
-    return evaluator.evaluate(batch, key)
+  if not evaluator.cacheable and count == 1 and pool is None:
+    return evaluator.evaluate(batch, key), [None] * len(items)
   names = [_cache_key(evaluator.space, c) if evaluator.cacheable else "" for c in items]
   todo = [j for j, k in enumerate(names) if not k or k not in cache]
-  fresh = {}
+  fresh, workers = {}, {}
 
   def evaluate(js):
     if not js:
@@ -298,7 +337,11 @@ def _evaluate(evaluator, items: list, key, cache: dict,
     sub = batch[js] if isinstance(batch, np.ndarray) else [items[j] for j in js]
     return evaluator.evaluate(sub, key, keys=[jax.random.fold_in(key, j) for j in js])
 
-  if count == 1:
+  if pool is not None:
+    done = pool.evaluate([items[j] for j in todo], [jax.random.fold_in(key, j) for j in todo])
+    fresh = {j: rec for j, (rec, _) in zip(todo, done)}
+    workers = {j: worker for j, (_, worker) in zip(todo, done)}
+  elif count == 1:
     fresh = dict(zip(todo, evaluate(todo)))
   else:
     gathered = _allgather_bytes(_checkpoint.dumps(evaluate(todo[index::count])))
@@ -308,15 +351,11 @@ def _evaluate(evaluator, items: list, key, cache: dict,
   for j, k in enumerate(names):
     if j in fresh:
       rec = fresh[j]
-      if k and rec.ok and k not in cache:
-        cache[k] = {"objectives": list(rec.objectives), "metrics": _json_safe(rec.metrics)}
+      _remember(cache, k, rec)
     else:
-      c = cache[k]
-      arch, code = _describe(evaluator.space, items[j])
-      rec = Record(arch, [math.nan if v is None else v for v in c["objectives"]], "ok", 0.0,
-                   {**c["metrics"], "cached": True}, code)
+      rec = _from_cache(evaluator.space, items[j], cache[k])
     out.append(rec)
-  return out
+  return out, [workers.get(j) for j in range(len(items))]
 
 
 def _run_shared(evaluator, request, name: str) -> work.SharedResult:
@@ -339,7 +378,8 @@ def _check_seed(seed) -> int:
 
 def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
         config: Mapping[str, Any] | None = None, *, quiet: bool = False,
-        metadata: Mapping[str, Any] | None = None, resume: bool = False) -> RunResult:
+        metadata: Mapping[str, Any] | None = None, resume: bool = False,
+        backend=None) -> RunResult:
   """Run a search in ``workdir`` (see the module docstring for the files).
 
   Args:
@@ -355,6 +395,10 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
     quiet: no progress bar.
     metadata: JSON-serialisable extras stored in ``config.json``.
     resume: continue the run in ``workdir`` (see :func:`resume`).
+    backend: where candidates are evaluated: None or ``"local"`` (this process), or on
+      Ray workers: ``"ray"``, a :class:`~nasjax.search.ray_backend.RayBackend` or a
+      started :class:`~nasjax.search.ray_backend.WorkerPool`
+      (:mod:`nasjax.search.ray_backend`).
 
   Returns:
     A :class:`RunResult`.
@@ -374,39 +418,92 @@ def run(strategy, evaluator, budget, workdir: str | os.PathLike, seed: int = 0,
     strategy = make_strategy(strategy, evaluator.space, config, num_objectives=len(names),
                              evaluator=evaluator)
   name, strategy_config = _strategy_name_config(strategy)
+  processes = (jax.process_count(), jax.process_index())
+  backend, asynchronous = _backend(backend, name, processes)
   run_config = _json_safe({
       "format": FORMAT, "strategy": name, "strategy_config": strategy_config,
       "evaluator": evaluator.config(), "objectives": names,
       "budget": dataclasses.asdict(budget), "seed": seed,
       "metadata": dict(metadata or {})})
+  if backend is not None:
+    from nasjax.search.ray_backend import options_of
+
+    run_config["backend"] = {**options_of(backend).to_dict(), "asynchronous": asynchronous}
   try:
     config_bytes = json.dumps(run_config, indent=1).encode()
   except TypeError as e:
     raise ValueError(f"the run's options are not JSON data ({e})") from None
-  processes = (jax.process_count(), jax.process_index())
   with contextlib.ExitStack() as held:  # the run directory's lock, for the whole run
     ckpt, history = _from_lead(lambda: _prepare(workdir, config_bytes, name, resume, held),
                                processes)
+    asynchronous = _check_mode(ckpt, backend, asynchronous, workdir)
+    pool = None
+    if backend is not None and not (ckpt is not None and ckpt["finished"]):
+      from nasjax.search.ray_backend import open_pool
+
+      pool = held.enter_context(open_pool(backend, evaluator))
     return _search(strategy, name, evaluator, budget, workdir, seed, ckpt, history,
-                   quiet=quiet, processes=processes)
+                   quiet=quiet, processes=processes, pool=pool, asynchronous=asynchronous)
 
 
+def _backend(backend, name: str, processes: tuple[int, int]) -> tuple[Any, bool]:
+  """``(backend or None, whether it runs asynchronously)`` of :func:`run`'s argument."""
+  if backend is None or backend == "local":
+    return None, False
+  from nasjax.search import ray_backend
+
+  backend = ray_backend.coerce(backend)
+  if processes[0] > 1:
+    raise ValueError("the ray backend and jax.distributed are alternatives: with Ray, run "
+                     "one driver process (each Ray worker trains its own candidates)")
+  return backend, ray_backend.options_of(backend).mode(name)
 
 
-def _start(strategy, seed: int, ckpt: dict | None) -> tuple[Any, Any, dict, dict]:
-  """``(state, key, cache, counters)`` of a new search, or of the checkpoint ``ckpt``."""
+def _check_mode(ckpt: dict | None, backend, asynchronous: bool, workdir: Path) -> bool:
+  """Whether a run continued from ``ckpt`` runs asynchronously: as it did before, unless
+  the backend says otherwise, which is refused (an asynchronous run does not continue
+  in batch mode, nor the other way round)."""
+  if ckpt is None or ckpt["finished"]:
+    return asynchronous
+  was = bool(ckpt.get("asynchronous"))
+  if backend is not None:
+    from nasjax.search.ray_backend import options_of
+
+    if options_of(backend).asynchronous is None and (not was or asynchronous):
+      return was  # the backend's default: the mode the run started in
+  if was == asynchronous:
+    return was
+  raise ValueError(f"{workdir} holds a search that evaluated "
+                   f"{'asynchronously' if was else 'in batch mode'}; continue it that way "
+                   f"(the ray backend with asynchronous={was})")
+
+
+def _start(strategy, seed: int, ckpt: dict | None, asynchronous: bool = False
+           ) -> tuple[Any, Any, dict, dict]:
+  """``(state, key, cache, counters)`` of a new search, or of the checkpoint ``ckpt``.
+
+  The counters hold the session (0 for a new search, one more for each resume) and, in
+  asynchronous mode, the candidates asked for and not yet told (``inflight``).
+  """
   if ckpt is None:
     key, k_init = init_keys(seed)
     counters = {"generation": 0, "evals": 0, "elapsed": 0.0, "wall": 0.0, "compile": 0.0,
-                "finished": False}
+                "finished": False, "session": 0, "asynchronous": asynchronous}
+    if asynchronous:
+      counters["inflight"] = []
     return strategy.init(k_init), key, {}, counters
   counters = {k: ckpt[k] for k in ("generation", "evals", "elapsed", "wall", "finished")}
   counters["compile"] = ckpt.get("compile", 0.0)
+  counters["session"] = ckpt.get("session", 0) + 1
+  counters["asynchronous"] = asynchronous
+  if asynchronous:
+    counters["inflight"] = list(ckpt.get("inflight") or [])
   return ckpt["state"], ckpt["key"], ckpt["cache"], counters
 
 
 def _charge(records: list[Record], budget: Budget, counters: dict, lineage: list,
-            clocks: tuple[float, float], names: list[str]) -> tuple[list[dict], float]:
+            clocks: tuple[float, float], names: list[str],
+            workers: list | None = None) -> tuple[list[dict], float]:
   """History entries of the ``records`` charged in order until the time budget is spent
   (an evaluation that would start with it spent is not recorded), and the charged seconds
   after them."""
@@ -416,8 +513,11 @@ def _charge(records: list[Record], budget: Budget, counters: dict, lineage: list
     if budget.time_budget is not None and elapsed >= budget.time_budget:
       break
     elapsed += rec.cost
+    worker = workers[i] if workers and workers[i] is not None else None
     entries.append(_entry(rec, counters["evals"] + i, counters["generation"], elapsed, wall,
-                          names, compiled, lineage[i] if i < len(lineage) else None))
+                          names, compiled, lineage[i] if i < len(lineage) else None,
+                          None if worker is None else {**worker,
+                                                       "session": counters["session"]}))
   return entries, elapsed
 
 
@@ -440,78 +540,238 @@ def _told(cands, records: list[Record], num_objectives: int) -> tuple[Any, np.nd
   return told, fitness
 
 
+@dataclasses.dataclass
+class _Session:
+  """What the loops of one session share: the strategy's (jitted) functions, the run
+  directory, the counters, the progress bar and the clocks."""
+
+  ask: Any
+  tell: Any
+  rundir: _RunDir
+  counters: dict
+  progress: Progress
+  names: list
+  start: float = dataclasses.field(default_factory=time.perf_counter)
+  compile_start: float = dataclasses.field(default_factory=runtime.compile_seconds)
+
+  def __post_init__(self):
+    self.wall0, self.compile0 = self.counters["wall"], self.counters["compile"]
+
+  def clocks(self) -> tuple[float, float]:
+    """Wall and compile seconds over all sessions."""
+    return (self.wall0 + time.perf_counter() - self.start,
+            self.compile0 + runtime.compile_seconds() - self.compile_start)
+
+  def tick(self) -> None:
+    """Set the clocks in the counters."""
+    self.counters["wall"], self.counters["compile"] = self.clocks()
+
+  def show(self) -> None:
+    self.progress.update(self.counters["evals"], self.counters["elapsed"],
+                         self.rundir.best_value())
+
+
 def _search(strategy, name: str, evaluator, budget: Budget, workdir: Path, seed: int,
             ckpt: dict | None, history: list[dict], *, quiet: bool,
-            processes: tuple[int, int]) -> RunResult:
-  """The search loop of :func:`run`, from ``ckpt`` (None: from the beginning): keys, ask
-  (sample and morph or generate), evaluate (train or look up), record, tell (update),
-  checkpoint."""
+            processes: tuple[int, int], pool=None, asynchronous: bool = False) -> RunResult:
+  """The search loop of :func:`run`, from ``ckpt`` (None: from the beginning), by
+  generations (:func:`_generations`) or, asynchronously on Ray workers, candidate by
+  candidate (:func:`_asynchronous`)."""
   names = list(evaluator.objectives)
   jittable = strategy_entry(name).jittable
   ask = jax.jit(strategy.ask) if jittable else strategy.ask
   tell = jax.jit(strategy.tell) if jittable else strategy.tell
-  lineage = getattr(strategy, "lineage", None)  # where each candidate came from (LEMONADE)
   rundir = _RunDir(workdir, names, history, lead=processes[1] == 0)
-  state, key, cache, counters = _start(strategy, seed, ckpt)
+  state, key, cache, counters = _start(strategy, seed, ckpt, asynchronous)
   if ckpt is None:
     rundir.checkpoint(counters, key, state, cache)
-  progress = Progress(budget, quiet or not rundir.lead)
-  start, wall0 = time.perf_counter(), counters["wall"]
-  compile_start, compile0 = runtime.compile_seconds(), counters["compile"]
+  session = _Session(ask, tell, rundir, counters, Progress(budget, quiet or not rundir.lead),
+                     names)
+  if asynchronous:
+    _asynchronous(session, evaluator, budget, state, key, cache, pool)
+  else:
+    lineage = getattr(strategy, "lineage", None)  # where each candidate came from (LEMONADE)
+    _generations(session, name, evaluator, budget, state, key, cache, processes, pool,
+                 lineage if callable(lineage) else None)
+  # The evaluator's summary reads the whole history: only at the end of a session.
+  summary = evaluator.summarize(history) if hasattr(evaluator, "summarize") else {}
+  rundir.export(counters, summary)
+  session.progress.update(counters["evals"], counters["elapsed"], rundir.best_value(),
+                          force=True)
+  session.progress.close()
+  return RunResult(workdir, history, rundir.tracker.best, rundir.tracker.pareto, summary,
+                   counters["evals"], counters["elapsed"])
 
-  def clocks() -> tuple[float, float]:  # wall and compile seconds over all sessions
-    return (wall0 + time.perf_counter() - start,
-            compile0 + runtime.compile_seconds() - compile_start)
 
+def _generations(s: _Session, name: str, evaluator, budget: Budget, state, key, cache: dict,
+                 processes: tuple[int, int], pool, lineage) -> None:
+  """Generation after generation: keys, ask (sample and morph or generate), evaluate
+  (train or look up), record, tell (update), checkpoint."""
+  counters, rundir = s.counters, s.rundir
   while not counters["finished"]:
     if budget.done(counters["evals"], counters["elapsed"]):
       counters["finished"] = True
       rundir.checkpoint(counters, key, state, cache)
       break
     key_next, k_ask, k_eval, k_tell = generation_keys(key)
-    cands, asked = ask(k_ask, state)
+    cands, asked = s.ask(k_ask, state)
     if work.is_shared(cands):  # work on shared weights: no candidate, no history entry
       result = _run_shared(evaluator, cands, name)
       counters["elapsed"] += result.seconds
-      state, key = tell(k_tell, asked, cands, result), key_next
-      counters["wall"], counters["compile"] = clocks()
+      state, key = s.tell(k_tell, asked, cands, result), key_next
+      s.tick()
       rundir.checkpoint(counters, key, state, cache)
-      progress.update(counters["evals"], counters["elapsed"], rundir.best_value())
+      s.show()
       continue
     items = list(np.asarray(cands)) if isinstance(cands, (jax.Array, np.ndarray)) else list(cands)
     if not items:
       raise ValueError(f"strategy {name!r} asked for no candidates")
     if budget.max_evals is not None:
       items = items[:budget.max_evals - counters["evals"]]
-    records = _evaluate(evaluator, items, k_eval, cache, processes)
+    records, workers = _evaluate_on(evaluator, items, k_eval, cache, processes, pool)
     entries, counters["elapsed"] = _charge(
-        records, budget, counters, lineage(asked) if callable(lineage) else [], clocks(), names)
+        records, budget, counters, lineage(asked) if lineage else [], s.clocks(), s.names,
+        workers)
     records = records[:len(entries)]
     rundir.append(entries, records)
     counters["evals"] += len(entries)
-    counters["wall"], counters["compile"] = clocks()
+    s.tick()
     counters["finished"] = len(entries) < len(cands)
-    state = tell(k_tell, asked, *_told(cands, records, len(names)))
+    state = s.tell(k_tell, asked, *_told(cands, records, len(s.names)))
     key = key_next
     counters["generation"] += 1
     runtime.release_compiled_code()
     rundir.checkpoint(counters, key, state, cache)
     rundir.export(counters)
-    progress.update(counters["evals"], counters["elapsed"], rundir.best_value())
-  # The evaluator's summary reads the whole history: only at the end of a session.
-  summary = evaluator.summarize(history) if hasattr(evaluator, "summarize") else {}
-  rundir.export(counters, summary)
-  progress.update(counters["evals"], counters["elapsed"], rundir.best_value(), force=True)
-  progress.close()
-  return RunResult(workdir, history, rundir.tracker.best, rundir.tracker.pareto, summary,
-                   counters["evals"], counters["elapsed"])
+    s.show()
 
 
-def resume(workdir: str | os.PathLike, *, quiet: bool = False) -> RunResult:
+# ------------------------------------------------------------------------- asynchronous
+# The keys of a generation and of one of its candidates, each in one compiled call (the
+# same keys as generation_keys and fold_in give, at a fraction of their dispatch time).
+_generation_keys = jax.jit(generation_keys)
+_candidate_keys = jax.jit(lambda k_eval, k_tell, j: (jax.random.fold_in(k_eval, j),
+                                                     jax.random.fold_in(k_tell, j)))
+# An asynchronous run replaces its checkpoint after a batch of results at most this often
+# (seconds; and when it ends): a resumed run evaluates again what it told since.
+CHECKPOINT_SECONDS = 1.0
+
+
+def _ask_tickets(s: _Session, key, state) -> tuple[Any, Any, list[dict]]:
+  """Ask for a generation: ``(next key, state, tickets)``, a ticket per candidate with
+  its evaluation and tell keys, its generation and its position in it (what the
+  checkpoint keeps of a candidate asked for and not yet told)."""
+  key_next, k_ask, k_eval, k_tell = _generation_keys(key)
+  cands, state = s.ask(k_ask, state)
+  if work.is_shared(cands):
+    raise ValueError("a strategy that trains shared weights cannot run asynchronously")
+  items = list(np.asarray(cands)) if isinstance(cands, (jax.Array, np.ndarray)) else list(cands)
+  if not items:
+    raise ValueError("the strategy asked for no candidates")
+  g = s.counters["generation"]
+  s.counters["generation"] += 1
+  tickets = []
+  for j, c in enumerate(items):
+    k, t = _candidate_keys(k_eval, k_tell, np.int32(j))
+    tickets.append({"cand": c, "key": k, "tell_key": t, "generation": g, "position": j})
+  return key_next, state, tickets
+
+
+def _room(budget: Budget, counters: dict, outstanding: int) -> bool:
+  """Whether the budget leaves room for one more evaluation beside ``outstanding``."""
+  if budget.max_evals is not None and counters["evals"] + outstanding >= budget.max_evals:
+    return False
+  return budget.time_budget is None or counters["elapsed"] < budget.time_budget
+
+
+def _tell_one(s: _Session, evaluator, state, cache: dict, ticket: dict, rec: Record,
+              worker: dict | None) -> tuple[Any, dict]:
+  """Tell one result (the budget has room for it): the new state and its history entry."""
+  counters, cand = s.counters, ticket["cand"]
+  _remember(cache, _cache_key(evaluator.space, cand) if evaluator.cacheable else "", rec)
+  counters["elapsed"] += rec.cost
+  wall, compiled = s.clocks()
+  entry = _entry(rec, counters["evals"], ticket["generation"], counters["elapsed"], wall,
+                 s.names, compiled, None,
+                 None if worker is None else {**worker, "session": counters["session"]})
+  entry["position"] = ticket["position"]
+  counters["evals"] += 1
+  cands = np.asarray(cand)[None] if isinstance(cand, np.ndarray) else [cand]
+  return s.tell(ticket["tell_key"], state, *_told(cands, [rec], len(s.names))), entry
+
+
+def _asynchronous(s: _Session, evaluator, budget: Budget, state, key, cache: dict,
+                  pool) -> None:
+  """Candidate by candidate on the Ray workers of ``pool``: whenever fewer than
+  ``pool.in_flight`` evaluations are under way, ask (a generation, given out one
+  candidate at a time) and submit; tell each result as it arrives, in that order, and
+  refill its worker at once. After each batch of results (and the asks that refilled
+  the workers, so that no worker waits on the disk), record the results, and at most
+  every :data:`CHECKPOINT_SECONDS` replace the checkpoint, with the candidates asked for
+  and not yet told, which a resumed run evaluates first."""
+  counters, rundir = s.counters, s.rundir
+  if counters["finished"]:
+    return
+  asked = {(t["generation"], t["position"]): t for t in counters["inflight"]}
+  queue = collections.deque(asked.values())  # asked for, not submitted
+  done: list = []  # results known without a worker: cached architectures
+
+  def refill(state, key):
+    while pool.running + len(done) < pool.in_flight and _room(
+        budget, counters, pool.running + len(done)):
+      if not queue:
+        key, state, tickets = _ask_tickets(s, key, state)
+        asked.update(((t["generation"], t["position"]), t) for t in tickets)
+        queue.extend(tickets)
+      ticket = queue.popleft()
+      name = _cache_key(evaluator.space, ticket["cand"]) if evaluator.cacheable else ""
+      if name in cache:
+        done.append((ticket, _from_cache(evaluator.space, ticket["cand"], cache[name]), None))
+      else:
+        pool.submit(ticket, ticket["cand"], ticket["key"])
+    return state, key
+
+  state, key = refill(state, key)
+  saved = time.monotonic()
+  while not counters["finished"]:
+    results = list(done) or pool.wait()
+    done.clear()
+    entries, records = [], []
+    for ticket, rec, worker in results:
+      if budget.done(counters["evals"], counters["elapsed"]):
+        break
+      del asked[(ticket["generation"], ticket["position"])]
+      state, entry = _tell_one(s, evaluator, state, cache, ticket, rec, worker)
+      entries.append(entry)
+      records.append(rec)
+      state, key = refill(state, key)  # the worker that freed up, at once
+    counters["finished"] = budget.done(counters["evals"], counters["elapsed"])
+    rundir.append(entries, records, sync=False)
+    if counters["finished"] or time.monotonic() >= saved + CHECKPOINT_SECONDS:
+      counters["inflight"] = [] if counters["finished"] else list(asked.values())
+      s.tick()
+      runtime.release_compiled_code()
+      rundir.sync_history()  # what the checkpoint covers is on disk first
+      rundir.checkpoint(counters, key, state, cache)
+      rundir.export(counters)
+      saved = time.monotonic()
+    s.show()
+  pool.drop()  # evaluations under way when the budget ran out are not recorded
+
+
+def resume(workdir: str | os.PathLike, *, quiet: bool = False, backend=None) -> RunResult:
   """Continue the run in ``workdir`` from its checkpoint (a finished run just returns).
 
   The evaluator and strategy are rebuilt from ``config.json``; the history is cut back
-  to the checkpoint, so the result equals an uninterrupted run with the same seed.
+  to the checkpoint, so the result equals an uninterrupted run with the same seed. An
+  asynchronous run continues from the results it told, and first evaluates again the
+  candidates it had asked for and not told.
+
+  Args:
+    workdir: the run directory.
+    quiet: no progress bar.
+    backend: as for :func:`run`; None: the backend ``config.json`` records (the ray
+      backend's options of the run), else local evaluation.
   """
   def config():
     cfg = read_config(workdir)
@@ -521,6 +781,20 @@ def resume(workdir: str | os.PathLike, *, quiet: bool = False) -> RunResult:
     return cfg
 
   cfg = _from_lead(config, (jax.process_count(), jax.process_index()))
-  evaluator = make_evaluator(cfg["evaluator"])
+  if backend is None and cfg.get("backend"):
+    from nasjax.search.ray_backend import RayBackend
+
+    backend = RayBackend.from_dict(cfg["backend"])
+  evaluator = _rebuild_evaluator(cfg["evaluator"])
   return run(cfg["strategy"], evaluator, cfg["budget"], workdir, cfg["seed"],
-             cfg["strategy_config"], quiet=quiet, metadata=cfg.get("metadata"), resume=True)
+             cfg["strategy_config"], quiet=quiet, metadata=cfg.get("metadata"), resume=True,
+             backend=backend)
+
+
+def _rebuild_evaluator(config: Mapping[str, Any]):
+  """The evaluator of a run's ``config.json``, in any process: a kind that a module of
+  :mod:`nasjax.search` registers when it is imported (``"simulated"``,
+  :class:`~nasjax.search.ray_backend.SimulatedTime`) is found by importing them."""
+  if config.get("kind") not in EVALUATORS:
+    load_modules()
+  return make_evaluator(config)
