@@ -281,7 +281,9 @@ def report(workdir: str | os.PathLike, out: str | os.PathLike | None = None) -> 
 
 _STYLE = """body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}th{cursor:pointer;background:#eee}
-td.l,th.l{text-align:left}img,svg{max-width:100%}"""
+td.l,th.l{text-align:left}img,svg{max-width:100%}
+.plots{display:flex;flex-wrap:wrap;gap:1em}.plots img{width:31em;max-width:100%}
+.arch{max-height:32em;overflow:auto;border:1px solid #ddd;display:inline-block}"""
 # Click a column header to sort the table by it (numbers numerically).
 _SORT = """document.querySelectorAll('th').forEach((th,i)=>th.onclick=()=>{
 const b=th.closest('table').tBodies[0],r=[...b.rows],d=th.dataset.d=th.dataset.d=='a'?'d':'a';
@@ -295,8 +297,19 @@ def _cell(value) -> str:
   if isinstance(value, float):
     return "nan" if math.isnan(value) else f"{value:.6g}"
   if isinstance(value, (dict, list)):
-    value = json.dumps(value)
+    value = json.dumps(_rounded(value))
   return html.escape(str(value))
+
+
+def _rounded(value):
+  """``value`` with every float in it at 6 significant digits (for display)."""
+  if isinstance(value, float):
+    return value if not math.isfinite(value) else float(f"{value:.6g}")
+  if isinstance(value, dict):
+    return {k: _rounded(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return [_rounded(v) for v in value]
+  return value
 
 
 def report_html(cfg: dict, summary: dict, history: list[dict], plots: list[str],
@@ -327,8 +340,8 @@ def report_html(cfg: dict, summary: dict, history: list[dict], plots: list[str],
       "<!DOCTYPE html>", f"<html><head><meta charset=utf-8><title>{title}</title>",
       f"<style>{_STYLE}</style></head><body>", f"<h1>{title}</h1>",
       "<h2>Summary</h2>", f"<table id=summary>{''.join(rows)}</table>",
-      *workers, "<h2>Plots</h2>", *images, "<h2>Best architecture</h2>",
-      _best_drawing(workdir),
+      *workers, "<h2>Plots</h2>", f"<div class=plots>{''.join(images)}</div>",
+      "<h2>Best architecture</h2>", f"<div class=arch>{_best_drawing(workdir)}</div>",
       f"<h2>Every evaluation ({len(history)})</h2>",
       f"<table id=evaluations><thead>{table[0]}</thead><tbody>{''.join(table[1:])}"
       "</tbody></table>", f"<script>{_SORT}</script></body></html>"])
