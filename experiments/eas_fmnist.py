@@ -1,10 +1,14 @@
 """EAS on Fashion-MNIST (or CIFAR-10 / SVHN with their configs), with its ablations.
 
     python experiments/eas_fmnist.py [--config experiments/configs/eas_fmnist.py]
-        [--variant default|paper|tiny] [--workdir DIR] [--seeds 0,1] [--data-dir D]
-        [--json PATH]
+        [--variant default|paper_budget|tiny] [--preset paper] [--workdir DIR]
+        [--seeds 0,1,2] [--data-dir D] [--json PATH]
 
-Per seed:
+The variant sets the data, the trainings and the budget; its ``eas`` options are the
+strategy's, with ``--preset NAME`` (e.g. ``paper``,
+:data:`nasjax.search.strategies.eas.PAPER`) applied on top.
+
+Per seed (``--seeds``: several in one command, each in ``DIR/seed<S>``):
 
 1. Start network: the family's start net (``eas.start``), trained from scratch for
    ``pretrain`` epochs and saved (``DIR/seed<S>/start.npz``); every arm starts from it.
@@ -27,7 +31,11 @@ Per seed:
      for the lineage's total epochs in one schedule (at the pretraining learning rate):
      what reusing the weights adds.
 
-Every network is scored on the test split. Prints a table (and writes ``--json``).
+Every network is scored on the test split. Each seed's results go to
+``DIR/seed<S>/results.json`` as they come (a seed started again skips what it holds; a
+seed directory made with other strategy options is refused). Prints a table of the mean
+± sample standard deviation over the seeds and each seed's test errors, then the paired
+difference of the two arms' best networks, and writes everything to ``--json``.
 """
 
 from __future__ import annotations
@@ -77,11 +85,12 @@ def _row(name: str, net, data, epochs: float, **extra) -> dict:
           "val_error": _val_error(net, data), "test_error": _test_error(net, data), **extra}
 
 
-def pretrain(cfg: dict, data, seed: int, path: Path):
+def pretrain(cfg: dict, data, seed: int, path: Path, options: dict | None = None):
   """The trained start network of ``seed`` (trained once, then read from ``path``)."""
   if path.exists():
     return nasjax.load(path)
-  strategy = eas.EAS(PlainCNNSpace(), eas.EasConfig(**cfg["eas"]))
+  strategy = eas.EAS(PlainCNNSpace(),
+                     eas.EasConfig(**(cfg["eas"] if options is None else options)))
   arch = strategy.start_arch(data.input_shape, data.num_classes)
   net = nasjax.init(arch, jax.random.key(seed))
   net, hist = train_lib.fit(net, data, train_lib.TrainConfig(**cfg["pretrain"]),
@@ -93,24 +102,49 @@ def pretrain(cfg: dict, data, seed: int, path: Path):
   return net
 
 
+def strategy_options(cfg: dict, preset: str | None = None) -> dict:
+  """The EAS options of variant ``cfg`` with preset ``preset``'s on top, as JSON data.
+
+  Raises:
+    ValueError: for an unknown preset, naming the presets there are.
+  """
+  options = dict(cfg["eas"])
+  if preset is not None:
+    eas.EasConfig.preset(preset)  # checks the name
+    options.update(eas.EasConfig.presets[preset])
+  return json.loads(json.dumps(options))
+
+
 def search(cfg: dict, arm: str, seed: int, start_path: Path, workdir: Path,
-           data_dir: str | None, verbose: bool) -> runner.RunResult:
-  """Run (or resume) one arm's search."""
+           data_dir: str | None, verbose: bool, options: dict | None = None
+           ) -> runner.RunResult:
+  """Run (or resume) one arm's search with EAS ``options`` (default: the variant's)."""
   if (workdir / runner.CONFIG_FILE).exists():
     return runner.resume(workdir, quiet=not verbose)
   evaluator = TrainingEvaluator(PlainCNNSpace(), dataset=cfg["dataset"],
                                 train=dict(cfg["train"]), data_limit=cfg["data_limit"],
                                 val_fraction=cfg["val_fraction"], data_dir=data_dir,
                                 devices=_devices(cfg.get("devices")))
-  config = {**cfg["eas"], "policy": POLICIES[arm], "start_weights": str(start_path.resolve())}
+  config = {**(cfg["eas"] if options is None else options), "policy": POLICIES[arm],
+            "start_weights": str(start_path.resolve())}
   return runner.run("eas", evaluator, {"max_evals": cfg["max_evals"]}, workdir, seed, config,
                     quiet=not verbose)
 
 
-def run_seed(cfg: dict, seed: int, workdir: Path, data, data_dir, verbose: bool) -> dict:
-  """Every arm and baseline of one seed; results cached in ``workdir/results.json``."""
+def run_seed(cfg: dict, seed: int, workdir: Path, data, data_dir, verbose: bool,
+             options: dict | None = None) -> dict:
+  """Every arm and baseline of one seed, with EAS ``options`` (default: the variant's);
+  results cached in ``workdir/results.json``.
+
+  Raises:
+    ValueError: if ``workdir`` holds results of other options.
+  """
+  options = strategy_options(cfg) if options is None else options
   out_path = workdir / "results.json"
   done = json.loads(out_path.read_text()) if out_path.exists() else {}
+  if done.setdefault("options", options) != options:
+    raise ValueError(f"{workdir} holds results of other EAS options "
+                     f"({done['options']}); use another --workdir")
 
   def keep(key, fn):
     if key not in done:
@@ -123,11 +157,12 @@ def run_seed(cfg: dict, seed: int, workdir: Path, data, data_dir, verbose: bool)
 
   pre = float(cfg["pretrain"]["epochs"])
   child = float(cfg["train"]["epochs"])
-  start = pretrain(cfg, data, seed, workdir / "start.npz")
+  start = pretrain(cfg, data, seed, workdir / "start.npz", options)
   keep("start", lambda: _row("start net", start, data, pre))
   for arm in cfg["arms"]:
     def arm_row(arm=arm):
-      result = search(cfg, arm, seed, workdir / "start.npz", workdir / arm, data_dir, verbose)
+      result = search(cfg, arm, seed, workdir / "start.npz", workdir / arm, data_dir, verbose,
+                      options)
       state = runner.load_checkpoint(workdir / arm)["state"]
       rewards = [e["mean_reward"] for e in state.log]
       return _row(f"{arm} best", state.seed, data, pre + state.seed_depth * child,
@@ -157,28 +192,51 @@ def run_seed(cfg: dict, seed: int, workdir: Path, data, data_dir, verbose: bool)
   return done
 
 
+def mean_std(values) -> str:
+  """``"mean ± sample std"`` of ``values`` (just the mean for one value)."""
+  v = np.asarray(values, np.float64)
+  return f"{v.mean():.2f}" + (f" ± {v.std(ddof=1):.2f}" if len(v) > 1 else "")
+
+
 def format_table(results: dict[int, dict], order: list[str]) -> str:
-  """Mean (and per-seed) test errors of every row."""
-  lines = ["| network | params | convs | epochs trained | val error % | test error % |",
-           "| --- | ---: | ---: | ---: | ---: | ---: |"]
+  """Every row's mean (± sample std over the seeds) and each seed's test error, then the
+  paired test-error difference of the first two arms' best networks."""
+  seeds = list(results)
+  lines = ["| network | params | convs | epochs trained | val error % | test error % | "
+           "test error % per seed |", "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
   for key in order:
-    rows = [r[key] for r in results.values() if key in r]
+    rows = [results[s][key] for s in seeds if key in results[s]]
     if not rows:
       continue
-    test = [r["test_error"] for r in rows]
-    val = [r["val_error"] for r in rows]
-    per_seed = " (" + ", ".join(f"{v:.2f}" for v in test) + ")" if len(rows) > 1 else ""
+    per_seed = ", ".join(f"{r['test_error']:.2f}" for r in rows)
     lines.append(f"| {rows[0]['name']} | {np.mean([r['params'] for r in rows]):,.0f} | "
                  f"{np.mean([r['convs'] for r in rows]):.1f} | "
-                 f"{np.mean([r['epochs'] for r in rows]):g} | {np.mean(val):.2f} | "
-                 f"{np.mean(test):.2f}{per_seed} |")
+                 f"{np.mean([r['epochs'] for r in rows]):g} | "
+                 f"{mean_std([r['val_error'] for r in rows])} | "
+                 f"{mean_std([r['test_error'] for r in rows])} | {per_seed} |")
+  arms = [k for k in order if k in ("eas", "random")]
+  pairs = [results[s] for s in seeds if all(a in results[s] for a in arms)]
+  if len(arms) == 2 and pairs:
+    diff = [r[arms[0]]["test_error"] - r[arms[1]]["test_error"] for r in pairs]
+    lines.append(f"\n{arms[0]} best minus {arms[1]} best, test error (points), per seed "
+                 f"{', '.join(f'{d:+.2f}' for d in diff)}: {mean_std(diff)}")
   return "\n".join(lines)
+
+
+def _parse_seeds(text: str) -> list[int]:
+  try:
+    seeds = [int(s) for s in text.split(",")]
+  except ValueError:
+    raise ValueError(f"--seeds must be integers separated by commas, got {text!r}") from None
+  return list(dict.fromkeys(seeds))
 
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--config", default=str(DEFAULT_CONFIG))
   parser.add_argument("--variant", default="default")
+  parser.add_argument("--preset", default=None,
+                      help="a preset of the strategy's options (paper) over the variant's")
   parser.add_argument("--workdir", default="runs/eas_fmnist")
   parser.add_argument("--seeds", help="comma-separated seeds (default: the config's)")
   parser.add_argument("--data-dir", default=None, help="data set folder (TFDS for CIFAR-10)")
@@ -189,20 +247,26 @@ def main(argv=None) -> int:
   if args.variant not in variants:
     raise ValueError(f"unknown variant {args.variant!r}; choose from {sorted(variants)}")
   cfg = variants[args.variant]
-  seeds = ([int(s) for s in args.seeds.split(",")] if args.seeds else list(cfg["seeds"]))
+  options = strategy_options(cfg, args.preset)
+  seeds = _parse_seeds(args.seeds) if args.seeds else list(cfg["seeds"])
   data = data_lib.load(cfg["dataset"], val_fraction=cfg["val_fraction"],
                        limit=cfg["data_limit"], data_dir=args.data_dir)
   t0 = time.perf_counter()
   results = {}
   for seed in seeds:
-    results[seed] = run_seed(cfg, seed, Path(args.workdir) / f"seed{seed}", data,
-                             args.data_dir, args.verbose)
+    seed_dir = Path(args.workdir) / f"seed{seed}"
+    results[seed] = run_seed(cfg, seed, seed_dir, data, args.data_dir, args.verbose,
+                             options)
+    print(f"seed {seed}: {seed_dir / 'results.json'}", flush=True)
   order = ["start", "continued", *cfg["arms"], "scratch"]
-  print(format_table(results, order), flush=True)
+  table = format_table(results, order)
+  print(table, flush=True)
   print(f"total {time.perf_counter() - t0:.0f} s wall", flush=True)
   if args.json:
-    Path(args.json).write_text(json.dumps({"variant": args.variant, "config": cfg,
-                                           "results": results}, indent=1))
+    Path(args.json).write_text(json.dumps({"variant": args.variant, "preset": args.preset,
+                                           "config": cfg, "options": options,
+                                           "seeds": seeds, "results": results,
+                                           "table": table}, indent=1))
   return 0
 
 

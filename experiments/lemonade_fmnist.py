@@ -1,11 +1,19 @@
 """LEMONADE on Fashion-MNIST: a Pareto front of error against size, from trivial networks.
 
-    python experiments/lemonade_fmnist.py [--variant NAME (default, paper or tiny)]
-        [--workdir DIR] [--search-seconds S] [--search-seed N] [--plots DIR] [--json PATH]
-        [--no-search]
+    python experiments/lemonade_fmnist.py [--variant NAME (default or tiny)]
+        [--preset paper] [--workdir DIR] [--search-seconds S] [--search-seed N]
+        [--plots DIR] [--json PATH] [--no-search]
         [--search-only] [--scratch] [--scratch-epochs E] [--shard I/N]
-        [--seeds S,S,... --members P,P,...]
+        [--spread-seeds S,S,... --members P,P,...]
+    python experiments/lemonade_fmnist.py --seeds S,S,... [--preset paper]
+        [--scratch-epochs E] [--search-only] ...
     python experiments/lemonade_fmnist.py --ladder EPOCHS [--ladder-min-params N]
+
+The variant sets the data, the trainings, the budget and LEMONADE's options;
+``--preset NAME`` (``paper``: Algorithm 1 as published,
+:data:`nasjax.search.strategies.lemonade.PAPER`) applies the strategy's preset over
+those options. A run directory searched with other options or another search seed is
+refused rather than resumed.
 
 1. Search: LEMONADE (:mod:`nasjax.search.strategies.lemonade`) in the run directory ``DIR/search``
    with a training evaluator (validation error, parameters and batch-1 latency recorded;
@@ -33,7 +41,16 @@
    side (after a ``--search-only`` run has exported the front), and a last run without
    ``--shard`` prints the table.
 
-``--seeds S,S,... --members P,P,...`` (with ``--scratch-epochs E``, after a
+``--seeds S,S,...`` runs steps 1-3 once per search seed, each in ``DIR/seed<S>`` (its
+search, report and ``result.json``: the comparison's rows and the front's summary), on
+one data split against one set of baselines, whose trainings from scratch all seeds share
+(``DIR/baselines.json``); then prints per seed and pooled over the seeds the front's span
+(smallest and largest member), its members under 20k and over 500k parameters, and how
+many are as accurate on the test set as their baseline as found and, with ``--scratch``
+or ``--scratch-epochs E``, retrained; the mean ± sample standard deviation of those
+counts over the seeds; and writes them all to ``--json``.
+
+``--spread-seeds S,S,... --members P,P,...`` (with ``--scratch-epochs E``, after a
 ``--search-only`` run) measures how much of a comparison is seed noise: the front members
 with those parameter counts and their baselines are trained from scratch for E epochs with
 the config's seed and each listed one (initialisation and data order; the data split
@@ -62,6 +79,7 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 
 import nasjax
 from nasjax import configs
@@ -80,16 +98,46 @@ def load_variants() -> dict:
   return configs.load_variants(Path(__file__).with_name("lemonade_fmnist_config.py"))
 
 
+def with_preset(cfg, preset: str | None):
+  """``cfg`` with LEMONADE's preset ``preset`` applied over its options (None: as is).
+
+  Raises:
+    ValueError: for an unknown preset, naming the presets there are.
+  """
+  if preset is None:
+    return cfg
+  lemonade.LemonadeConfig.preset(preset)  # checks the name
+  return dataclasses.replace(cfg, lemonade={**cfg.lemonade,
+                                            **lemonade.LemonadeConfig.presets[preset]})
+
+
+def _check_same_search(cfg, workdir: Path, seed: int) -> None:
+  """Refuse to resume ``workdir`` if it was searched with other options or seed."""
+  saved = runner.read_config(workdir)
+  want = lemonade.LemonadeConfig(num_objectives=len(cfg.objectives), **cfg.lemonade).to_dict()
+  have = saved.get("strategy_config") or {}
+  other = sorted(k for k in want if k in have and have[k] != want[k])
+  if other or saved.get("seed") != seed:
+    what = (f"options {other}" if other else
+            f"search seed {saved.get('seed')} (now {seed})")
+    raise ValueError(f"{workdir} was searched with other {what}; use another --workdir")
+
+
 def search(cfg, workdir: Path, quiet: bool = True) -> runner.RunResult:
-  """Run (or resume) the search in ``workdir``."""
+  """Run (or resume) the search in ``workdir``.
+
+  Raises:
+    ValueError: if ``workdir`` holds a search with other LEMONADE options or seed.
+  """
+  seed = cfg.seed if cfg.search_seed is None else cfg.search_seed
   if (workdir / runner.CONFIG_FILE).exists():
+    _check_same_search(cfg, workdir, seed)
     return runner.resume(workdir, quiet=quiet)
   evaluator = TrainingEvaluator(PlainCNNSpace(), dataset=cfg.dataset,
                                 train={**cfg.train, **cfg.search_train},
                                 objectives=tuple(cfg.objectives), data_limit=cfg.data_limit,
                                 val_fraction=cfg.val_fraction, data_seed=cfg.seed)
   budget = {"time_budget": cfg.search_seconds, "max_evals": cfg.max_evals}
-  seed = cfg.seed if cfg.search_seed is None else cfg.search_seed
   return runner.run("lemonade", evaluator, budget, workdir, seed, dict(cfg.lemonade),
                     quiet=quiet)
 
@@ -316,8 +364,8 @@ def format_spread(rows: list[dict]) -> str:
 
 
 def compare(cfg, workdir: Path, report: dict, scratch: bool = False,
-            scratch_epochs: float | None = None, shard: tuple[int, int] = (0, 1)
-            ) -> list[dict] | None:
+            scratch_epochs: float | None = None, shard: tuple[int, int] = (0, 1),
+            cache_dir: Path | None = None) -> list[dict] | None:
   """Test errors of the front members and of their same-budget baselines (and, with
   ``scratch``, of each member's architecture trained from scratch as long).
 
@@ -328,12 +376,12 @@ def compare(cfg, workdir: Path, report: dict, scratch: bool = False,
   trains the ``i``-th of ``n`` shares of the trainings the cache lacks (split by FLOPs
   times epochs, :func:`_shares`) into the shared cache and returns ``None``; a run
   without ``shard`` then makes the table from the cache (training whatever is still
-  missing).
+  missing). The trainings from scratch are cached in ``cache_dir`` (default ``workdir``).
   """
   if scratch_epochs is not None:
     _check_scratch_epochs(scratch_epochs)
   scratch = scratch or scratch_epochs is not None
-  data, cache, cache_path = _data_and_cache(cfg, workdir)
+  data, cache, cache_path = _data_and_cache(cfg, workdir if cache_dir is None else cache_dir)
   plan, jobs = [], {}
   for rec in sorted(report["front"], key=lambda r: r["params"]):
     net = nasjax.load(rec["network"])
@@ -422,6 +470,8 @@ def format_table(rows: list[dict]) -> str:
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--variant", default="default")
+  parser.add_argument("--preset", default=None,
+                      help="a preset of LEMONADE's options (paper) over the variant's")
   parser.add_argument("--workdir", default="runs/lemonade_fmnist")
   parser.add_argument("--search-seconds", type=float, default=None,
                       help="override the config's search budget (charged seconds)")
@@ -451,12 +501,16 @@ def _parser() -> argparse.ArgumentParser:
                       help="report and compare what the run directory holds, without "
                       "searching further (e.g. after a search was stopped by a time cap)")
   parser.add_argument("--seeds", metavar="S,S,...",
+                      help="search seeds: search, report and compare once per seed (in "
+                      "DIR/seed<S>), then print the fronts' spans and counts per seed, "
+                      "mean ± std and pooled")
+  parser.add_argument("--spread-seeds", metavar="S,S,...",
                       help="seed spread: train the --members and their baselines from "
                       "scratch for --scratch-epochs with the config's seed and these "
                       "(initialisation and data order; same data split), print each "
                       "network's errors and mean; needs an exported front")
   parser.add_argument("--members", metavar="P,P,...",
-                      help="with --seeds: the front members, by parameter count")
+                      help="with --spread-seeds: the front members, by parameter count")
   parser.add_argument("--ladder", type=float, metavar="EPOCHS",
                       help="only train the config's hand-designed networks (those with at "
                       "least --ladder-min-params parameters) from scratch for EPOCHS "
@@ -470,7 +524,7 @@ def _config(args):
   variants = load_variants()
   if args.variant not in variants:
     raise ValueError(f"unknown variant {args.variant!r}; choose from {sorted(variants)}")
-  cfg = variants[args.variant]
+  cfg = with_preset(variants[args.variant], args.preset)
   if args.search_seconds is not None:
     cfg = dataclasses.replace(cfg, search_seconds=args.search_seconds)
   if args.search_seed is not None:
@@ -480,14 +534,15 @@ def _config(args):
 
 def _write_json(args, **fields) -> None:
   if args.json:
-    Path(args.json).write_text(json.dumps({"variant": args.variant, **fields}, indent=1))
+    Path(args.json).write_text(json.dumps({"variant": args.variant, "preset": args.preset,
+                                           **fields}, indent=1))
 
 
 def _spread_main(cfg, args, workdir: Path) -> int:
-  if args.seeds is None or args.members is None or args.scratch_epochs is None:
-    raise ValueError("--seeds and --members go together, with --scratch-epochs")
-  rows = seed_spread(cfg, workdir, _exported_front(workdir, "--seeds"),
-                     args.scratch_epochs, parse_ints(args.seeds, "--seeds"),
+  if args.spread_seeds is None or args.members is None or args.scratch_epochs is None:
+    raise ValueError("--spread-seeds and --members go together, with --scratch-epochs")
+  rows = seed_spread(cfg, workdir, _exported_front(workdir, "--spread-seeds"),
+                     args.scratch_epochs, parse_ints(args.spread_seeds, "--spread-seeds"),
                      parse_ints(args.members, "--members"))
   print(format_spread(rows), flush=True)
   _write_json(args, spread=rows)
@@ -505,8 +560,10 @@ def _ladder_main(cfg, args, workdir: Path) -> int:
   return 0
 
 
-def _search_and_report(cfg, args, workdir: Path, start: float) -> tuple[dict, int]:
-  """Search (unless ``--no-search``), then report: ``(report, evaluations)``."""
+def _search_and_report(cfg, args, workdir: Path, start: float, tag: str = ""
+                       ) -> tuple[dict, int]:
+  """Search (unless ``--no-search``), then report: ``(report, evaluations)``; the plots
+  copied to ``--plots`` are named ``lemonade_fmnist<tag>_...``."""
   if args.no_search:
     history = runner.read_history(workdir / "search")
     print(f"search (as found): {len(history)} evaluations, "
@@ -521,7 +578,7 @@ def _search_and_report(cfg, args, workdir: Path, start: float) -> tuple[dict, in
   if args.plots:
     Path(args.plots).mkdir(parents=True, exist_ok=True)
     for p in report["plots"]:
-      shutil.copy(p, Path(args.plots) / f"lemonade_fmnist_{Path(p).name}")
+      shutil.copy(p, Path(args.plots) / f"lemonade_fmnist{tag}_{Path(p).name}")
   summary = report_lib.summarize(workdir / "search")
   if summary.get("compile_share") is not None:
     print(f"compiling: {summary['compile_seconds']:.0f} s of {summary['wall_seconds']:.0f} s "
@@ -543,6 +600,106 @@ def _print_comparison(rows: list[dict], args, start: float) -> None:
           f"accurate as their baseline or better", flush=True)
 
 
+# The ends of the size range the fronts are judged on (parameters).
+SMALL, LARGE = 20_000, 500_000
+
+
+def front_summary(front: list[dict], rows: list[dict] | None, retrained: bool) -> dict:
+  """One front in numbers: its members, span and members under :data:`SMALL` and over
+  :data:`LARGE` parameters (``front``: the exported member records); with the
+  comparison's ``rows``, how many members are as accurate on the test set as their
+  baseline as found (``as_found``) and, with ``retrained``, retrained (``retrained``),
+  out of ``compared``."""
+  params = sorted(int(r["params"]) for r in front)
+  out = {"members": len(params), "min_params": params[0] if params else None,
+         "max_params": params[-1] if params else None,
+         "under_20k": sum(p < SMALL for p in params),
+         "over_500k": sum(p > LARGE for p in params)}
+  if rows is not None:
+    out["compared"] = len(rows)
+    out["as_found"] = sum(r["test_error"] <= r["baseline_test_error"] for r in rows)
+    if retrained:
+      out["retrained"] = sum(r["scratch_test_error"] <= r["baseline_test_error"]
+                             for r in rows)
+  return out
+
+
+COUNTS = ("evaluations", "members", "under_20k", "over_500k", "compared", "as_found",
+          "retrained")
+
+
+def pooled_summary(summaries: list[dict]) -> dict:
+  """The summaries of several fronts pooled: counts summed, the span over all."""
+  out = {k: sum(s[k] for s in summaries) for k in COUNTS if all(k in s for s in summaries)}
+  lows = [s["min_params"] for s in summaries if s["min_params"] is not None]
+  highs = [s["max_params"] for s in summaries if s["max_params"] is not None]
+  return {**out, "min_params": min(lows, default=None), "max_params": max(highs, default=None)}
+
+
+def mean_std(values) -> str:
+  """``"mean ± sample std"`` of ``values`` (just the mean for one value)."""
+  v = np.asarray(values, np.float64)
+  return f"{v.mean():.2f}" + (f" ± {v.std(ddof=1):.2f}" if len(v) > 1 else "")
+
+
+def format_seeds(summaries: dict, pooled: dict) -> str:
+  """Per seed, their mean ± sample std, and pooled: the fronts' numbers as a table."""
+  def span(s):
+    if s["min_params"] is None:
+      return "empty"
+    return f"{s['min_params']:,} to {s['max_params']:,}"
+
+  def of(s, key):
+    return f"{s[key]} of {s['compared']}" if key in s else ""
+
+  rows = list(summaries.values())
+  lines = ["| seed | evaluations | members | span (params) | under 20k | over 500k | as "
+           "accurate as found | as accurate retrained |",
+           "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+  for seed, s in summaries.items():
+    lines.append(f"| {seed} | {s['evaluations']} | {s['members']} | {span(s)} | "
+                 f"{s['under_20k']} | {s['over_500k']} | {of(s, 'as_found')} | "
+                 f"{of(s, 'retrained')} |")
+  cells = {k: mean_std([s[k] for s in rows]) if k in pooled else "" for k in COUNTS}
+  lines.append(f"| mean ± std | {cells['evaluations']} | {cells['members']} | | "
+               f"{cells['under_20k']} | {cells['over_500k']} | {cells['as_found']} | "
+               f"{cells['retrained']} |")
+  lines.append(f"| pooled | {pooled['evaluations']} | {pooled['members']} | {span(pooled)} | "
+               f"{pooled['under_20k']} | {pooled['over_500k']} | {of(pooled, 'as_found')} | "
+               f"{of(pooled, 'retrained')} |")
+  return "\n".join(lines)
+
+
+def _seeds_main(cfg, args, workdir: Path) -> int:
+  """``--seeds``: search, report and compare per search seed, then the table."""
+  clash = [flag for flag, value in (("--shard", args.shard), ("--ladder", args.ladder),
+                                    ("--spread-seeds", args.spread_seeds),
+                                    ("--members", args.members),
+                                    ("--search-seed", args.search_seed)) if value is not None]
+  if clash:
+    raise ValueError(f"--seeds runs whole searches; it does not go with {', '.join(clash)}")
+  retrained = args.scratch or args.scratch_epochs is not None
+  start, results = time.perf_counter(), {}
+  for seed in parse_ints(args.seeds, "--seeds"):
+    seed_cfg, seed_dir = dataclasses.replace(cfg, search_seed=seed), workdir / f"seed{seed}"
+    report, evals = _search_and_report(seed_cfg, args, seed_dir, start, f"_seed{seed}")
+    rows = None if args.search_only else compare(
+        seed_cfg, seed_dir, report, scratch=args.scratch, scratch_epochs=args.scratch_epochs,
+        cache_dir=workdir)
+    summary = {"evaluations": evals, **front_summary(report["front"], rows, retrained)}
+    results[seed] = {"variant": args.variant, "preset": args.preset, "search_seed": seed,
+                     "summary": summary, "rows": rows}
+    (seed_dir / "result.json").write_text(json.dumps(results[seed], indent=1))
+    print(f"seed {seed}: {seed_dir / 'result.json'}", flush=True)
+  summaries = {seed: r["summary"] for seed, r in results.items()}
+  pooled = pooled_summary(list(summaries.values()))
+  table = format_seeds(summaries, pooled)
+  print(table, flush=True)
+  print(f"total {time.perf_counter() - start:.0f} s wall", flush=True)
+  _write_json(args, seeds=results, pooled=pooled, table=table)
+  return 0
+
+
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
   cfg = _config(args)
@@ -554,7 +711,9 @@ def main(argv=None) -> int:
             scratch=args.scratch, scratch_epochs=args.scratch_epochs, shard=shard)
     print(f"shard {args.shard}: done in {time.perf_counter() - start:.0f} s", flush=True)
     return 0
-  if args.seeds is not None or args.members is not None:
+  if args.seeds is not None:
+    return _seeds_main(cfg, args, workdir)
+  if args.spread_seeds is not None or args.members is not None:
     return _spread_main(cfg, args, workdir)
   if args.ladder is not None:
     return _ladder_main(cfg, args, workdir)

@@ -5,10 +5,11 @@ hand-designed baselines.
 Fashion-MNIST's training images (a stratified subset) to train, 6,000 held out to
 validate, each child trained for one epoch (234 steps of 128) from its inherited weights,
 so that training rather than compiling takes the time (docs/results/lemonade.md).
-``paper`` is LEMONADE's Algorithm 1 as published on the same data and budget: children
-accepted by the population's density alone, the paper's network operators, none of the
-options this package adds. ``tiny`` runs the same pipeline on the synthetic data set in
-seconds (the test suite runs it end to end).
+LEMONADE's Algorithm 1 as published (children accepted by the population's density
+alone, the paper's network operators, none of the options this package adds) is the
+strategy's preset ``paper``: ``experiments/lemonade_fmnist.py --preset paper`` applies it
+over a variant's options, on the same data and budget. ``tiny`` runs the same pipeline
+on the synthetic data set in seconds (the test suite runs it end to end).
 """
 
 from __future__ import annotations
@@ -95,27 +96,8 @@ class Config:
   search_seed: int | None = None
 
 
-def _lemonade(**overrides) -> dict[str, Any]:
-  return {**Config().lemonade, **overrides}
-
-
-# The network operators of the LEMONADE paper: network morphisms (insert a conv-BN-ReLU,
-# widen a layer, add a skip, widen a kernel) and approximate ones (remove a layer or a
-# skip, prune filters, replace a conv by a depthwise-separable one); Net2Deeper is EAS's.
-_PAPER_MORPHISMS = ["net2wider", "insert_conv_bn_relu", "add_skip", "widen_kernel",
-                    "remove_layer", "remove_skip", "prune_filters", "to_sepconv"]
-
 VARIANTS = {
     "default": Config(),
-    # Algorithm 1 as published: a child is accepted with probability proportional to
-    # 1 / p_KDE of the population's density alone (not of the population and the
-    # proposed children together), its operators are the paper's, and no child is kept
-    # out by its size. The budget is the default's (the paper's searches took tens of GPU
-    # days on CIFAR-10), and so are the starts, the proposals and acceptances per
-    # generation and the distillation of approximate children.
-    "paper": Config(lemonade=_lemonade(accept_density="population",
-                                       morphisms=_PAPER_MORPHISMS, min_params=None,
-                                       max_params=None)),
     "tiny": Config(
         dataset="synthetic", data_limit=None, val_fraction=0.1,
         train={"epochs": 1.0, "batch_size": 32, "max_steps": 2, "learning_rate": 0.05},

@@ -20,7 +20,9 @@ from nasjax.search import work
 from nasjax.search.strategies import eas
 from nasjax.search.strategies import eas_controller as ctrl
 from nasjax.search.evaluators import TrainingEvaluator
-from nasjax.search.runner import Budget, load_checkpoint, resume, run
+from nasjax.search.options import preset_config
+from nasjax.search.runner import (Budget, load_checkpoint, read_config, read_history, resume,
+                                  run)
 from nasjax.search.spaces import PlainCNNSpace
 from nasjax.train import TrainConfig
 
@@ -84,9 +86,14 @@ def test_layer_sequence_of_the_plain_start_net():
       ("b0_l0_conv", "conv", 0, "b0_l0_relu", 8), ("b0_pool", "pool", -1, None, None),
       ("b1_l0_conv", "conv", 1, "b1_l0_relu", 8), ("gap", "gap", 2, "gap", None),
       ("fc0", "fc", 2, "fc0_relu", 16)]
-  # conv-4-3 is level 0, kernel index 1; fc-8 follows the 2 x 3 conv tokens.
-  assert [l.token for l in layers] == [eas.FIRST_CONV + 1, eas.POOL, eas.FIRST_CONV + 1,
-                                       eas.GAP, eas.FIRST_CONV + 6]
+  # conv-4-3x3 is level 0, filter shape (1, 1) of the 3 x 3 (height, width) pairs: index
+  # 4; fc-8 follows the 2 levels x 9 shapes of conv tokens.
+  assert [l.token for l in layers] == [eas.FIRST_CONV + 4, eas.POOL, eas.FIRST_CONV + 4,
+                                       eas.GAP, eas.FIRST_CONV + 18]
+  # A non-square filter has its own token: height 1, width 5 is shape 0 * 3 + 2.
+  assert ladders.conv_token(4, (1, 5), ladders.filters) == eas.FIRST_CONV + 2
+  assert ladders.conv_token(8, (5, 1), ladders.filters) == eas.FIRST_CONV + 9 + 6
+  assert ladders.vocab == eas.FIRST_CONV + 18 + 2
   obs = eas.observe(layers, max_len=8, max_blocks=4)
   np.testing.assert_array_equal(obs["block_sizes"], [1, 1, 2, 0])
   np.testing.assert_array_equal(obs["block_conv"], [True, True, False, False])
@@ -123,7 +130,8 @@ def test_controller_shapes_and_masks(plain):
     d = eas._sample(strategy.controller, state.params, batch, keys, "deeper", strategy.uniform)
     draws.append((w, d))
   (widen, lp_w), (deeper, lp_d) = draws[0]
-  assert widen.shape == (n, strategy.config.max_len) and deeper.shape == (n, 3)
+  assert widen.shape == (n, strategy.config.max_len) and deeper.shape == (n, 5)
+  assert ctrl.DEEPER_DECISIONS == ("block", "position", "height", "width", "stride")
   assert lp_w.shape == lp_d.shape == (n,)
   assert np.all(np.isfinite(lp_w)) and np.all(np.asarray(lp_d) < 0)
   widen = np.concatenate([np.asarray(w[0]) for w, _ in draws])
@@ -135,9 +143,20 @@ def test_controller_shapes_and_masks(plain):
   sizes = obs["block_sizes"]
   assert np.all(sizes[deeper[:, 0]] > 0) and np.all(deeper[:, 1] < sizes[deeper[:, 0]])
   dense_block = ~obs["block_conv"][deeper[:, 0]]
-  assert dense_block.any() and np.all(deeper[dense_block, 2] == 0)
+  assert dense_block.any() and np.all(deeper[dense_block, 2:] == 0)
+  # In a conv block the filter height and width are separate decisions over the kernel
+  # sizes (1, 3, 5), each about uniform at initialisation; the stride is the one of
+  # eas.STRIDES.
+  conv = deeper[~dense_block]
+  assert eas.STRIDES == (1,) and np.all(deeper[:, 4] == 0)
+  for axis in (2, 3):
+    assert set(conv[:, axis].tolist()) == {0, 1, 2}
+  assert np.mean(conv[:, 2] != conv[:, 3]) > 0.4  # 2/3 if independent and uniform
+  # Teacher forcing gives back the sampled log-probabilities of both actors.
+  score = jax.vmap(lambda o, a: strategy.controller.apply(
+      {"params": state.params}, o, action=a, method="deeper")[1])(batch, draws[0][1][0])
+  np.testing.assert_allclose(score, lp_d, atol=1e-5)
   widen = jnp.asarray(draws[0][0][0])
-  # Teacher forcing gives back the sampled log-probabilities.
   score = jax.vmap(lambda o, w: strategy.controller.apply(
       {"params": state.params}, o, widen=w, method="wider")[1])(batch, jnp.asarray(widen))
   np.testing.assert_allclose(score, lp_w, atol=1e-5)
@@ -240,6 +259,35 @@ def test_a_new_seed_is_not_answered_from_the_old_seeds_results(plain):
   assert all(c.candidate >= 0 and c.key not in told.cache for c in asked2.pending)
 
 
+def test_an_episode_repeating_trained_actions_takes_their_cached_results():
+  # Random actions: the controller does not learn, so the same key samples the same
+  # actions again from the same seed network. One Net2Wider step on a network of three
+  # widenable layers: eight possible children, so samples of four repeat each other.
+  strategy = _strategy(policy="random", max_resample=1, steps=("wider",))
+  state = _seeded(strategy)
+  children, asked = strategy.ask(jax.random.key(11), state)
+  keys = {c.key for c in asked.pending}
+  assert len(children) == len(keys) < len(asked.pending)  # one per (seed, actions)
+  # Every child worse than the seed: the seed, and so every child's key, stays.
+  told = strategy.tell(None, asked, children, np.full(len(children), 90.0))
+  assert told.seed is state.seed and told.seed_id == state.seed_id
+  assert keys <= set(told.cache) and told.cache[next(iter(keys))] == 90.0
+  again, asked2 = strategy.ask(jax.random.key(11), told)
+  # The first sample repeated trained actions only: the strategy learned from their
+  # cached rewards (one more episode logged) and sampled again.
+  assert asked2.episode == told.episode + 1
+  assert asked2.log[-1]["best_child"] == pytest.approx(90.0, abs=0.0)
+  # Of the second sample, what was trained is answered from the cache and only the rest
+  # is evaluated.
+  new = [c for c in asked2.pending if c.candidate >= 0]
+  cached = [c for c in asked2.pending if c.candidate < 0]
+  assert new and cached and len(again) == len({c.key for c in new})
+  for c in asked2.pending:
+    assert c.key == eas.child_key(state.seed_id, c.ops)
+  assert all(c.key in told.cache and c.fitness == 90.0 for c in cached)
+  assert all(c.key not in told.cache and math.isnan(c.fitness) for c in new)
+
+
 # ------------------------------------------------------------------- weight inheritance
 @pytest.mark.parametrize("config", [PLAIN, DENSE], ids=["plain_cnn", "densenet"])
 def test_children_compute_their_parents_function_before_training(config):
@@ -284,6 +332,50 @@ def test_children_compute_their_parents_function_before_training(config):
                    for n in child.arch.nodes)
   # The plain CNN's Net2Deeper inserts conv-BN(-ReLU) units; a DenseNet layer has no BN.
   assert (new_bns > 0) == (config is PLAIN), new_bns
+
+
+def test_non_square_filters_keep_the_function_on_real_images():
+  data = data_lib.load("fashion_mnist_small")
+  strategy = eas.EAS(PlainCNNSpace(), eas.EasConfig(**PLAIN), work.Problem.of(data))
+  net = _perturbed(strategy.start_network(jax.random.key(0)), 3)
+  layers = strategy.layers(net.arch)
+  # The actor's (block, position, height, width, stride) indices: kernels (1, 3, 5).
+  ops = [strategy._deeper_op(layers, (0, 0, 0, 2, 0)),
+         strategy._deeper_op(layers, (1, 0, 2, 1, 0))]
+  assert ops == [("net2deeper", {"after": "b0_l0_relu", "kernel": (1, 5), "op": "conv"}),
+                 ("net2deeper", {"after": "b1_l0_relu", "kernel": (5, 3), "op": "conv"})]
+  child = strategy.apply_ops(net, ops, jax.random.key(1))
+  new = sorted(tuple(n["kernel"]) for n in child.arch.nodes
+               if n.op == "conv" and n.name not in net.arch)
+  assert new == [(1, 5), (5, 3)]
+  x = data.x_val[:64]
+  parent = np.asarray(nasjax.apply(net, x))
+  np.testing.assert_allclose(nasjax.apply(child, x), parent,
+                             atol=1e-4 * np.abs(parent).max(), rtol=0)
+  # Training mode, on the Fashion-MNIST images the inserted batch norms took their
+  # statistics on.
+  batch = strategy.morph_batch
+  parent_train = np.asarray(nasjax.apply_train(net, batch)[0])
+  np.testing.assert_allclose(nasjax.apply_train(child, batch)[0], parent_train,
+                             atol=1e-4 * np.abs(parent_train).max(), rtol=0)
+
+
+# ------------------------------------------------------------------------------ presets
+def test_paper_preset_differs_from_the_defaults_where_the_paper_does():
+  preset, defaults = eas.EasConfig.preset("paper"), eas.EasConfig.defaults()
+  assert preset_config("eas", "paper") == preset
+  assert {k for k in defaults if preset[k] != defaults[k]} == {
+      "num_children", "filter_levels", "unit_levels"}
+  assert preset["num_children"] == 10 and defaults["num_children"] == 8
+  assert preset["filter_levels"] == [16, 32, 64, 96, 128, 192, 256, 320, 384, 448, 512]
+  assert preset["unit_levels"] == [64, 128, 256, 384, 512, 640, 768, 896, 1024]
+  # What the preset pins at the paper's values although the defaults hold them too.
+  assert (preset["kernels"], preset["embed"], preset["hidden"], preset["baseline_decay"]
+          ) == ([1, 3, 5], 16, 50, 0.95)
+  assert preset_config("eas", "paper", {"num_children": 3})["num_children"] == 3
+  with pytest.raises(ValueError, match=r"strategy 'eas' has no preset 'fast'; it has "
+                     r"\['paper'\]"):
+    eas.EasConfig.preset("fast")
 
 
 # ------------------------------------------------------------------------------ search
@@ -362,15 +454,50 @@ def test_experiment_configs_build_their_start_networks(name):
     assert cfg["max_evals"] > 1 and set(cfg["arms"]) <= {"eas", "random"}
 
 
-def test_tiny_experiment_runs_every_arm_and_baseline(tmp_path):
-  out = tmp_path / "results.json"
-  assert _experiment().main(["--variant", "tiny", "--workdir", str(tmp_path / "runs"),
-                             "--json", str(out)]) == 0
-  rows = json.loads(out.read_text())["results"]["0"]
-  assert set(rows) == {"start", "eas", "random", "continued", "scratch"}
-  assert rows["eas"]["evals"] == rows["random"]["evals"] == 3
-  # The budget of the baselines is the EAS best's: pretraining plus its lineage.
-  epochs = 1.0 + rows["eas"]["depth"] * 1.0
-  assert rows["continued"]["epochs"] == rows["scratch"]["epochs"] == epochs
-  for row in rows.values():
-    assert 0.0 <= row["test_error"] <= 100.0
+def test_tiny_experiment_runs_every_arm_and_baseline_per_seed(tmp_path, capsys):
+  module = _experiment()
+  out, runs = tmp_path / "results.json", tmp_path / "runs"
+  assert module.main(["--variant", "tiny", "--preset", "paper", "--seeds", "0,1",
+                      "--workdir", str(runs), "--json", str(out)]) == 0
+  printed = capsys.readouterr().out
+  saved = json.loads(out.read_text())
+  tiny = module.load_variants()["tiny"]
+  assert saved["preset"] == "paper" and saved["seeds"] == [0, 1]
+  assert saved["options"] == json.loads(json.dumps({**tiny["eas"], **eas.PAPER}))
+  # The preset ran: the paper's ten children per episode, widening on its ladder (the
+  # tiny start's 4-filter convs go to 16, its first rung above).
+  arm = runs / "seed0" / "eas"
+  assert read_config(arm)["strategy_config"]["num_children"] == 10
+  assert load_checkpoint(arm)["state"].episode == 1
+  widths = {n["features"] for h in read_history(arm)[1:]
+            for n in nasjax.Arch.from_dict(h["arch"]).nodes if n.op == "conv"}
+  assert widths <= {4, 16}
+  for seed in ("0", "1"):
+    rows = saved["results"][seed]
+    # Each seed's own JSON holds what the combined one does.
+    assert json.loads((runs / f"seed{seed}" / "results.json").read_text()) == rows
+    assert set(rows) == {"options", "start", "eas", "random", "continued", "scratch"}
+    assert rows["options"] == saved["options"]
+    assert rows["eas"]["evals"] == rows["random"]["evals"] == 3
+    # The budget of the baselines is the EAS best's: pretraining plus its lineage.
+    epochs = 1.0 + rows["eas"]["depth"] * 1.0
+    assert rows["continued"]["epochs"] == rows["scratch"]["epochs"] == epochs
+    for key in ("start", "eas", "random", "continued", "scratch"):
+      assert 0.0 <= rows[key]["test_error"] <= 100.0
+  # The table: mean ± sample std over the seeds, each seed's test error, the paired
+  # difference of the arms.
+  errors = [saved["results"][s]["eas"]["test_error"] for s in ("0", "1")]
+  line = next(x for x in printed.splitlines() if x.startswith("| eas best |"))
+  assert (f"{np.mean(errors):.2f} ± {np.std(errors, ddof=1):.2f}" in line
+          and f"{errors[0]:.2f}, {errors[1]:.2f}" in line)
+  diff = [saved["results"][s]["eas"]["test_error"] - saved["results"][s]["random"]["test_error"]
+          for s in ("0", "1")]
+  assert f"eas best minus random best, test error (points), per seed {diff[0]:+.2f}" in printed
+  assert saved["table"] in printed
+  # A seed directory is not reused with other options.
+  with pytest.raises(ValueError, match="holds results of other EAS options"):
+    module.main(["--variant", "tiny", "--seeds", "1", "--workdir", str(runs)])
+  with pytest.raises(ValueError, match="has no preset 'fast'"):
+    module.main(["--variant", "tiny", "--preset", "fast", "--workdir", str(runs)])
+  with pytest.raises(ValueError, match="'0;1'"):
+    module.main(["--variant", "tiny", "--seeds", "0;1", "--workdir", str(runs)])

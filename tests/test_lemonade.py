@@ -101,6 +101,55 @@ def test_acceptance_density_counts_the_proposed_children():
   assert q[1] < q[0] and q[0] == pytest.approx(q[2], rel=1e-9)
 
 
+def test_paper_preset_is_algorithm_1():
+  from nasjax.search.options import preset_config
+
+  preset, defaults = LemonadeConfig.preset("paper"), LemonadeConfig.defaults()
+  assert preset_config("lemonade", "paper") == preset
+  # Where the paper differs from the defaults: the acceptance density and the operators.
+  assert {k for k in defaults if preset[k] != defaults[k]} == {"accept_density",
+                                                               "morphisms"}
+  assert preset["accept_density"] == "population" and defaults["accept_density"] == "joint"
+  assert set(preset["morphisms"]) == set(MORPHISMS) - {"net2deeper"}
+  # The options this package adds are pinned off, so the preset over other options
+  # restores the paper's rules.
+  pinned = {**LemonadeConfig.defaults(), "min_params": 4000, "dominance_margin": [0.1],
+            "cost_objective": "flops", "initial_depth": 3, "monotone_widths": True,
+            "widen_to_monotone": True, "accept_density": "joint"}
+  over = LemonadeConfig(**{**pinned, **lemonade.PAPER}).to_dict()
+  assert over == {**preset, "num_objectives": 1}
+  # Step 4 under the preset: each child's density is the population's alone, the
+  # density of the parents' step 1; the children do not crowd each other.
+  paper = _lem(**lemonade.PAPER)
+  pop = np.exp([[0.0], [5.0], [10.0]])
+  children = np.exp([[2.5], [2.5], [2.5], [7.5]])
+  np.testing.assert_allclose(paper.child_log_density(pop, children),
+                             paper.log_density(pop, children), rtol=1e-12)
+  np.testing.assert_allclose(
+      paper.accept_log_weight(pop, children, [None] * 4),
+      _lem(accept_density="population").child_log_density(pop, children), rtol=1e-12)
+  assert not np.allclose(paper.child_log_density(pop, children),
+                         _lem().child_log_density(pop, children), rtol=1e-3)
+
+
+def test_paper_preset_runs_a_tiny_search(tmp_path):
+  from nasjax.search.options import preset_config
+  from nasjax.search.runner import load_checkpoint, read_config, run
+
+  config = preset_config("lemonade", "paper", {"n_pc": 4, "n_ac": 2, "initial": [[[4]]],
+                                               "distill_steps": 2})
+  result = run("lemonade", _evaluator(), Budget(max_evals=5), tmp_path / "run", 0, config,
+               quiet=True)
+  assert result.evals == 5 and all(h["status"] == "ok" for h in result.history)
+  saved = read_config(tmp_path / "run")["strategy_config"]
+  assert saved["accept_density"] == "population"
+  assert saved["morphisms"] == list(lemonade.PAPER_MORPHISMS)
+  ops = {op for h in result.history for op in h["lineage"]["ops"]}
+  assert ops - {"initial"} and ops - {"initial"} <= set(lemonade.PAPER_MORPHISMS)
+  state = load_checkpoint(tmp_path / "run")["state"]
+  assert state.population and state.count == 5
+
+
 def test_cost_weighted_acceptance_divides_by_a_power_of_the_cost():
   from nasjax.models import plain_cnn
 
@@ -1005,14 +1054,14 @@ def test_fmnist_experiment_seed_spread_trains_members_and_baselines_per_seed(tmp
   run = tmp_path / "run"
   base = ["--variant", "tiny", "--workdir", str(run), "--scratch-epochs", "1"]
   with pytest.raises(ValueError, match="front.json"):  # no exported front yet
-    module.main(base + ["--seeds", "1", "--members", "100"])
+    module.main(base + ["--spread-seeds", "1", "--members", "100"])
   assert module.main(["--variant", "tiny", "--workdir", str(run), "--search-only"]) == 0
   front = json.loads((run / "report" / "front" / "front.json").read_text())
   sizes = [r["params"] for r in front]
   member = next(r for r in front if sizes.count(r["params"]) == 1)
   out = tmp_path / "spread.json"
   capsys.readouterr()
-  assert module.main(base + ["--seeds", "1,1", "--members", str(member["params"]),
+  assert module.main(base + ["--spread-seeds", "1,1", "--members", str(member["params"]),
                              "--json", str(out)]) == 0
   printed = capsys.readouterr().out
   rows = json.loads(out.read_text())["spread"]
@@ -1042,14 +1091,14 @@ def test_fmnist_experiment_seed_spread_trains_members_and_baselines_per_seed(tmp
                                     tmp_path / "fresh" / "baselines.json", seed=1)
   assert again["test_error"] == pytest.approx(other["test_error"], abs=1e-6)
   with pytest.raises(ValueError, match="12345"):
-    module.main(base + ["--seeds", "1", "--members", "12345"])
+    module.main(base + ["--spread-seeds", "1", "--members", "12345"])
   with pytest.raises(ValueError, match="'x'"):
-    module.main(base + ["--seeds", "x", "--members", str(member["params"])])
+    module.main(base + ["--spread-seeds", "x", "--members", str(member["params"])])
+  with pytest.raises(ValueError, match="--spread-seeds and --members go together"):
+    module.main(base + ["--spread-seeds", "1"])
   with pytest.raises(ValueError, match="go together"):
-    module.main(base + ["--seeds", "1"])
-  with pytest.raises(ValueError, match="go together"):
-    module.main(["--variant", "tiny", "--workdir", str(run), "--seeds", "1", "--members",
-                 str(member["params"])])
+    module.main(["--variant", "tiny", "--workdir", str(run), "--spread-seeds", "1",
+                 "--members", str(member["params"])])
   assert len(json.loads((run / "baselines.json").read_text())) == 4  # nothing lost
 
 
@@ -1115,9 +1164,10 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
 
   module = _experiment("lemonade_fmnist")
   variants = module.load_variants()
-  assert sorted(variants) == ["default", "paper", "tiny"]
+  assert sorted(variants) == ["default", "tiny"]
   problem = work.Problem((28, 28, 1), 10, np.zeros((1, 28, 28, 1), np.float32))
-  for name, cfg in variants.items():
+  paper = module.with_preset(variants["default"], "paper")
+  for name, cfg in [*variants.items(), ("default + paper", paper)]:
     config = LemonadeConfig(num_objectives=len(cfg.objectives), **cfg.lemonade)
     if name == "tiny":
       continue
@@ -1125,18 +1175,81 @@ def test_fmnist_experiment_variants_start_inside_their_own_bounds():
     for spec in cfg.lemonade["initial"]:
       assert strategy.allowed(plain_cnn(spec, input_shape=(28, 28, 1), num_classes=10)), (
           name, spec)
+  sizes = [nasjax.count_params(plain_cnn(s, input_shape=(28, 28, 1), num_classes=10))
+           for s in variants["default"].lemonade["initial"]]
+  assert sizes == [5178, 24058, 94186, 372682]
+  # The preset over the default variant: the paper's Algorithm 1 (acceptance by the
+  # population's density, its operators, no size bounds), the rest the variant's.
+  default = LemonadeConfig(num_objectives=2, **variants["default"].lemonade).to_dict()
+  with_paper = LemonadeConfig(num_objectives=2, **paper.lemonade).to_dict()
+  assert {k for k in default if default[k] != with_paper[k]} == {
+      "accept_density", "morphisms", "min_params", "max_params"}
+  assert with_paper["accept_density"] == "population"
+  assert (with_paper["min_params"], with_paper["max_params"]) == (None, None)
+  assert (paper.train, paper.search_seconds) == (variants["default"].train, 3200.0)
+  assert module.with_preset(variants["default"], None) is variants["default"]
+  with pytest.raises(ValueError, match="has no preset 'fast'"):
+    module.with_preset(variants["default"], "fast")
 
-  def starts(name):
-    return [nasjax.count_params(plain_cnn(s, input_shape=(28, 28, 1), num_classes=10))
-            for s in variants[name].lemonade["initial"]]
 
-  assert starts("default") == starts("paper") == [5178, 24058, 94186, 372682]
-  default, paper = variants["default"].lemonade, variants["paper"].lemonade
-  # The paper's Algorithm 1: acceptance by the population's density, its operators (no
-  # Net2Deeper, which is EAS's), no size bounds; the rest is the default's.
-  assert paper == {**default, "accept_density": "population", "min_params": None,
-                   "max_params": None, "morphisms": paper["morphisms"]}
-  assert set(paper["morphisms"]) == set(MORPHISMS) - {"net2deeper"}
-  assert LemonadeConfig.defaults()["accept_density"] == "joint"
-  assert variants["paper"].train == variants["default"].train
-  assert variants["paper"].search_seconds == variants["default"].search_seconds == 3200.0
+def test_fmnist_experiment_seeds_runs_a_search_per_seed_and_pools_the_fronts(tmp_path,
+                                                                             capsys):
+  import json
+
+  module = _experiment("lemonade_fmnist")
+  run, out = tmp_path / "run", tmp_path / "seeds.json"
+  argv = ["--variant", "tiny", "--preset", "paper", "--workdir", str(run), "--seeds",
+          "0,1", "--scratch-epochs", "1", "--json", str(out)]
+  assert module.main(argv) == 0
+  printed = capsys.readouterr().out
+  saved = json.loads(out.read_text())
+  assert saved["preset"] == "paper" and sorted(saved["seeds"]) == ["0", "1"]
+  summaries = []
+  for seed in (0, 1):
+    result = saved["seeds"][str(seed)]
+    assert json.loads((run / f"seed{seed}" / "result.json").read_text()) == result
+    config = json.loads((run / f"seed{seed}" / "search" / "config.json").read_text())
+    assert config["seed"] == seed  # the search seed; one data split for both
+    assert config["evaluator"]["data_seed"] == 0
+    assert config["strategy_config"]["accept_density"] == "population"
+    assert config["strategy_config"]["morphisms"] == list(lemonade.PAPER_MORPHISMS)
+    front = json.loads((run / f"seed{seed}" / "report" / "front" / "front.json").read_text())
+    rows, s = result["rows"], result["summary"]
+    params = sorted(r["params"] for r in front)
+    assert (s["members"], s["min_params"], s["max_params"]) == (len(front), params[0],
+                                                               params[-1])
+    assert s["under_20k"] == len(front) and s["over_500k"] == 0  # tiny networks
+    assert s["compared"] == len(rows) == len(front) and s["evaluations"] == 4
+    assert s["as_found"] == sum(r["test_error"] <= r["baseline_test_error"] for r in rows)
+    assert s["retrained"] == sum(r["scratch_test_error"] <= r["baseline_test_error"]
+                                 for r in rows)
+    summaries.append(s)
+  pooled = saved["pooled"]
+  assert pooled["members"] == sum(s["members"] for s in summaries)
+  assert pooled["retrained"] == sum(s["retrained"] for s in summaries)
+  assert pooled["min_params"] == min(s["min_params"] for s in summaries)
+  assert pooled["max_params"] == max(s["max_params"] for s in summaries)
+  members = [s["members"] for s in summaries]
+  assert f"| mean ± std | 4.00 ± 0.00 | {np.mean(members):.2f} ± " in printed
+  assert (f"| pooled | 8 | {pooled['members']} | {pooled['min_params']:,} to "
+          f"{pooled['max_params']:,} |") in printed
+  assert saved["table"] in printed
+  # The trainings from scratch (data split and initialisation of the config's seed) are
+  # shared by the seeds: one cache, each baseline and member architecture in it once.
+  cfg = module.with_preset(module.load_variants()["tiny"], "paper")
+  expected = set()
+  for seed in (0, 1):
+    for rec in json.loads((run / f"seed{seed}" / "report" / "front" / "front.json"
+                           ).read_text()):
+      name = module._member_name(rec, nasjax.load(rec["network"]))
+      expected.add(module._cache_key(cfg, name, 1.0))
+    for r in saved["seeds"][str(seed)]["rows"]:
+      expected.add(module._cache_key(cfg, r["baseline_blocks"], 1.0))
+  assert set(json.loads((run / "baselines.json").read_text())) == expected
+  assert not (run / "seed0" / "baselines.json").exists()
+  # A seed's directory is not resumed with other options.
+  with pytest.raises(ValueError, match="was searched with other options "
+                     r"\['accept_density', 'morphisms'\]"):
+    module.main(["--variant", "tiny", "--workdir", str(run), "--seeds", "1"])
+  with pytest.raises(ValueError, match="does not go with --search-seed"):
+    module.main(argv + ["--search-seed", "3"])

@@ -1,14 +1,15 @@
 """EAS on CIFAR-10 through tensorflow-datasets, for accelerator hosts.
 
-Plain CNN (``default``, ``paper``) and DenseNet (``densenet``) spaces. ``default``: the
-start network trained for 40 epochs with standard augmentation; every child trained for 5
-epochs from its inherited weights; an episode samples 10 children of four Net2Deeper
-steps and one Net2Wider step; the children of an episode are spread over all local
-devices. ``paper``: the plain-CNN search with the EAS paper's settings where they differ
-(§4.1: each child trained for 20 epochs by SGD with Nesterov momentum 0.9, weight decay
-1e-4, batch 64 and a cosine schedule from 0.02; 5,000 training images held out to
-validate; 450 sampled networks). Needs the data in a TFDS folder (``--data-dir``) or
-``download`` with TensorFlow.
+Plain CNN (``default``, ``paper_budget``) and DenseNet (``densenet``) spaces.
+``default``: the start network trained for 40 epochs with standard augmentation; every
+child trained for 5 epochs from its inherited weights; an episode samples 10 children of
+four Net2Deeper steps and one Net2Wider step; the children of an episode are spread over
+all local devices. ``paper_budget``: the plain-CNN search with the EAS paper's budget and
+training (§4.1: each child trained for 20 epochs by SGD with Nesterov momentum 0.9, weight
+decay 1e-4, batch 64 and a cosine schedule from 0.02; 5,000 training images held out to
+validate; 450 sampled networks); the strategy's own settings of the paper come with
+``--preset paper``. Needs the data in a TFDS folder (``--data-dir``) or ``download`` with
+TensorFlow.
 """
 
 _TRAIN = {"batch_size": 128, "learning_rate": 0.02, "augment": True, "dtype": "bfloat16"}
@@ -28,7 +29,7 @@ VARIANTS = {
         "max_evals": 301, "devices": "all",
         "arms": ["eas", "random"], "seeds": [0, 1],
     },
-    "paper": {
+    "paper_budget": {
         "dataset": "cifar10", "data_limit": None, "val_fraction": 0.1,
         "pretrain": {**_TRAIN, "epochs": 40.0, "learning_rate": 0.05},
         "train": {**_PAPER_TRAIN, "epochs": 20.0},

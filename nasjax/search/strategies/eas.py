@@ -6,9 +6,10 @@ meta-controller (:mod:`nasjax.search.strategies.eas_controller`: a bidirectional
 encoder of the network's layer sequence, a Net2Wider actor and a Net2Deeper actor, §3,
 §3.1) looks at the network and picks transformations that keep the function it computes:
 Net2Wider (a layer goes to the next width on a discrete ladder) and Net2Deeper (an
-identity-initialised layer is inserted). The transformed child inherits all weights
-(:data:`nasjax.ops.MORPHISMS`), so a short training suffices to tell whether the change
-helps.
+identity-initialised layer is inserted; the actor picks the block, the position in it and
+a new conv layer's filter height, filter width and stride). The transformed child
+inherits all weights (:data:`nasjax.ops.MORPHISMS`), so a short training suffices to tell
+whether the change helps.
 
 One episode:
 
@@ -78,8 +79,14 @@ from nasjax.search.strategies import eas_controller as ctrl
 FAMILIES = ("plain_cnn", "densenet")
 POLICIES = ("controller", "random")
 STEP_KINDS = ("wider", "deeper")
-# Token ids: 0 pads; then pools, global pooling, conv-<level>-<kernel>, fc-<level>.
+# Token ids: 0 pads; then pools, global pooling, conv-<level>-<height>-<width>, fc-<level>.
 PAD, POOL, GAP, FIRST_CONV = 0, 1, 2, 3
+# The strides the Net2Deeper actor chooses from for a new conv layer (§3.1 has it choose
+# one). Only stride 1 keeps the function: a layer of stride s > 1 keeps one position in s
+# along each axis, so every later layer sees another feature map; nasjax.ops.net2deeper
+# inserts stride-1 layers only. The decision is made over this one stride, and becomes a
+# choice once a transformation can insert strided layers.
+STRIDES = (1,)
 
 DEFAULT_FILTER_LEVELS = (16, 32, 64, 96, 128, 192, 256, 384, 512)
 DEFAULT_UNIT_LEVELS = (64, 128, 256, 384, 512, 768, 1024)
@@ -137,15 +144,23 @@ class Ladders:
     return max(len(self.filters), len(self.growth))
 
   @property
-  def vocab(self) -> int:
-    return FIRST_CONV + self.conv_levels * len(self.kernels) + len(self.units)
+  def kernel_shapes(self) -> int:
+    """Filter shapes a conv token tells apart: every (height, width) of ``kernels``."""
+    return len(self.kernels) ** 2
 
-  def conv_token(self, width: int, kernel: int, ladder: tuple[int, ...]) -> int:
-    k = int(np.argmin([abs(kernel - v) for v in self.kernels]))
-    return FIRST_CONV + _level(width, ladder) * len(self.kernels) + k
+  @property
+  def vocab(self) -> int:
+    return FIRST_CONV + self.conv_levels * self.kernel_shapes + len(self.units)
+
+  def conv_token(self, width: int, kernel: Sequence[int], ladder: tuple[int, ...]) -> int:
+    """The token of a conv of ``width`` filters of shape ``kernel`` ``(height, width)``
+    (each taken as the nearest of ``kernels``)."""
+    h, w = (int(np.argmin([abs(k - v) for v in self.kernels])) for k in kernel)
+    shape = h * len(self.kernels) + w
+    return FIRST_CONV + _level(width, ladder) * self.kernel_shapes + shape
 
   def fc_token(self, width: int) -> int:
-    return FIRST_CONV + self.conv_levels * len(self.kernels) + _level(width, self.units)
+    return FIRST_CONV + self.conv_levels * self.kernel_shapes + _level(width, self.units)
 
 
 def _level(width: int, ladder: tuple[int, ...]) -> int:
@@ -212,7 +227,7 @@ def layer_sequence(arch: Arch, family: str, ladders: Ladders) -> tuple[Layer, ..
       else:
         layers.append(Layer(name, "gap", GAP))
     elif node.op in ("conv", "sep_conv"):
-      width, kernel = node["features"], node["kernel"][0]
+      width, kernel = node["features"], node["kernel"]
       if family == "plain_cnn":
         layers.append(Layer(name, "conv", ladders.conv_token(width, kernel, ladders.filters),
                             _can_widen(arch, name, _next_width(width, ladders.filters)),
@@ -386,9 +401,22 @@ def _path(v):
   return None if v is None or isinstance(v, str) else "must be a file path or None"
 
 
+# EAS's settings (§4.1) where the registered defaults differ: ten networks sampled per
+# episode, and the width ladders of its plain-CNN search (the authors' code lists the
+# same ladders, extended to 640 filters and 1,280 units). The kernel sizes, the encoder
+# (16-dimensional embeddings, 50 LSTM units per direction) and the baseline's decay are
+# the paper's and the defaults; they are listed so that the preset applied over other
+# options restores them. The number of actions per child is not: the registered four
+# Net2Deeper and one Net2Wider step are kept (docs/results/eas.md).
+PAPER = {"num_children": 10,
+         "filter_levels": (16, 32, 64, 96, 128, 192, 256, 320, 384, 448, 512),
+         "unit_levels": (64, 128, 256, 384, 512, 640, 768, 896, 1024),
+         "kernels": (1, 3, 5), "embed": 16, "hidden": 50, "baseline_decay": 0.95}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class EasConfig(Options):
-  """EAS's options.
+  """EAS's options (preset ``"paper"``: :data:`PAPER`).
 
   Attributes:
     objective: which told fitness column is the validation error in percent.
@@ -400,7 +428,7 @@ class EasConfig(Options):
     steps: the transformation steps of a child, each ``"wider"`` or ``"deeper"``.
     filter_levels, unit_levels, growth_levels: the width ladders of conv filters, dense
       units and DenseNet layers.
-    kernels: kernel sizes of inserted conv layers.
+    kernels: the filter heights and widths (chosen separately) of inserted conv layers.
     max_len, max_blocks: the longest layer sequence and most blocks the controller
       reads; a child stops deepening at ``max_len`` layers.
     embed, hidden: the controller's embedding size and LSTM units per direction.
@@ -416,6 +444,7 @@ class EasConfig(Options):
   """
 
   strategy = "eas"
+  presets = {"paper": PAPER}
   objective: int = option(0, integer(0))
   family: str = option("plain_cnn", one_of(*FAMILIES))
   start: Mapping[str, Any] = option({}, _mapping)
@@ -443,10 +472,10 @@ class EasConfig(Options):
 
 
 @functools.lru_cache(maxsize=32)
-def _controller(vocab: int, max_len: int, max_blocks: int, kernels: int, embed: int,
-                hidden: int) -> ctrl.EASController:
+def _controller(vocab: int, max_len: int, max_blocks: int, kernels: int, strides: int,
+                embed: int, hidden: int) -> ctrl.EASController:
   """One controller module per shape, so that its jitted programs compile once."""
-  return ctrl.EASController(vocab, max_len, max_blocks, kernels, embed, hidden)
+  return ctrl.EASController(vocab, max_len, max_blocks, kernels, strides, embed, hidden)
 
 
 # -------------------------------------------------------------------------- strategy
@@ -481,6 +510,7 @@ class EAS:
   def controller(self) -> ctrl.EASController:
     c, ladders = self.config, self.ladders
     return _controller(ladders.vocab, c.max_len, c.max_blocks, len(ladders.kernels),
+                       len(STRIDES),
                        c.embed, c.hidden)
 
   @property
@@ -624,7 +654,8 @@ class EAS:
     Returns:
       ``(children, trajectory)``: the children (not yet checked against the cache) and
       their observations and actions, arrays with leading axes ``(num_children, T)``:
-      the observation fields, ``widen`` ``(n, T, L)``, ``deeper`` ``(n, T, 3)``,
+      the observation fields, ``widen`` ``(n, T, L)``, ``deeper`` ``(n, T, 5)``
+      (:data:`~nasjax.search.strategies.eas_controller.DEEPER_DECISIONS`),
       ``valid`` ``(n, T)``, and ``is_wider`` ``(T,)``, the kind of each step.
     """
     from nasjax.ops.plan import try_plan
@@ -641,7 +672,7 @@ class EAS:
       actions, _ = _sample(self.controller, state.params, batch, keys, kind, self.uniform)
       actions = np.asarray(actions)
       widen = np.zeros((n, self.config.max_len), np.int32)
-      deeper = np.zeros((n, 3), np.int32)
+      deeper = np.zeros((n, len(ctrl.DEEPER_DECISIONS)), np.int32)
       valid = np.zeros(n, bool)
       for i in range(n):
         if kind == "wider":
@@ -672,11 +703,13 @@ class EAS:
     return children, trajectory
 
   def _deeper_op(self, layers: Sequence[Layer], action) -> tuple[str, dict]:
-    block, pos, kernel = (int(v) for v in action)
+    # The stride decision indexes STRIDES, whose one stride is net2deeper's.
+    block, pos, height, width, _ = (int(v) for v in action)
     at = insertion_blocks(layers)[block][pos]
     if at.kind in ("gap", "fc"):
       return "net2deeper", {"after": at.after, "op": "dense"}
-    return "net2deeper", {"after": at.after, "kernel": self.config.kernels[kernel], "op": "conv"}
+    kernel = (self.config.kernels[height], self.config.kernels[width])
+    return "net2deeper", {"after": at.after, "kernel": kernel, "op": "conv"}
 
   @staticmethod
   def _assign_candidates(children: list[Child], cache: Mapping[str, float],
@@ -812,4 +845,4 @@ register_strategy(
 
 __all__ = ["EAS", "EasConfig", "EASState", "Child", "Layer", "Ladders", "layer_sequence",
            "insertion_blocks", "observe", "child_key", "reward", "FAMILIES", "POLICIES",
-           "DEFAULT_STARTS"]
+           "DEFAULT_STARTS", "STRIDES", "PAPER"]

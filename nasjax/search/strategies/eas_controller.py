@@ -10,10 +10,12 @@ sees the whole network. Two actors read it:
   cannot widen (already at the top width, pools, the classifier) are masked out and make
   no decision.
 - **Net2Deeper actor**: an LSTM whose initial state is the encoder's final state (both
-  directions concatenated) makes three decisions in turn, each fed back as the next
-  input: the block (the conv layers between two pools, or the dense layers after global
-  pooling), the position inside the block (insert after its ``p``-th layer) and the new
-  conv layer's kernel size. In the dense block there is no kernel to choose.
+  directions concatenated) makes five decisions in turn (:data:`DEEPER_DECISIONS`), each
+  fed back as the next input: the block (the conv layers between two pools, or the dense
+  layers after global pooling), the position inside the block (insert after its ``p``-th
+  layer), and the new conv layer's filter height, filter width and stride (§3.1). In the
+  dense block there is no filter or stride to choose: those decisions are 0 and add
+  nothing to the log-probability.
 
 The LSTMs are :class:`flax.linen.OptimizedLSTMCell` (the encoder's two directions scanned
 with ``nn.scan``, padded steps leaving the state unchanged), and the parameters are drawn
@@ -39,6 +41,10 @@ import numpy as np
 # A masked logit: finite, so that 0 * log p stays 0 where a choice is masked out.
 NEG = -1e9
 INIT_SCALE = 0.08
+# The Net2Deeper actor's decisions, in the order it makes them; an action is an int32
+# array of their indices (block, position in it, filter height and width among the
+# kernel sizes, stride among the strides).
+DEEPER_DECISIONS = ("block", "position", "height", "width", "stride")
 
 
 class LSTM(nn.Module):
@@ -97,7 +103,9 @@ class EASController(nn.Module):
     vocab: number of layer tokens (0 is padding).
     max_len: the longest layer sequence (positions of the deeper actor).
     max_blocks: the most blocks a network has.
-    num_kernels: kernel sizes the deeper actor chooses from.
+    num_kernels: kernel sizes the deeper actor chooses a filter height and a filter width
+      from.
+    num_strides: strides the deeper actor chooses from.
     embed: token embedding size.
     hidden: LSTM units per direction of the encoder (the deeper actor has twice as many).
   """
@@ -106,6 +114,7 @@ class EASController(nn.Module):
   max_len: int
   max_blocks: int
   num_kernels: int
+  num_strides: int = 1
   embed: int = 16
   hidden: int = 50
 
@@ -117,11 +126,16 @@ class EASController(nn.Module):
     self.wider_head = nn.Dense(1)
     self.deeper_lstm = nn.OptimizedLSTMCell(h2)
     self.deeper_start = self.param("deeper_start", nn.initializers.zeros, (h2,))
-    self.block_embed = nn.Embed(self.max_blocks, h2)
-    self.pos_embed = nn.Embed(self.max_len, h2)
+    # One head per decision; each decision's embedding is the next decision's input.
     self.block_head = nn.Dense(self.max_blocks)
     self.pos_head = nn.Dense(self.max_len)
-    self.kernel_head = nn.Dense(self.num_kernels)
+    self.height_head = nn.Dense(self.num_kernels)
+    self.width_head = nn.Dense(self.num_kernels)
+    self.stride_head = nn.Dense(self.num_strides)
+    self.block_embed = nn.Embed(self.max_blocks, h2)
+    self.pos_embed = nn.Embed(self.max_len, h2)
+    self.height_embed = nn.Embed(self.num_kernels, h2)
+    self.width_embed = nn.Embed(self.num_kernels, h2)
 
   def encode(self, tokens: jax.Array, length: jax.Array):
     """Per-layer states ``(L, 2H)`` and the final state ``(c, h)``, each ``(2H,)``."""
@@ -142,29 +156,33 @@ class EASController(nn.Module):
     return widen, jnp.sum(jnp.where(mask, logp, 0.0)), jax.nn.sigmoid(logits)
 
   def _deeper(self, state, obs, action, key, uniform):
-    keys = jax.random.split(key, 3) if key is not None else (None,) * 3
+    n = len(DEEPER_DECISIONS)
+    keys = jax.random.split(key, n) if key is not None else (None,) * n
 
-    def decide(lstm_state, x, head, mask, k, given):
+    def decide(i, lstm_state, x, head, mask):
       lstm_state, h = self.deeper_lstm(lstm_state, x)
       logp = _masked_log_softmax(head(h), mask, uniform)
+      given = None if action is None else action[i]
       if given is None:
-        given = jax.random.categorical(k, logp).astype(jnp.int32)
+        given = jax.random.categorical(keys[i], logp).astype(jnp.int32)
       return lstm_state, logp, given
 
     sizes = obs["block_sizes"]
-    pick = (lambda i: None) if action is None else (lambda i: action[i])
-    state, lp_block, block = decide(state, self.deeper_start, self.block_head, sizes > 0,
-                                    keys[0], pick(0))
-    state, lp_pos, pos = decide(state, self.block_embed(block), self.pos_head,
-                                jnp.arange(self.max_len) < sizes[block], keys[1], pick(1))
-    _, lp_kernel, kernel = decide(state, self.pos_embed(pos), self.kernel_head,
-                                  jnp.ones(self.num_kernels, bool), keys[2], pick(2))
+    kernels, strides = jnp.ones(self.num_kernels, bool), jnp.ones(self.num_strides, bool)
+    state, lp_block, block = decide(0, state, self.deeper_start, self.block_head, sizes > 0)
+    state, lp_pos, pos = decide(1, state, self.block_embed(block), self.pos_head,
+                                jnp.arange(self.max_len) < sizes[block])
+    state, lp_h, height = decide(2, state, self.pos_embed(pos), self.height_head, kernels)
+    state, lp_w, width = decide(3, state, self.height_embed(height), self.width_head, kernels)
+    _, lp_s, stride = decide(4, state, self.width_embed(width), self.stride_head, strides)
     is_conv = obs["block_conv"][block]
-    kernel = jnp.where(is_conv, kernel, 0)
-    logp = lp_block[block] + lp_pos[pos] + jnp.where(is_conv, lp_kernel[kernel], 0.0)
+    conv = jnp.where(is_conv, jnp.stack([height, width, stride]), 0)
+    lp_conv = lp_h[conv[0]] + lp_w[conv[1]] + lp_s[conv[2]]
+    logp = lp_block[block] + lp_pos[pos] + jnp.where(is_conv, lp_conv, 0.0)
     ok = obs["deeper_ok"]
-    return (jnp.where(ok, jnp.stack([block, pos, kernel]), 0).astype(jnp.int32),
-            jnp.where(ok, logp, 0.0), jnp.exp(lp_block))
+    chosen = jnp.concatenate([jnp.stack([block, pos]), conv])
+    return (jnp.where(ok, chosen, 0).astype(jnp.int32), jnp.where(ok, logp, 0.0),
+            jnp.exp(lp_block))
 
   def wider(self, obs: dict, widen: jax.Array | None = None, key: jax.Array | None = None,
             uniform=False):
@@ -184,17 +202,20 @@ class EASController(nn.Module):
 
   def deeper(self, obs: dict, action: jax.Array | None = None, key: jax.Array | None = None,
              uniform=False):
-    """The Net2Deeper decision ``(block, position, kernel index)`` of one network.
+    """The Net2Deeper decision of one network: ``(block, position, filter height index,
+    filter width index, stride index)`` (:data:`DEEPER_DECISIONS`).
 
     Args:
       obs: one observation.
-      action: ``(3,)`` int32 decision to score; sampled from ``key`` when None.
+      action: ``(5,)`` int32 decision to score; sampled from ``key`` when None.
       key: PRNG key for sampling.
-      uniform: choose uniformly among the allowed blocks, positions and kernels.
+      uniform: choose uniformly among the allowed blocks, positions, kernel sizes and
+        strides.
 
     Returns:
-      ``(action (3,) int32, log-probability ())``. The kernel index is 0 and adds
-      nothing in a dense block; the log-probability is 0 when ``deeper_ok`` is false.
+      ``(action (5,) int32, log-probability ())``. The filter and stride indices are 0
+      and add nothing in a dense block; the log-probability is 0 when ``deeper_ok`` is
+      false.
     """
     _, final = self.encode(obs["tokens"], obs["length"])
     return self._deeper(final, obs, action, key, uniform)[:2]
@@ -214,13 +235,14 @@ class EASController(nn.Module):
     actor picks each block."""
     states, final = self.encode(obs["tokens"], obs["length"])
     p_widen = self._wider(states, obs, jnp.zeros_like(obs["tokens"]), None, uniform)[2]
-    p_block = self._deeper(final, obs, jnp.zeros((3,), jnp.int32), None, uniform)[2]
+    no_action = jnp.zeros((len(DEEPER_DECISIONS),), jnp.int32)
+    p_block = self._deeper(final, obs, no_action, None, uniform)[2]
     return jnp.where(obs["widen_mask"], p_widen, 0.0), p_block
 
   def __call__(self, obs: dict):
     # Only for ``init``: touch every submodule once.
-    return self.step_log_prob(obs, jnp.zeros_like(obs["tokens"]), jnp.zeros((3,), jnp.int32),
-                              jnp.bool_(True))
+    return self.step_log_prob(obs, jnp.zeros_like(obs["tokens"]),
+                              jnp.zeros((len(DEEPER_DECISIONS),), jnp.int32), jnp.bool_(True))
 
 
 def dummy_observation(controller: EASController) -> dict:
@@ -264,8 +286,8 @@ def sample(controller: EASController, params, obs: dict, keys: jax.Array, kind: 
     uniform: sample the uniformly random policy instead.
 
   Returns:
-    ``(actions, log-probabilities (n,))``: actions ``(n, L)`` (wider) or ``(n, 3)``
-    (deeper), int32.
+    ``(actions, log-probabilities (n,))``: actions ``(n, L)`` (wider) or ``(n, 5)``
+    (deeper, :data:`DEEPER_DECISIONS`), int32.
   """
   method = _method(kind)
 
@@ -284,7 +306,7 @@ def log_prob(controller: EASController, params, obs: dict, widen: jax.Array,
     params: its parameters.
     obs: observations with leading axes ``(n, T)``: child ``i`` before its step ``t``.
     widen: ``(n, T, L)`` wider decisions (read where ``is_wider``).
-    deeper: ``(n, T, 3)`` deeper decisions (read elsewhere).
+    deeper: ``(n, T, 5)`` deeper decisions (read elsewhere).
     is_wider: ``(T,)`` bool, the kind of each step.
     valid: ``(n, T)`` bool, the steps that were taken.
 
@@ -306,4 +328,4 @@ def _method(kind: str) -> str:
 
 
 __all__ = ["EASController", "LSTM", "observation_spec", "dummy_observation", "init_params",
-           "sample", "log_prob", "NEG", "INIT_SCALE"]
+           "sample", "log_prob", "NEG", "INIT_SCALE", "DEEPER_DECISIONS"]

@@ -22,7 +22,8 @@ approximation of the Pareto front. Each generation (Algorithm 1 of the paper):
    so that children crowding the same spot compete with each other (optionally also
    divided by a power of each child's cost, ``cost_objective``, so that a search under a
    budget of training time spreads its time rather than its children over the front;
-   ``accept_density="population"`` is the paper's density of the population alone);
+   ``accept_density="population"`` is the paper's density of the population alone, the
+   density of step 1; the preset ``"paper"``, :data:`PAPER`, gives Algorithm 1's rules);
 5. only the accepted children get weights, inherited from their parent through the
    morphism (Lamarckian inheritance; an inserted batch norm takes its statistics on the
    problem's training inputs, so that the child keeps the function in training mode
@@ -131,6 +132,25 @@ def _batched(space: SearchSpace):
 
 
 # ------------------------------------------------------------------------------ options
+# The operators of the LEMONADE paper: network morphisms (§3.1: insert a conv-BN-ReLU,
+# widen a layer, add a skip; widening a kernel, appendix A.1.1) and approximate ones
+# (§3.2: remove a layer or a skip, prune filters, replace a conv by a depthwise-separable
+# one). Net2Deeper, which the defaults draw too, is EAS's.
+PAPER_MORPHISMS = ("net2wider", "insert_conv_bn_relu", "add_skip", "widen_kernel",
+                   "remove_layer", "remove_skip", "prune_filters", "to_sepconv")
+# Algorithm 1 as published. The registered defaults differ in two rules: they accept
+# children by a density over the population and the proposed children together, and draw
+# Net2Deeper too. The other options listed here are the ones this package adds to the
+# paper's rules (size bounds, width priors, cost weighting, margins, constraints, repeated
+# training of the starts), at the values that switch them off, as in the defaults: so
+# the preset applied over any options (an experiment's) gives the paper's rules, and
+# leaves its budget and scale (n_pc, n_ac, starts, distillation) as they are.
+PAPER = {"accept_density": "population", "morphisms": PAPER_MORPHISMS,
+         "cost_objective": None, "dominance_margin": (), "depth_margin": 0.0,
+         "constraints": (), "initial_depth": 1, "min_params": None, "max_params": None,
+         "monotone_widths": False, "widen_to_monotone": False, "min_width": None}
+
+
 def _morphism_names() -> tuple[str, ...]:
   from nasjax.ops import MORPHISMS
 
@@ -221,7 +241,7 @@ def constraint_pairs(constraints) -> tuple[tuple[int, float], ...]:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class LemonadeConfig(Options):
-  """LEMONADE's options.
+  """LEMONADE's options (preset ``"paper"``: :data:`PAPER`).
 
   Attributes:
     n_pc: children proposed per generation.
@@ -320,6 +340,7 @@ class LemonadeConfig(Options):
   """
 
   strategy = "lemonade"
+  presets = {"paper": PAPER}
   n_pc: int = option(16, integer(1))
   n_ac: int = option(4, integer(1))
   cheap_objectives: tuple[str, ...] = option(
@@ -1170,4 +1191,4 @@ register_strategy(
 __all__ = ["Lemonade", "LemonadeConfig", "LemonadeState", "Individual", "pareto_population",
            "feasible", "constraint_pairs", "cheap_objectives", "arch_latency",
            "narrowing_conv", "widen_to_monotone", "fronts_by_generation", "plot_fronts",
-           "export_front", "report_run", "CHEAP_OBJECTIVES"]
+           "export_front", "report_run", "CHEAP_OBJECTIVES", "PAPER", "PAPER_MORPHISMS"]
