@@ -115,3 +115,115 @@ def test_the_readme_first_command_runs_shrunk(tmp_path, capsys):
   assert shlex.split(report_cmd)[:2] == ["nasjax", "report"]
   assert cli.main(["report", str(tmp_path / "run")]) == 0
   assert (tmp_path / "run" / "report.html").is_file()
+
+
+# ------------------------------------------------------------------------- --preset paper
+def _needs_nb201():
+  from nasjax.search import tabular
+
+  if not (tabular.data_dir() / tabular.NB201_FILE).is_file():
+    pytest.skip(f"NB201's table not found under {tabular.data_dir()}")
+
+
+def _preset_search(workdir, *extra):
+  return ["search", "--strategy", "rl_nas", "--benchmark", "nb201", "--dataset", "cifar10",
+          "--preset", "paper", "--config", '{"batch_size": 2}', "--max-evals", "6",
+          "--seed", "4", "--quiet", "--json", "--workdir", str(workdir), *extra]
+
+
+def test_search_preset_paper_is_recorded_and_a_resumed_run_keeps_it(tmp_path, capsys,
+                                                                   monkeypatch):
+  from nasjax.search import read_config, read_history
+  from nasjax.search.evaluators import NB201Evaluator
+
+  _needs_nb201()
+  ref = tmp_path / "ref"
+  assert cli.main(_preset_search(ref)) == 0
+  capsys.readouterr()
+  cfg = read_config(ref)
+  # Zoph & Le's Adam step 0.0006 and no entropy bonus from the preset; --config's two
+  # children per update over the preset's eight.
+  options = cfg["strategy_config"]
+  assert options["learning_rate"] == pytest.approx(0.0006, abs=1e-12)
+  assert options["entropy_weight"] == 0.0 and options["batch_size"] == 2
+  assert cfg["metadata"]["preset"] == "paper"
+  history = read_history(ref)
+  assert len(history) == 6
+
+  # Killed in the third generation (after two checkpointed ones), then resumed: the run
+  # keeps the preset's options and ends with the uninterrupted run's history.
+  calls, evaluate = [], NB201Evaluator.evaluate
+
+  def failing(self, *args, **kwargs):
+    calls.append(1)
+    if len(calls) == 3:
+      raise RuntimeError("killed")
+    return evaluate(self, *args, **kwargs)
+
+  killed = tmp_path / "killed"
+  monkeypatch.setattr(NB201Evaluator, "evaluate", failing)
+  with pytest.raises(RuntimeError, match="killed"):
+    cli.main(_preset_search(killed))
+  monkeypatch.setattr(NB201Evaluator, "evaluate", evaluate)
+  assert len(read_history(killed)) == 4
+  assert cli.main(["resume", str(killed), "--quiet", "--json"]) == 0
+  assert json.loads(capsys.readouterr().out)["evaluations"] == 6
+  again = read_config(killed)
+  assert again["metadata"]["preset"] == "paper" and again["strategy_config"] == options
+  strip = lambda h: [{k: v for k, v in e.items() if k not in ("wall", "compile")} for e in h]
+  assert strip(read_history(killed)) == strip(history)
+
+  # Without --preset the registered defaults run (Adam 0.005, an entropy bonus 0.001).
+  plain = tmp_path / "plain"
+  args = _preset_search(plain)
+  del args[args.index("--preset"):args.index("--preset") + 2]
+  assert cli.main(args) == 0
+  cfg = read_config(plain)
+  assert cfg["metadata"]["preset"] is None
+  assert cfg["strategy_config"]["learning_rate"] == pytest.approx(0.005, abs=1e-12)
+  assert cfg["strategy_config"]["entropy_weight"] == pytest.approx(0.001, abs=1e-12)
+
+
+def test_bench_preset_paper_equals_the_presets_options_given_as_config(capsys):
+  from nasjax.search import bench
+  from nasjax.search.options import preset_config
+
+  _needs_nb201()
+  args = ["bench", "nb201", "--strategy", "rl_nas", "--preset", "paper", "--config",
+          '{"batch_size": 2}', "--runs", "2", "--time-budget", "1500", "--seed", "5",
+          "--json"]
+  assert cli.main(args) == 0
+  out = json.loads(capsys.readouterr().out)
+  assert out["preset"] == "paper" and out["runs"] == 2 and out["mean_queries"] > 5
+  options = preset_config("rl_nas", "paper", {"batch_size": 2})
+  assert options["learning_rate"] == pytest.approx(0.0006, abs=1e-12)
+  same = bench.bench_nb201("rl_nas", "cifar10", 2, 1500.0, 5, options)
+  for k in ("mean", "std", "min", "max", "mean_queries"):
+    assert out[k] == pytest.approx(same[k], abs=1e-9), k
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["search", "--strategy", "rea", "--benchmark", "nb201", "--preset", "paper"],
+     "--preset 'paper': strategy 'rea' has no such preset for nasjax search; it has "
+     "['smoke']"),
+    (["search", "--strategy", "pnas", "--benchmark", "nb201", "--preset", "fast"],
+     "--preset 'fast': strategy 'pnas' has no such preset for nasjax search; it has "
+     "['smoke', 'paper']"),
+    (["bench", "nb201", "--strategy", "nao", "--preset", "smoke"],
+     "--preset 'smoke': strategy 'nao' has no such preset for nasjax bench; it has "
+     "['paper']"),
+    (["bench", "nb201", "--strategy", "random", "--preset", "paper"],
+     "--preset 'paper': strategy 'random' has no such preset for nasjax bench; it has none"),
+])
+def test_an_unknown_preset_names_the_strategys_presets(tmp_path, capsys, argv, message):
+  workdir = tmp_path / "run"
+  if argv[0] == "search":
+    argv = [*argv, "--workdir", str(workdir)]
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err
+  assert err == f"nasjax {argv[0]}: error: {message}\n"
+  assert not workdir.exists()
+  # A named preset is not a smoke run: it needs a run directory.
+  assert cli.main(["search", "--strategy", "nao", "--benchmark", "nb201", "--preset",
+                   "paper"]) == 2
+  assert "give --workdir" in capsys.readouterr().err

@@ -279,6 +279,17 @@ def test_registered_defaults_and_the_model_they_build():
   assert len(adam) == 1
 
 
+def test_paper_preset_is_naos_proposal_rule_without_the_predicted_fallback():
+  from nasjax.search.options import preset_config
+
+  paper, defaults = preset_config("nao", "paper"), nao_lib.NAOConfig.defaults()
+  assert {k: paper[k] for k in ("select", "fallback", "target", "top_k", "epochs")} == {
+      "select": "first", "fallback": "random", "target": "minmax", "top_k": 10,
+      "epochs": 100}
+  assert {k for k in paper if paper[k] != defaults[k]} <= set(nao_lib.PAPER)
+  assert _nao(**paper).config.fallback == "random"
+
+
 def test_random_fill_avoids_known_and_taken_codes():
   strategy = _nao(top_k=3, capacity=16)
   space = strategy.space
@@ -401,6 +412,13 @@ def test_nao_ws_trains_on_its_pool_scores_it_and_renews_it():
       state.controller.metrics)).all()
   np.testing.assert_array_equal(out[2][0].weights["pool"], pool1)
   np.testing.assert_array_equal(out[3][0].codes, pool1)
+  # The second iteration trains on from the first's shared weights and optimiser state
+  # (no restart), on the renewed pool.
+  for a, b in zip(jax.tree_util.tree_leaves((out[0][1].weights["supernet"].params,
+                                             out[0][1].weights["opt_state"])),
+                  jax.tree_util.tree_leaves((out[2][0].weights["supernet"].params,
+                                             out[2][0].weights["opt_state"]))):
+    np.testing.assert_array_equal(a, b)
   # After the last scoring the pool is proposed best first, and kept whole.
   final = out[3][2]
   last = np.argsort(-out[3][1].scores, kind="stable")
@@ -412,6 +430,23 @@ def test_nao_ws_trains_on_its_pool_scores_it_and_renews_it():
   assert int(state.count) == 2 and int(state.step) == 4
   assert float(state.log.best_score[1]) == pytest.approx(float(np.max(out[3][1].scores)),
                                                          abs=1e-7)
+
+
+def test_nao_ws_renewals_train_one_encoder_predictor_decoder_on():
+  strategy = _nao_ws()
+  state = strategy.init(jax.random.key(0))
+  pool = np.asarray(state.pool)
+  scores = np.linspace(0.9, 0.2, len(pool))
+  _, _, first = strategy.renew(jax.random.key(1), pool, scores, state.controller)
+  _, _, again = strategy.renew(jax.random.key(1), pool, scores, first)
+  _, _, fresh = strategy.renew(jax.random.key(1), pool, scores, state.controller)
+  # The second renewal starts from the first's model: its last epoch fits the pool's
+  # scores and codes better than a model trained for the first time on the same pool.
+  mse = lambda s: float(s.metrics[1])  # noqa: E731
+  loss = lambda s: float(s.metrics[0])  # noqa: E731
+  assert mse(fresh) == pytest.approx(mse(first), rel=1e-6)  # same start, same result
+  assert loss(again) < 0.7 * loss(first), (loss(first), loss(again))
+  assert int(again.count) == len(pool)  # it learns from the current pool only
 
 
 def _on_path(spec, params, path):

@@ -140,3 +140,95 @@ def test_pnas_never_expands_a_failed_cell():
     pnas.PNAS(make_space("darts"))
   with pytest.raises(ValueError, match="predictor must be one of"):
     make_strategy("pnas", space, {"predictor": "gp"})
+
+
+def _tell_all(strategy, state, space, val, count):
+  """Ask and tell ``count`` batches on NB201's table; returns the state and asked codes."""
+  asked = []
+  for _ in range(count):
+    codes, state = strategy.ask(None, state)
+    asked.append(np.asarray(codes))
+    state = strategy.tell(None, state, codes, 100.0 - val[np.asarray(space.index(codes))])
+  return state, np.concatenate(asked)
+
+
+def test_each_level_expands_every_cell_the_level_before_evaluated():
+  space = NB201Space()
+  val = load_nb201().val("cifar10")
+  strategy = make_strategy("pnas", space, {"beam": 2, "predictor": "mlp", "members": 2,
+                                           "fit_steps": 5})
+  state, asked = _tell_all(strategy, strategy.init(jax.random.key(3)), space, val, 5)
+  # Level 2 expands all five one-block cells (not the best K = 2): 5 x 25 cells, scored
+  # by the surrogate and queued best first; the level evaluates the first K.
+  assert int(state.level) == 2 and int(state.queue_size) == 125
+  queue = np.asarray(state.queue[:125])
+  np.testing.assert_array_equal(np.unique(queue[:, 0]), np.arange(5))
+  score = np.asarray(strategy.surrogate.predict(state.predictor, jnp.asarray(queue),
+                                                jnp.full(125, 2)))
+  assert np.all(np.diff(score) <= 1e-6)
+  state, level2 = _tell_all(strategy, state, space, val, 2)
+  np.testing.assert_array_equal(level2, queue[:2])
+  # Level 3 expands the K = 2 cells level 2 evaluated: 2 x 125 expansions, less the two
+  # that are their parents again (node 3 a skip from node 2), evaluated already.
+  assert int(state.level) == 3 and int(state.queue_size) == 248
+  queue = np.asarray(state.queue[:248])
+  evaluated = {space.hash(c) for c in np.concatenate([asked, level2])}
+  assert not {space.hash(c) for c in queue} & evaluated
+  assert {tuple(c[:3]) for c in queue} == {tuple(c[:3]) for c in level2}
+
+
+def test_the_surrogates_training_set_forgets_no_evaluated_cell():
+  space = NB201Space()
+  val = load_nb201().val("cifar10")
+  strategy = make_strategy("pnas", space, {"beam": 4, "predictor": "mlp", "members": 2,
+                                           "fit_steps": 5, "capacity": 4})
+  state, asked = _tell_all(strategy, strategy.init(jax.random.key(0)), space, val, 29)
+  # The buffer started with 4 rows and doubled to 32: all 29 cells are in it, in order,
+  # and none was proposed twice (a forgotten cell would be new again).
+  assert state.codes.shape == (32, 6) and int(state.inserted) == 29
+  np.testing.assert_array_equal(np.asarray(state.codes[:29]), asked)
+  np.testing.assert_allclose(np.asarray(state.fitness[:29]),
+                             100.0 - val[np.asarray(space.index(jnp.asarray(asked)))],
+                             atol=1e-4)
+  assert np.all(np.asarray(state.levels[29:]) == 0)
+  assert len({space.hash(c) for c in asked}) == 29
+  assert pnas.grown(state, 3) is state  # room left: nothing copied
+  assert pnas.grown(state, 4).codes.shape == (64, 6)
+
+
+def test_each_refit_trains_on_every_cell_evaluated_so_far():
+  space = NB201Space()
+  val = load_nb201().val("cifar10")
+  strategy = make_strategy("pnas", space, {"beam": 2, "predictor": "mlp", "members": 2,
+                                           "fit_steps": 5, "capacity": 4})
+  state, _ = _tell_all(strategy, strategy.init(jax.random.key(1)), space, val, 6)
+  # Level 2's second (last) evaluation ends the level: the refit that follows trains on
+  # all seven cells (five of level 1, two of level 2; the buffer grew from 4 to 8 rows),
+  # warm-started from the surrogate of level 1.
+  before = state
+  state, _ = _tell_all(strategy, state, space, val, 1)
+  assert int(state.level) == 3 and int(state.inserted) == 7 and state.codes.shape[0] == 8
+  surrogate = strategy.surrogate
+  valid = np.asarray(state.levels) > 0
+  np.testing.assert_array_equal(np.asarray(state.levels), [1] * 5 + [2] * 2 + [0])
+  fit = jax.jit(surrogate.fit)
+  refit = lambda keep: fit(before.predictor, state.codes, state.levels, -state.fitness,
+                           jnp.asarray(keep))
+  leaves = lambda p: np.concatenate([np.ravel(x) for x in jax.tree.leaves(p)])
+  np.testing.assert_allclose(leaves(state.predictor), leaves(refit(valid)), atol=1e-5)
+  # A refit on the last level's cells alone (a buffer that forgot level 1) differs.
+  last_only = np.asarray(state.levels) == 2
+  assert np.max(np.abs(leaves(refit(last_only)) - leaves(state.predictor))) > 1e-3
+
+
+def test_paper_preset_is_the_papers_beam_and_lstm_ensemble():
+  from nasjax.search.options import preset_config
+
+  paper = preset_config("pnas", "paper")
+  assert paper["beam"] == 256 and paper["predictor"] == "lstm" and paper["members"] == 5
+  assert paper["first_level"] is None  # every one-block cell, as in PNAS
+  strategy = make_strategy("pnas", NB201Space(), paper)
+  assert strategy.surrogate.kind == "lstm" and sorted(strategy.surrogate.modules) == ["lstm"]
+  # Level 3 expands up to K = 256 cells by 125 each; level 2 all five by 25.
+  assert strategy.parents_at(2) == 5 and strategy.parents_at(3) == 256
+  assert strategy.queue_length == 256 * 125

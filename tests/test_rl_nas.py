@@ -130,6 +130,27 @@ def test_rl_nas_skips_failed_children_and_rejects_bad_options():
     make_strategy("rl_nas", NB201Space(), {"objective": 1})
 
 
+def test_paper_preset_runs_zoph_and_les_settings():
+  from nasjax.search.options import preset_config
+
+  paper = preset_config("rl_nas", "paper")
+  defaults = rl_nas.RLNASConfig.defaults()
+  changed = {k: v for k, v in paper.items() if v != defaults[k]}
+  # Adam 0.0006, 8 children per update, no entropy bonus; only what differs is set.
+  assert {k: paper[k] for k in rl_nas.PAPER} == {"learning_rate": 0.0006, "batch_size": 8,
+                                                 "entropy_weight": 0.0}
+  assert set(changed) <= set(rl_nas.PAPER)
+  strategy = make_strategy("rl_nas", NB201Space(), paper)
+  codes, _ = strategy.ask(jax.random.key(0), strategy.init(jax.random.key(1)))
+  assert codes.shape == (8, 6)
+  assert preset_config("rl_nas", "paper", {"batch_size": 2})["batch_size"] == 2
+  with pytest.raises(ValueError, match="strategy 'rl_nas' has no preset 'fast'; it has "
+                                       r"\['paper'\]"):
+    preset_config("rl_nas", "fast")
+  with pytest.raises(ValueError, match="unknown strategy 'nope'"):
+    preset_config("nope", "paper")
+
+
 # ------------------------------------------------------------------------- MnasNet reward
 def test_mnas_reward_formula():
   # reward = ACC * (LAT / T) ** w with w = -0.07 (soft) or 0 / -1 (hard).

@@ -33,9 +33,16 @@ def _reference_table(dataset):
   return out
 
 
-def _reference_protocol(strategy, table, seed, budget):
-  """NB201's loop in plain Python: query while the charged time is below the budget;
-  keep the first architecture with the highest validation accuracy."""
+# What NB201's scripts do with the query whose time crosses the budget: RANDOM.py and
+# R_EA.py make it and, as its cost would pass the budget, stop without it; reinforce.py
+# appends it to its trace before checking, so it counts.
+NB201_SCRIPTS = {"random": "drop", "rea": "drop", "reinforce": "keep"}
+
+
+def _reference_protocol(strategy, table, seed, budget, crossing):
+  """NB201's loop in plain Python: query while the charged time is below the budget
+  (dropping or keeping the query that passes it); keep the first architecture with the
+  highest validation accuracy."""
   space = strategy.space
   ask, tell = jax.jit(strategy.ask), jax.jit(strategy.tell)
   key, k_init = init_keys(seed)
@@ -49,6 +56,8 @@ def _reference_protocol(strategy, table, seed, budget):
       if elapsed >= budget:
         break
       val, test, cost = table[space.decode(code)]
+      if crossing == "drop" and elapsed + cost > budget:
+        return queries, best_test
       elapsed += cost
       queries += 1
       if val > best_val:
@@ -65,14 +74,52 @@ def _reference_protocol(strategy, table, seed, budget):
 def test_nb201_protocol_equals_plain_python_reference(name, dataset):
   evaluator = NB201Evaluator(dataset)
   strategy = make_strategy(name, evaluator.space)
+  assert bench.crossing_rule(strategy) == NB201_SCRIPTS[name]
   seeds = np.arange(7, 10)
   seqs = bench.query_sequences(strategy, evaluator, seeds, time_budget=12000.0)
-  res = bench.nb201_results(seqs, evaluator, 12000.0)
+  res = bench.nb201_results(seqs, evaluator, 12000.0, bench.crossing_rule(strategy))
   table = _reference_table(dataset)
   for i, seed in enumerate(seeds):
-    queries, test = _reference_protocol(strategy, table, int(seed), 12000.0)
+    queries, test = _reference_protocol(strategy, table, int(seed), 12000.0,
+                                        NB201_SCRIPTS[name])
     assert int(res["queries"][i]) == queries
     assert float(res["test"][i]) == test  # exact: same float64 numbers, same choice
+
+
+def test_charged_prefix_drops_or_keeps_the_query_that_crosses_the_budget():
+  cost = np.array([4.0, 4.0, 3.0])
+  seqs = np.array([[0, 1, 2, -1], [0, 0, 1, 0]])  # charged: 4, 8, 11 / 4, 8, 12, 16
+  for budget, drop, keep in ((10.0, [2, 2], [3, 3]), (8.0, [2, 2], [2, 2]),
+                             (11.0, [3, 2], [3, 3])):
+    np.testing.assert_array_equal(bench.charged_prefix(seqs, cost, budget, "drop"), drop)
+    np.testing.assert_array_equal(bench.charged_prefix(seqs, cost, budget, "keep"), keep)
+  with pytest.raises(ValueError, match="crossing must be one of"):
+    bench.charged_prefix(seqs, cost, 10.0, "last")
+  with pytest.raises(ValueError, match="end before its time budget"):
+    bench.charged_prefix(seqs, cost, 20.0, "drop")
+  assert [bench.crossing_rule(make_strategy(n, NB201Space())) for n in
+          ("random", "rea", "reinforce", "nao", "rl_nas", "pnas")] == [
+              "drop", "drop", "keep", "drop", "drop", "drop"]
+
+
+@needs_tables
+def test_bench_nb201_looks_the_chosen_cells_up_on_every_data_set():
+  out = bench.bench_nb201("random", "cifar10", runs=4, seed=3)
+  evaluator = NB201Evaluator("cifar10")
+  seqs = bench.query_sequences(make_strategy("random", evaluator.space), evaluator,
+                               np.arange(3, 7), time_budget=12000.0)
+  res = bench.nb201_results(seqs, evaluator, 12000.0, "drop")
+  table = evaluator.table
+  by = out["test_by_dataset"]
+  assert sorted(by) == ["cifar10", "cifar100", "imagenet16-120"]
+  assert by["cifar10"]["mean"] == out["mean"] == pytest.approx(np.mean(res["test"]), abs=0)
+  for name in ("cifar100", "imagenet16-120"):
+    looked_up = table.test(name)[res["best_index"]]
+    assert by[name]["mean"] == pytest.approx(np.mean(looked_up), abs=1e-12)
+    assert by[name]["std"] == pytest.approx(np.std(looked_up), abs=1e-12)
+  assert out["crossing"] == "drop" and out["preset"] is None
+  with pytest.raises(ValueError, match="strategy 'rea' has no preset 'paper'"):
+    bench.bench_nb201("rea", runs=2, preset="paper")
 
 
 @needs_tables
@@ -84,18 +131,24 @@ def test_run_directory_records_the_protocol_of_the_benchmark_path(tmp_path, name
   # order for the same seed. (The benchmark's vectorised program, one vmapped while loop
   # over seeds, rounds a learned model's float32 maths differently and may part from
   # them after a few dozen queries; test_vmapped_rea_over_seeds_equals_the_per_seed_loop
-  # and test_nao's vectorised test compare it where it is exact.)
+  # and test_nao's vectorised test compare it where it is exact.) The run directory
+  # records every query up to the one that crosses the budget, as the "keep" rule
+  # counts them; under the "drop" rule the benchmark leaves out that last one.
   evaluator = NB201Evaluator("cifar10")
   result = run(name, evaluator, Budget(time_budget=budget), tmp_path, 11, quiet=True)
-  seqs = bench.query_sequences(make_strategy(name, evaluator.space), evaluator, [11],
-                               time_budget=budget, vectorize=False,
+  strategy = make_strategy(name, evaluator.space)
+  seqs = bench.query_sequences(strategy, evaluator, [11], time_budget=budget,
+                               vectorize=False,
                                jittable=search_base.strategy_entry(name).jittable)
-  res = bench.nb201_results(seqs, evaluator, budget)
+  res = bench.nb201_results(seqs, evaluator, budget, "keep")
   assert result.evals == int(res["queries"][0])
   ranks = [evaluator.space.hash(h["code"]) for h in result.history]
   np.testing.assert_array_equal(ranks, seqs[0, :result.evals])
   assert result.summary["test_accuracy"] == float(res["test"][0])
   assert result.history[-2]["elapsed"] < budget <= result.history[-1]["elapsed"]
+  dropped = bench.nb201_results(seqs, evaluator, budget, bench.crossing_rule(strategy))
+  crossed = result.history[-1]["elapsed"] > budget and bench.crossing_rule(strategy) == "drop"
+  assert int(dropped["queries"][0]) == result.evals - crossed
 
 
 @needs_tables

@@ -11,7 +11,9 @@ time passes the budget, which the host check confirms is late enough). Strategie
 are not jittable run the same loop in Python.
 
 - :func:`bench_nb201`: NAS-Bench-201's protocol (12-epoch validation signal, simulated
-  time, the 200-epoch test accuracy of the best by validation), mean and std over runs.
+  time, the 200-epoch test accuracy of the best by validation), mean and std over runs,
+  and, as NB201's Table 5 reports a search on CIFAR-10, the test accuracy of the same
+  chosen cells on all three data sets.
 - :func:`bench_macro`: the (error, params) Pareto front each run found on
   NAS-Bench-Macro, its hypervolume as a fraction of the true front's.
 """
@@ -29,8 +31,33 @@ import numpy as np
 from nasjax.search import pareto
 from nasjax.search.base import generation_keys, init_keys, make_strategy, strategy_entry
 from nasjax.search.evaluators import MacroEvaluator, NB201Evaluator
+from nasjax.search.options import preset_config
 
 MARGIN_SECONDS = 1.0  # float32 charged time may lag the float64 sum by far less
+
+# What NB201's protocol does with the query whose simulated time crosses the budget,
+# declared by a strategy class as ``budget_crossing``: NB201's scripts of random search
+# and REA make the query, find that its cost would pass the budget and drop it
+# ("drop"); its REINFORCE script records the query first and so keeps it ("keep"). (The
+# REA script charges its first population without that check; the rule applies it to
+# every query, which differs only under budgets shorter than the first population.)
+CROSSING_RULES = ("drop", "keep")
+DEFAULT_CROSSING = "drop"  # the rule of a strategy that declares none
+NB201_DATASETS = ("cifar10", "cifar100", "imagenet16-120")
+
+
+def crossing_rule(strategy) -> str:
+  """The ``budget_crossing`` rule a strategy (object or class) declares, else
+  :data:`DEFAULT_CROSSING`.
+
+  Raises:
+    ValueError: if the strategy declares a rule not in :data:`CROSSING_RULES`.
+  """
+  rule = getattr(strategy, "budget_crossing", DEFAULT_CROSSING)
+  if rule not in CROSSING_RULES:
+    raise ValueError(f"strategy {getattr(strategy, 'name', strategy)!r} declares "
+                     f"budget_crossing={rule!r}; expected one of {list(CROSSING_RULES)}")
+  return rule
 
 
 def _batch_size(strategy, space) -> int:
@@ -61,7 +88,8 @@ def query_sequences(strategy, evaluator, seeds, *, time_budget: float | None = N
 
   Returns:
     ``(R, N)`` int64 code ranks, ``-1`` after a run stopped. Under a time budget each
-    row extends at least to the query that exhausts the budget; with ``max_evals`` each
+    row extends at least to the query that crosses the budget (whether that query
+    counts is :func:`charged_prefix`'s rule); with ``max_evals`` each
     row holds exactly the first ``max_evals`` queries. With ``final_states``, the pair
     ``(ranks, states)``, ``states`` the runs' states stacked along a leading axis R.
   """
@@ -148,60 +176,97 @@ def _python_sequences(strategy, space, F, cost, seeds, time_budget, max_evals,
   return np.array([r + [-1] * (width - len(r)) for r in rows], np.int64), states
 
 
-def charged_prefix(seqs: np.ndarray, cost: np.ndarray, time_budget: float) -> np.ndarray:
-  """How many queries of each sequence the protocol makes: query ``j`` happens iff the
-  time charged before it (summed in order, float64) is below the budget.
+def charged_prefix(seqs: np.ndarray, cost: np.ndarray, time_budget: float,
+                   crossing: str = DEFAULT_CROSSING) -> np.ndarray:
+  """How many queries of each sequence the protocol makes. The time charged before query
+  ``j`` and with it are summed in order in float64, as NB201's scripts sum them; the run
+  goes on while the time charged is below the budget, and the query that passes the
+  budget is dropped (``crossing="drop"``: query ``j`` counts iff the time charged with it
+  is at most the budget) or kept (``"keep"``: iff the time charged before it is below
+  the budget).
 
   Raises:
-    ValueError: if a sequence ends before its budget is spent (too few recorded).
+    ValueError: for an unknown rule, or if a sequence ends before its budget is spent
+      (too few recorded).
   """
+  if crossing not in CROSSING_RULES:
+    raise ValueError(f"crossing must be one of {list(CROSSING_RULES)}, got {crossing!r}")
   valid = seqs >= 0
   c = np.where(valid, cost[np.where(valid, seqs, 0)], 0.0)
   # np.cumsum adds left to right, with the same roundings as a sequential loop.
   cum = np.cumsum(c, axis=1)
   before = np.concatenate([np.zeros((len(seqs), 1)), cum[:, :-1]], axis=1)
-  taken = valid & (before < time_budget)
+  if crossing == "drop":
+    taken = valid & (before < time_budget) & (cum <= time_budget)
+  else:
+    taken = valid & (before < time_budget)
   if np.any(cum[:, -1] < time_budget):
     raise ValueError("a run's recorded queries end before its time budget is spent; "
                      "raise the generation limit")
   return taken.sum(axis=1)
 
 
-def nb201_results(seqs: np.ndarray, evaluator: NB201Evaluator, time_budget: float
-                  ) -> dict[str, np.ndarray]:
-  """Per run: number of queries, best validation accuracy and its test accuracy."""
-  val = evaluator.table.val(evaluator.dataset)
-  test = evaluator.table.test(evaluator.dataset)
-  n = charged_prefix(seqs, evaluator.table.cost, time_budget)
+def nb201_results(seqs: np.ndarray, evaluator: NB201Evaluator, time_budget: float,
+                  crossing: str = DEFAULT_CROSSING) -> dict[str, np.ndarray]:
+  """Per run: number of queries, best validation accuracy, its test accuracy on the
+  searched data set and on each of :data:`NB201_DATASETS` (``test_<name>``), and its
+  code rank (``best_index``). ``crossing``: see :func:`charged_prefix`."""
+  table = evaluator.table
+  val = table.val(evaluator.dataset)
+  n = charged_prefix(seqs, table.cost, time_budget, crossing)
   cols = np.arange(seqs.shape[1])[None, :]
   v = np.where(cols < n[:, None], val[np.maximum(seqs, 0)], -np.inf)
   best = np.argmax(v, axis=1)  # the first maximum: the earliest of equals wins
   idx = seqs[np.arange(len(seqs)), best]
-  return {"queries": n, "best_val": val[idx], "test": test[idx], "best_index": idx}
+  out = {"queries": n, "best_val": val[idx], "test": table.test(evaluator.dataset)[idx],
+         "best_index": idx}
+  out.update({f"test_{name}": table.test(name)[idx] for name in NB201_DATASETS})
+  return out
+
+
+def accuracy_by_dataset(res: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
+  """Mean and population std (%) over runs of the chosen cells' 200-epoch test accuracy
+  on each NB201 data set, from :func:`nb201_results` (NB201's Table 5 for a search on
+  CIFAR-10)."""
+  return {name: {"mean": float(np.mean(res[f"test_{name}"])),
+                 "std": float(np.std(res[f"test_{name}"]))} for name in NB201_DATASETS}
 
 
 def bench_nb201(strategy: str, dataset: str = "cifar10", runs: int = 500,
                 time_budget: float = 12000.0, seed: int = 0,
-                config: Mapping[str, Any] | None = None, data_dir: str | None = None) -> dict:
+                config: Mapping[str, Any] | None = None, data_dir: str | None = None,
+                preset: str | None = None, vectorize: bool = True) -> dict:
   """``runs`` independent searches under NAS-Bench-201's protocol.
 
-  Run ``i`` uses seed ``seed + i``. Returns a JSON-ready dict: ``mean``, ``std``
-  (population std, %) of the final test accuracy, ``runs``, ``mean_queries``,
-  ``wall_seconds`` (this call, including loading and compiling) and the settings.
+  Run ``i`` uses seed ``seed + i``; the strategy's options are ``config`` over its
+  ``preset`` (e.g. ``"paper"``, :func:`~nasjax.search.options.preset_config`) or over its
+  registered defaults. The query that crosses the budget counts or not by the strategy's
+  ``budget_crossing`` rule (:func:`charged_prefix`). Returns a JSON-ready dict:
+  ``mean``, ``std`` (population std, %) of the final test accuracy on ``dataset``,
+  ``test_by_dataset`` (the same chosen cells' test accuracy on all three data sets),
+  ``runs``, ``mean_queries``, ``crossing``, ``wall_seconds`` (this call, including
+  loading and compiling) and the settings. ``vectorize=False`` runs a jittable
+  strategy's seeds one after another (:func:`query_sequences`).
   """
   start = time.perf_counter()
   if runs < 1:
     raise ValueError(f"runs must be positive, got {runs}")
+  if preset is not None:
+    config = preset_config(strategy, preset, config)
   evaluator = NB201Evaluator(dataset, data_dir=data_dir)
   entry = strategy_entry(strategy)
   strat = make_strategy(strategy, evaluator.space, config, num_objectives=1)
   seqs = query_sequences(strat, evaluator, np.arange(seed, seed + runs),
-                         time_budget=time_budget, jittable=entry.jittable)
-  res = nb201_results(seqs, evaluator, time_budget)
-  return {"benchmark": "nb201", "strategy": strategy, "dataset": evaluator.dataset,
-          "runs": runs, "time_budget": time_budget, "seed": seed,
+                         time_budget=time_budget, jittable=entry.jittable,
+                         vectorize=vectorize)
+  crossing = crossing_rule(strat)
+  res = nb201_results(seqs, evaluator, time_budget, crossing)
+  return {"benchmark": "nb201", "strategy": strategy, "preset": preset,
+          "dataset": evaluator.dataset, "runs": runs, "time_budget": time_budget,
+          "seed": seed, "crossing": crossing,
           "mean": float(np.mean(res["test"])), "std": float(np.std(res["test"])),
           "min": float(np.min(res["test"])), "max": float(np.max(res["test"])),
+          "test_by_dataset": accuracy_by_dataset(res),
           "mean_queries": float(np.mean(res["queries"])),
           "wall_seconds": time.perf_counter() - start}
 
@@ -227,15 +292,19 @@ def macro_hypervolumes(seqs: np.ndarray, evaluator: MacroEvaluator
 
 def bench_macro(strategy: str, evals: int = 100, runs: int = 10, seed: int = 0,
                 config: Mapping[str, Any] | None = None, data_dir: str | None = None,
-                objectives=("error", "params")) -> dict:
+                objectives=("error", "params"), preset: str | None = None) -> dict:
   """``runs`` searches of ``evals`` queries on NAS-Bench-Macro, scored by hypervolume.
 
-  Returns a JSON-ready dict with ``hv_fraction_mean``, ``hv_fraction_std`` (population
-  std), ``true_hypervolume``, ``runs``, ``evals`` and ``wall_seconds``.
+  The strategy's options are ``config`` over its ``preset`` or over its registered
+  defaults, as for :func:`bench_nb201`. Returns a JSON-ready dict with
+  ``hv_fraction_mean``, ``hv_fraction_std`` (population std), ``true_hypervolume``,
+  ``runs``, ``evals``, ``preset`` and ``wall_seconds``.
   """
   start = time.perf_counter()
   if runs < 1 or evals < 1:
     raise ValueError(f"runs and evals must be positive, got runs={runs}, evals={evals}")
+  if preset is not None:
+    config = preset_config(strategy, preset, config)
   evaluator = MacroEvaluator(tuple(objectives), data_dir=data_dir)
   entry = strategy_entry(strategy)
   strat = make_strategy(strategy, evaluator.space, config,
@@ -244,8 +313,8 @@ def bench_macro(strategy: str, evals: int = 100, runs: int = 10, seed: int = 0,
                          jittable=entry.jittable)
   hvs, true_hv = macro_hypervolumes(seqs, evaluator)
   frac = hvs / true_hv
-  return {"benchmark": "macro", "strategy": strategy, "objectives": list(objectives),
-          "runs": runs, "evals": evals, "seed": seed,
+  return {"benchmark": "macro", "strategy": strategy, "preset": preset,
+          "objectives": list(objectives), "runs": runs, "evals": evals, "seed": seed,
           "hv_fraction_mean": float(np.mean(frac)), "hv_fraction_std": float(np.std(frac)),
           "hypervolume_mean": float(np.mean(hvs)), "true_hypervolume": float(true_hv),
           "reference_point": list(MACRO_REFERENCE), "wall_seconds": time.perf_counter() - start}

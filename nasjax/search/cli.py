@@ -9,12 +9,16 @@ nasjax.search.cli`` runs them on their own. Examples::
         --max-evals 20 --workdir runs/random
     nasjax search --strategy rea --preset smoke
     nasjax search --strategy rea --preset smoke --train '{"max_steps": 5}' --max-evals 3
+    nasjax search --strategy nao --benchmark nb201 --preset paper --config '{"epochs": 50}' \\
+        --workdir runs/nao-paper
     nasjax search --strategy rea --dataset fashion_mnist_small --space plain_cnn \\
         --reward mnas --target-latency 0.002 --max-evals 20 --workdir runs/rea-mnas
     nasjax search ... --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0
+    nasjax search ... --backend ray --address 10.0.0.1:6379 --workers 8
     nasjax resume runs/rea
     nasjax report runs/rea
     nasjax bench nb201 --strategy rea --dataset cifar10 --runs 500 --time-budget 12000 --json
+    nasjax bench nb201 --strategy nao --preset paper --runs 60 --json
     nasjax bench macro --strategy random --evals 100 --runs 20 --json
 """
 
@@ -74,9 +78,22 @@ def _reward(args) -> dict | None:
           "mode": args.reward_mode or "soft"}
 
 
+def _check_preset(strategy: str, preset: str, command: str) -> None:
+  """Raise ``ValueError`` naming the presets that ``nasjax COMMAND`` takes for
+  ``strategy`` (``smoke`` for ``search``, and the strategy's option presets,
+  :attr:`~nasjax.search.options.Options.presets`) unless ``preset`` is one of them."""
+  from nasjax.search.options import preset_names
+
+  known = (["smoke"] if command == "search" else []) + list(preset_names(strategy))
+  if preset not in known:
+    raise ValueError(f"--preset {preset!r}: strategy {strategy!r} has no such preset for "
+                     f"nasjax {command}; it has {known or 'none'}")
+
+
 def _options(args) -> argparse.Namespace:
-  """The search options: ``args`` with the JSON options parsed (None where not given)
-  and, under ``--preset smoke``, the preset's choices where the user made none."""
+  """The search options: ``args`` with the JSON options parsed (None where not given);
+  under ``--preset smoke``, the preset's choices where the user made none; under another
+  ``--preset``, the strategy's options of that preset with ``--config`` on top."""
   o = argparse.Namespace(**vars(args))
   o.config = _json_arg(args.config, "--config")
   o.train = _json_arg(args.train, "--train") if args.train else None
@@ -87,6 +104,11 @@ def _options(args) -> argparse.Namespace:
   o.benchmark_flag = f"--benchmark {args.benchmark}"
   if args.preset == "smoke":
     _apply_smoke(o)
+  elif args.preset is not None:
+    from nasjax.search.options import preset_config
+
+    _check_preset(args.strategy, args.preset, "search")
+    o.config = preset_config(args.strategy, args.preset, o.config)
   return o
 
 
@@ -245,10 +267,11 @@ def cmd_search(args) -> int:
 
   # Checks that need no JAX first: ``jax.distributed.initialize`` must precede the rest.
   check_seed(args.seed)
-  if not args.workdir and args.preset is None:
+  if not args.workdir and args.preset != "smoke":
     raise ValueError("give --workdir (the run directory)")
   if args.workdir and args.process_id in (None, 0):  # only process 0 writes it
     check_output_dir(args.workdir, "--workdir")
+  backend = _backend(args)
   _distributed(args)
   o = _options(args)
   evaluator, budget = _plan(o)
@@ -256,8 +279,9 @@ def cmd_search(args) -> int:
                            num_objectives=len(evaluator.objectives), evaluator=evaluator)
   # Everything is checked: only now is a run directory made.
   workdir = args.workdir or tempfile.mkdtemp(prefix=f"nasjax-smoke-{args.strategy}-")
+  # config.json records the preset; a resumed run keeps it (and the options it resolved).
   result = run(strategy, evaluator, budget, workdir, args.seed, quiet=args.quiet,
-               metadata={"argv": sys.argv[1:]})
+               metadata={"argv": sys.argv[1:], "preset": args.preset}, backend=backend)
   _print_result(result, args.json)
   if not args.json and getattr(evaluator, "kind", None) == "train":
     print(trained_summary(result, evaluator))
@@ -312,11 +336,46 @@ def _check_run_dir(workdir: str) -> None:
   read_config(workdir)  # FileNotFoundError naming the directory when it holds no run
 
 
+# The options of --backend ray, as (flag, attribute of the parsed arguments).
+RAY_FLAGS = (("--address", "address"), ("--workers", "workers"), ("--in-flight", "in_flight"))
+
+
+def _backend(args, recorded: dict | None = None):
+  """The backend of ``--backend`` and the Ray flags: None (evaluate here) or a
+  :class:`~nasjax.search.ray_backend.RayBackend`; a resumed run's ``recorded`` backend
+  (its ``config.json``'s) unless ``--backend`` says otherwise, the flags given applied
+  on top."""
+  given = {attr: getattr(args, attr) for _, attr in RAY_FLAGS}
+  backend = args.backend or ("ray" if recorded else "local")
+  if backend == "local":
+    flag = next((f for f, attr in RAY_FLAGS if given[attr] is not None), None)
+    if flag:
+      raise ValueError(f"{flag} applies to --backend ray")
+    return None
+  if any(getattr(args, a, None) is not None for a in ("coordinator", "process_id")):
+    raise ValueError("--backend ray and --coordinator/--process-id (jax.distributed) are "
+                     "alternatives: with Ray, one driver runs the search")
+  from nasjax.search.ray_backend import RayBackend
+
+  backend = RayBackend.from_dict(recorded or {}, **given)
+  # The driver's JAX runs the strategy's small programs: on a GPU that a worker may share,
+  # it takes the memory it uses rather than most of the GPU (read when JAX starts).
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+  return backend
+
+
 def cmd_resume(args) -> int:
+  from nasjax.search.rundir import read_config
   from nasjax.search.runner import resume
 
+  recorded = None
+  if args.coordinator is None and args.process_id is None:  # one process: the run's backend
+    _check_run_dir(args.workdir)
+    recorded = read_config(args.workdir).get("backend")
+  backend = _backend(args, recorded)
   _distributed(args)
-  _print_result(resume(args.workdir, quiet=args.quiet), args.json)
+  _print_result(resume(args.workdir, quiet=args.quiet, backend=backend or "local"),
+                args.json)
   return 0
 
 
@@ -344,15 +403,18 @@ def cmd_bench(args) -> int:
       raise ValueError(f"{flag} must be a positive count, got {value}")
   check_seed(args.seed, count=args.runs)
   config = _json_arg(args.config, "--config")
+  if args.preset is not None:
+    _check_preset(args.strategy, args.preset, "bench")
   if args.benchmark == "nb201":
     out = bench.bench_nb201(args.strategy, args.dataset or "cifar10", args.runs,
-                            args.time_budget, args.seed, config, args.data_dir)
+                            args.time_budget, args.seed, config, args.data_dir,
+                            preset=args.preset)
   else:
     if args.dataset not in (None, "cifar10"):
       raise ValueError(f"NAS-Bench-Macro has only cifar10, got --dataset {args.dataset!r}")
     objectives = tuple(args.objectives.split(",")) if args.objectives else ("error", "params")
     out = bench.bench_macro(args.strategy, args.evals, args.runs, args.seed, config,
-                            args.data_dir, objectives)
+                            args.data_dir, objectives, preset=args.preset)
   if args.json:
     print(json.dumps(out))
   else:
@@ -366,6 +428,19 @@ def _distributed_args(p) -> None:
                  "(jax.distributed.initialize)")
   p.add_argument("--num-processes", type=int, help="multi-process run: number of processes")
   p.add_argument("--process-id", type=int, help="multi-process run: this process's index")
+
+
+def _backend_args(p, resuming: bool = False) -> None:
+  default = " (default: the run's)" if resuming else " (default: local)"
+  p.add_argument("--backend", choices=["local", "ray"], default=None,
+                 help="evaluate candidates in this process (local) or on Ray workers, one "
+                 "per device, asynchronously for random and rea" + default)
+  p.add_argument("--address", help="--backend ray: the Ray cluster, 'auto' or HOST:PORT of "
+                 "its head (default: start Ray on this machine)")
+  p.add_argument("--workers", type=int, help="--backend ray: worker actors, one per device "
+                 "(default: one per GPU of the cluster, else per CPU; up to 4 locally)")
+  p.add_argument("--in-flight", type=int, help="--backend ray: evaluations under way at "
+                 "once (default: --workers)")
 
 
 def register(subparsers) -> None:
@@ -408,10 +483,13 @@ def register(subparsers) -> None:
   p.add_argument("--data-dir", default=None, help="benchmark tables or data set directory")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--workdir", help="run directory (required unless --preset smoke)")
-  p.add_argument("--preset", choices=["smoke"], help="smoke: a tiny end-to-end run on "
-                 f"{SMOKE_DATASET} (or the strategy's benchmark); options given apply on top")
+  p.add_argument("--preset", help="smoke: a tiny end-to-end run on "
+                 f"{SMOKE_DATASET} (or the strategy's benchmark); options given apply on "
+                 "top. paper (where the strategy has it): the strategy's options that follow "
+                 "its paper, --config applied on top")
   p.add_argument("--quiet", action="store_true", help="no progress bar")
   p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+  _backend_args(p)
   _distributed_args(p)
   p.set_defaults(func=cmd_search)
 
@@ -419,6 +497,7 @@ def register(subparsers) -> None:
   p.add_argument("workdir")
   p.add_argument("--quiet", action="store_true")
   p.add_argument("--json", action="store_true")
+  _backend_args(p, resuming=True)
   _distributed_args(p)
   p.set_defaults(func=cmd_resume)
 
@@ -436,7 +515,9 @@ def register(subparsers) -> None:
   p.add_argument("--time-budget", type=float, default=12000.0, help="nb201: simulated seconds")
   p.add_argument("--evals", type=int, default=100, help="macro: evaluations per run")
   p.add_argument("--objectives", help="macro: comma-separated, default error,params")
-  p.add_argument("--config", help="JSON options of the strategy")
+  p.add_argument("--config", help="JSON options of the strategy (over --preset's)")
+  p.add_argument("--preset", help="the strategy's named options, e.g. paper (its paper's "
+                 "rules where its defaults differ)")
   p.add_argument("--seed", type=int, default=0, help="run i uses seed + i")
   p.add_argument("--data-dir", default=None)
   p.add_argument("--json", action="store_true")

@@ -12,6 +12,12 @@ validation of every value (a ``ValueError`` naming the option and the value), th
 round trip of a run directory's ``config.json`` (:meth:`Options.to_dict`,
 :meth:`Options.from_dict`, which also turns JSON lists back into tuples), the errors for
 unknown keys and the check of the ``smoke`` preset when the strategy is registered.
+
+Named sets of options sit on the class too, in :attr:`Options.presets`: ``"paper"``
+holds the options with which a strategy follows its paper's rules where its registered
+defaults do not (:meth:`Options.preset`, :func:`preset_config`)::
+
+    presets = {"paper": {"select": "first", "fallback": "random"}}
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 Check = Callable[[Any], "str | None"]  # a problem with the value, or None
 
@@ -100,6 +106,8 @@ class Options:
 
   num_objectives: int = option(1, integer(1))
   strategy = "strategy"  # the registry name, for messages (set by subclasses)
+  # Named option sets (set by subclasses): preset name -> the options it changes.
+  presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
   def __post_init__(self):
     for f in dataclasses.fields(self):
@@ -141,6 +149,21 @@ class Options:
     out.pop("num_objectives")
     return out
 
+  @classmethod
+  def preset(cls, name: str) -> dict:
+    """Every option but ``num_objectives`` under preset ``name``: the defaults updated
+    with the preset's options (checked).
+
+    Raises:
+      ValueError: naming the presets there are, if ``name`` is not one of them.
+    """
+    if name not in cls.presets:
+      raise ValueError(f"strategy {cls.strategy!r} has no preset {name!r}; it has "
+                       f"{sorted(cls.presets) or 'none'}")
+    out = cls.from_dict(cls.presets[name]).to_dict()
+    out.pop("num_objectives")
+    return out
+
   def to_dict(self) -> dict:
     """The options as JSON data (tuples as lists)."""
     def plain(v):
@@ -153,3 +176,30 @@ class Options:
 
   def replace(self, **changes) -> "Options":
     return dataclasses.replace(self, **changes)
+
+
+def preset_names(strategy: str) -> tuple[str, ...]:
+  """The names of registered ``strategy``'s option presets (:attr:`Options.presets`),
+  sorted; none for a strategy without an options class."""
+  from nasjax.search.base import strategy_entry
+
+  options = strategy_entry(strategy).options
+  return tuple(sorted(options.presets)) if options is not None else ()
+
+
+def preset_config(strategy: str, preset: str,
+                  config: Mapping[str, Any] | None = None) -> dict:
+  """The options of registered ``strategy`` under ``preset`` with ``config`` on top: what
+  ``search.run(strategy, ..., config=...)`` and ``bench.bench_nb201`` take.
+
+  Raises:
+    ValueError: for an unknown strategy, a strategy without options classes or presets,
+      or an unknown preset (naming the ones there are).
+  """
+  from nasjax.search.base import strategy_entry
+
+  entry = strategy_entry(strategy)
+  if entry.options is None:
+    raise ValueError(f"strategy {strategy!r} has no presets (it takes a plain dict of "
+                     "options)")
+  return {**entry.options.preset(preset), **dict(config or {})}

@@ -82,6 +82,9 @@ class RegularizedEvolution:
   space: SearchSpace
   config: EvolutionConfig = EvolutionConfig()
   name = "rea"
+  # NB201's REA script drops the child whose time would pass the budget
+  # (nasjax.search.bench.charged_prefix).
+  budget_crossing = "drop"
 
   def init(self, key: jax.Array) -> EvolutionState:
     del key  # the population starts empty; ask fills it with random samples
@@ -137,4 +140,5 @@ class RegularizedEvolution:
 register_strategy(
     "rea", RegularizedEvolution, options=EvolutionConfig, spaces=("*",), multi_objective=True,
     jittable=True, smoke={"config": {"population_size": 3, "sample_size": 2}, "max_evals": 5},
+    asynchronous=True,  # each result joins the population as it arrives (Real et al. 2019)
     description="regularized (aging) evolution, Real et al. 2019")

@@ -2,14 +2,15 @@
 
 PNAS grows cells one block at a time. All cells of one block are evaluated; then, level
 by level, every evaluated cell of ``b - 1`` blocks is expanded by every possible next
-block, a *surrogate* predictor trained on all cells evaluated so far ranks the
-expansions, the top ``K`` are evaluated, the surrogate is refitted, and so on up to the
-full size (§3.2, Algorithm 1). The surrogate must rank cells larger than any it was
-trained on, so it reads a cell as a sequence of blocks: an LSTM over the blocks, or an
-MLP over the mean of the blocks' embeddings (§3.3). Each kind is an ensemble of ``M``
-members; here member ``m`` is trained on all but every ``M``-th evaluated cell (offset
-``m``), and the prediction is the members' mean (over both kinds with
-``predictor="both"``). The loss is L1, as in the paper, on standardised rewards (the
+block, a *surrogate* predictor trained on all cells evaluated so far scores every
+expansion, the top ``K`` are evaluated (the beam), the surrogate is refitted, and so on
+up to the full size (§3.2, Algorithm 1): level 2 expands all one-block cells, each later
+level the ``K`` cells the level before evaluated. The surrogate must rank cells larger
+than any it was trained on, so it reads a cell as a sequence of blocks: an LSTM over
+the blocks, or an MLP over the mean of the blocks' embeddings (§3.3). Each kind is an
+ensemble of ``M`` members; here member ``m`` is trained on all but every ``M``-th
+evaluated cell (offset ``m``), and the prediction is the members' mean (over both kinds
+with ``predictor="both"``). The loss is L1, as in the paper, on standardised rewards (the
 negated fitness); each refit continues from the previous weights. Once the full size is
 reached and budget remains, the last level repeats: the refitted surrogate ranks the
 expansions not yet evaluated and the next ``K`` are evaluated. ``first_level`` can cap
@@ -32,10 +33,12 @@ How each space grows (:func:`progression_for`):
 - NAS-Bench-Macro (``macro``): a block is a layer; layers not yet grown are identities
   (digit 0), which the benchmark contains.
 
-The state is all arrays: evaluated cells live in a ring buffer of ``capacity`` entries
-(the oldest is forgotten when it is full), and a level's candidates in a ranked queue.
-``ask`` hands out the queue in order, so a level evaluates its top ``K``, rounded up to
-whole batches; a level with fewer than a batch of candidates left repeats its best ones.
+The state is all arrays: evaluated cells live in a buffer that forgets none of them (the
+surrogate's training set: each refit trains on every cell evaluated so far; when the
+buffer is full, ``tell`` doubles it on the host before it records more), and a level's
+candidates in a ranked queue. ``ask`` hands out the queue in order, so a level evaluates
+its top ``K``, rounded up to whole batches; a level with fewer than a batch of
+candidates left repeats its best ones.
 Which expansions were already evaluated is checked by code rank for spaces under 2**31
 codes, else by two 32-bit hashes. ``ask`` and ``tell`` are compiled once per strategy
 and also trace under ``jit``; the registry marks the strategy as not jittable all the
@@ -212,10 +215,6 @@ class Progression:
     count = jnp.asarray(self.tokens_per_level)[jnp.clip(levels, 1, self.levels) - 1]
     mask = jnp.arange(tok.shape[1])[None, :] < count[:, None]
     return tok.astype(jnp.int32), mask
-
-  @property
-  def max_children(self) -> int:
-    return max(len(c) for c in self.combos[1:]) if self.levels > 1 else 0
 
 
 def _nb201_progression(space: NB201Space) -> Progression:
@@ -434,10 +433,11 @@ class Surrogate:
 @flax.struct.dataclass
 class PNASState:
   """Attributes:
-    codes: ``(N, L)`` int32 evaluated cells (ring buffer of ``capacity``).
+    codes: ``(N, L)`` int32 evaluated cells, in the order told (a buffer of N rows,
+      ``capacity`` at first, doubled whenever it is full: nothing is forgotten).
     fitness: ``(N,)`` float32 their scalar fitness (NaN: failed or empty slot).
     levels: ``(N,)`` int32 their numbers of blocks (0: empty slot).
-    inserted: ``()`` int32 entries written (the next goes to ``inserted % N``).
+    inserted: ``()`` int32 entries written (the next goes to row ``inserted``).
     predictor: the surrogate's parameters.
     queue: ``(Q, L)`` int32 candidates of the current level, best predicted first.
     queue_size: ``()`` int32 valid entries of the queue.
@@ -460,6 +460,13 @@ class PNASState:
   count: jax.Array
 
 
+# PNAS's own settings: a beam of K = 256 cells per level (its CIFAR-10 search trained
+# 136 + 4 * 256 = 1,160 cells) and an ensemble of 5 LSTM predictors (the paper also
+# reports an ensemble of MLPs). The registered default beam, 16, was chosen for searches
+# of about a hundred cells (docs/results/rl_pnas.md).
+PAPER = {"beam": 256, "predictor": "lstm"}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class PNASConfig(Options):
   """Attributes:
@@ -472,17 +479,18 @@ class PNASConfig(Options):
     embed, hidden: predictor widths.
     learning_rate: the surrogate's Adam step size.
     fit_steps: Adam steps per refit.
-    capacity: evaluated cells remembered.
+    capacity: rows of the buffer of evaluated cells at first (it doubles when full).
     objective: which objective is minimised, when ``reward`` is None.
     reward: a MnasNet reward config (:func:`~nasjax.search.hardware.make_scalarizer`),
       or None.
   """
 
   strategy = "pnas"
+  presets = {"paper": PAPER}
   beam: int = option(16, integer(1))
   first_level: int | None = option(None, integer(1, none=True))
   batch_size: int = option(1, integer(1))
-  predictor: str = option("both", one_of(*PREDICTORS))
+  predictor: str = option("lstm", one_of(*PREDICTORS))
   members: int = option(5, integer(1))
   embed: int = option(16, integer(1))
   hidden: int = option(32, integer(1))
@@ -512,6 +520,9 @@ class PNAS:
   space: SearchSpace
   config: PNASConfig = PNASConfig()
   name = "pnas"
+  # Under NB201's protocol the query that would pass the time budget is dropped, as in
+  # NB201's random-search and REA scripts (nasjax.search.bench.charged_prefix).
+  budget_crossing = "drop"
 
   def __post_init__(self):
     progression_for(self.space)  # a space PNAS cannot grow fails here
@@ -526,10 +537,20 @@ class PNAS:
     return Surrogate(self.progression, cfg.predictor, cfg.members, cfg.embed, cfg.hidden,
                      cfg.learning_rate, cfg.fit_steps)
 
+  def parents_at(self, level: int) -> int:
+    """How many cells of ``level - 1`` blocks can have been evaluated, so expanded: all
+    one-block cells for level 2, else the beam rounded up to whole batches."""
+    if level <= 2:
+      return len(self.progression.first)
+    B = self.config.batch_size
+    return -(-self.config.beam // B) * B
+
   @property
   def queue_length(self) -> int:
-    """Q, the length of a level's queue of candidates."""
-    return max(len(self.progression.first), self.config.beam * self.progression.max_children)
+    """Q, the length of a level's queue of candidates: every expansion of every parent."""
+    prog = self.progression
+    return max([len(prog.first)] + [self.parents_at(b) * len(prog.combos[b - 1])
+                                    for b in range(2, prog.levels + 1)])
 
   # -- helpers ------------------------------------------------------------------------
   def _fingerprints(self, codes: jax.Array) -> jax.Array:
@@ -567,16 +588,22 @@ class PNAS:
     return children[order], jnp.sum(ok).astype(jnp.int32)
 
   def _level_candidates(self, state: PNASState, level) -> tuple[jax.Array, jax.Array]:
-    """``(Q, L)`` expansions of the best evaluated cells of ``level - 1`` blocks."""
-    prog, K, Q, L = self.progression, self.config.beam, self.queue_length, self.space.length
-    f = jnp.where((state.levels == level - 1) & jnp.isfinite(state.fitness), state.fitness,
-                  jnp.inf)
-    top = jnp.argsort(f, stable=True)[:K]
-    parents, parent_ok = state.codes[top], jnp.isfinite(f[top])
+    """``(Q, L)`` expansions of every evaluated cell of ``level - 1`` blocks (each cell
+    once, failed ones not), and which rows hold one."""
+    prog, Q, L = self.progression, self.queue_length, self.space.length
+    fp = self._fingerprints(state.codes)
+    earlier = jnp.arange(fp.shape[0])[None, :] < jnp.arange(fp.shape[0])[:, None]
+    repeat = jnp.any(jnp.all(fp[:, None, :] == fp[None, :, :], axis=-1) & earlier &
+                     jnp.isfinite(state.fitness)[None, :], axis=1)
+    f = jnp.where((state.levels == level - 1) & jnp.isfinite(state.fitness) & ~repeat,
+                  state.fitness, jnp.inf)
+    order = jnp.argsort(f, stable=True)
 
     def branch(b):
       def fn(_):
-        kids = prog.children(parents, b)
+        top = order[:min(self.parents_at(b), f.shape[0])]
+        parent_ok = jnp.isfinite(f[top])
+        kids = prog.children(state.codes[top], b)
         ok = jnp.repeat(parent_ok, len(prog.combos[b - 1]))
         pad = Q - kids.shape[0]
         return (jnp.concatenate([kids, jnp.zeros((pad, L), jnp.int32)]),
@@ -613,8 +640,14 @@ class PNAS:
     return _ask(self, key, state)
 
   def tell(self, key, state: PNASState, candidates, fitness) -> PNASState:
-    """Record the candidates; at the end of a level refit the surrogate and rank the next."""
-    return _tell(self, key, state, jnp.asarray(candidates, jnp.int32),
+    """Record the candidates; at the end of a level refit the surrogate and rank the next.
+
+    When the buffer of evaluated cells cannot hold the candidates, it is doubled first
+    (on the host: a ``tell`` traced under the caller's ``jit`` cannot grow it, and then
+    records no cell past its capacity).
+    """
+    codes = jnp.asarray(candidates, jnp.int32)
+    return _tell(self, key, grown(state, codes.shape[0]), codes,
                  jnp.asarray(fitness, jnp.float32))
 
   def _ask_impl(self, key, state: PNASState):
@@ -627,12 +660,12 @@ class PNAS:
     del key
     codes = jnp.asarray(candidates, jnp.int32)
     f = self._scalar(fitness)
-    B, N = codes.shape[0], self.config.capacity
-    slots = (state.inserted + jnp.arange(B)) % N
+    B = codes.shape[0]
+    slots = state.inserted + jnp.arange(B)
     state = state.replace(
-        codes=state.codes.at[slots].set(codes),
-        fitness=state.fitness.at[slots].set(f),
-        levels=state.levels.at[slots].set(jnp.full((B,), state.level)),
+        codes=state.codes.at[slots].set(codes, mode="drop"),
+        fitness=state.fitness.at[slots].set(f, mode="drop"),
+        levels=state.levels.at[slots].set(jnp.full((B,), state.level), mode="drop"),
         inserted=state.inserted + B, position=state.position + B, count=state.count + B)
 
     def advance(s: PNASState) -> PNASState:
@@ -646,6 +679,24 @@ class PNAS:
                        position=jnp.zeros((), jnp.int32), level=level)
 
     return jax.lax.cond(state.position >= state.quota, advance, lambda s: s, state)
+
+
+def grown(state: PNASState, more: int) -> PNASState:
+  """``state`` with its buffer of evaluated cells doubled until ``more`` further cells fit
+  (the new rows empty); ``state`` itself when they fit, or when it is being traced."""
+  if isinstance(state.inserted, jax.core.Tracer):
+    return state
+  n, need = state.fitness.shape[0], int(state.inserted) + more
+  if need <= n:
+    return state
+  size = n
+  while size < need:
+    size *= 2
+  pad = size - n
+  return state.replace(
+      codes=jnp.concatenate([state.codes, jnp.zeros((pad, state.codes.shape[1]), jnp.int32)]),
+      fitness=jnp.concatenate([state.fitness, jnp.full((pad,), jnp.nan, jnp.float32)]),
+      levels=jnp.concatenate([state.levels, jnp.zeros((pad,), jnp.int32)]))
 
 
 # Compiled once per strategy object: the static first argument hashes by identity.
