@@ -173,6 +173,12 @@ def train_supernet(name: str, options: dict, epochs: float, space, data, seed: i
   anything else."""
   options = {**options, "steps": oneshot.steps_for_epochs(
       epochs, len(data.y_train), options.get("batch_size", 64))}
+  return trained(name, space, options, data, seed)
+
+
+def trained(name: str, space, options: dict, data, seed: int):
+  """The strategy ``name`` with ``options`` and its state once its training requests
+  (run on ``data``, as the evaluator runs them) are done."""
   strat = make_strategy(name, space, options, problem=work.Problem.of(data))
   state = strat.init(jax.random.key(seed))
   key = jax.random.key(seed + 1)

@@ -85,16 +85,8 @@ def rank_of_first(scores) -> int:
 
 
 def trained(name: str, space, options: dict, data, seed: int = 0):
-  """The strategy and its state once its training requests (run on ``data``, as the
-  evaluator runs them) are done."""
-  strat = make_strategy(name, space, options, problem=work.Problem.of(data))
-  state, key = strat.init(jax.random.key(seed)), jax.random.key(seed + 1)
-  while True:
-    key, k_ask, _, k_tell = generation_keys(key)
-    asked, state = strat.ask(k_ask, state)
-    if not isinstance(asked, work.TrainShared):
-      return strat, state
-    state = strat.tell(k_tell, state, asked, run_shared(asked, data))
+  """The strategy and its state once its training requests are done."""
+  return _experiment("oneshot_ranking").trained(name, space, options, data, seed)
 
 
 BASE = {"steps": 300, "chunk_steps": 0, "batch_size": 64}
