@@ -24,8 +24,8 @@ import pytest
 
 import nasjax
 from nasjax.search import (STRATEGIES, NB201Evaluator, PlainCNNSpace, RegularizedEvolution,
-                           TrainingEvaluator, cli, read_config, read_history, resume, run,
-                           runner, tabular)
+                           TrainingEvaluator, cli, make_evaluator, read_config, read_history,
+                           resume, run, runner, tabular)
 from nasjax.search.report import report, summarize
 from nasjax.search.strategies.evolution import EvolutionConfig
 
@@ -123,7 +123,7 @@ def test_simulated_time_lasts_its_seconds_and_is_rebuilt_from_its_config():
   assert records == NB201Evaluator().evaluate(codes)
   expected = 0.0001 * sum(r.cost for r in records) + 2 * 0.05
   assert expected <= seconds < expected + 1.0
-  assert runner._rebuild_evaluator(evaluator.config()).config() == evaluator.config()
+  assert make_evaluator(evaluator.config()).config() == evaluator.config()
   with pytest.raises(ValueError, match="SimulatedTime: seconds must be a number >= 0.*-1"):
     SimulatedTime(NB201Evaluator(), 0.0, seconds=-1)
 

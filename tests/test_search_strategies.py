@@ -213,7 +213,7 @@ DEFAULTS = {
     "rl_nas": {"batch_size": 1, "learning_rate": 0.005, "baseline_decay": 0.9,
                "entropy_weight": 1e-3, "hidden": 35, "num_layers": 2, "temperature": 1.0,
                "tanh_constant": None, "objective": 0, "reward": None},
-    "pnas": {"beam": 16, "first_level": None, "batch_size": 1, "predictor": "both",
+    "pnas": {"beam": 16, "first_level": None, "batch_size": 1, "predictor": "lstm",
              "members": 5, "embed": 16, "hidden": 32, "learning_rate": 0.01, "fit_steps": 100,
              "capacity": 128, "objective": 0, "reward": None},
 }

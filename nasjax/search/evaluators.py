@@ -44,6 +44,7 @@ import numpy as np
 
 from nasjax import runtime
 from nasjax.search import hardware, tabular, work
+from nasjax.search.base import Registry
 from nasjax.search.spaces import MacroSpace, NB201Space, SearchSpace, make_space
 
 
@@ -577,11 +578,15 @@ def _macro_from_config(cfg: Mapping) -> MacroEvaluator:
   return MacroEvaluator(**cfg)
 
 
-EVALUATORS: dict[str, Callable[[Mapping], Any]] = {
+# Evaluator kinds -> the function that rebuilds one from its ``config()``. A module that
+# defines another kind registers it when imported (``EVALUATORS.register``); a lookup of
+# a kind not registered yet imports every module of nasjax.search first, so a run
+# directory of any kind resumes in a fresh process.
+EVALUATORS: Registry = Registry("evaluator", {
     "nb201": lambda cfg: NB201Evaluator(**cfg),
     "macro": _macro_from_config,
     "train": _training_from_config,
-}
+})
 
 
 def make_evaluator(config: Mapping) -> Any:

@@ -664,7 +664,7 @@ def _simulated_from_config(config: dict) -> SimulatedTime:
 def _register_simulated() -> None:
   from nasjax.search.evaluators import EVALUATORS
 
-  EVALUATORS.setdefault(SimulatedTime.kind, _simulated_from_config)
+  EVALUATORS.register(SimulatedTime.kind, _simulated_from_config)
 
 
 _register_simulated()

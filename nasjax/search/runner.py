@@ -71,9 +71,9 @@ import numpy as np
 from nasjax import runtime
 from nasjax.search import checkpoint as _checkpoint
 from nasjax.search import work
-from nasjax.search.base import (STRATEGIES, generation_keys, init_keys, load_modules,
-                                make_strategy, strategy_config, strategy_entry)
-from nasjax.search.evaluators import EVALUATORS, Record, make_evaluator
+from nasjax.search.base import (STRATEGIES, generation_keys, init_keys, make_strategy,
+                                strategy_config, strategy_entry)
+from nasjax.search.evaluators import Record, make_evaluator
 from nasjax.search.rundir import (CONFIG_FILE, FORMAT, SEED_RANGE, _json_safe, _prepare,
                                   _RunDir, read_config)
 # What a run directory holds, read by these functions (:mod:`nasjax.search.rundir`).
@@ -785,16 +785,8 @@ def resume(workdir: str | os.PathLike, *, quiet: bool = False, backend=None) -> 
     from nasjax.search.ray_backend import RayBackend
 
     backend = RayBackend.from_dict(cfg["backend"])
-  evaluator = _rebuild_evaluator(cfg["evaluator"])
+  evaluator = make_evaluator(cfg["evaluator"])
   return run(cfg["strategy"], evaluator, cfg["budget"], workdir, cfg["seed"],
              cfg["strategy_config"], quiet=quiet, metadata=cfg.get("metadata"), resume=True,
              backend=backend)
 
-
-def _rebuild_evaluator(config: Mapping[str, Any]):
-  """The evaluator of a run's ``config.json``, in any process: a kind that a module of
-  :mod:`nasjax.search` registers when it is imported (``"simulated"``,
-  :class:`~nasjax.search.ray_backend.SimulatedTime`) is found by importing them."""
-  if config.get("kind") not in EVALUATORS:
-    load_modules()
-  return make_evaluator(config)
