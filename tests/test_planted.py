@@ -40,7 +40,9 @@ NUM_TRAIN, NUM_VAL, CANDIDATES = 2048, 512, 16
 TOP = {"spos": 5, "enas": 3, "darts": 2, "darts2": 2, "nao_ws": 5}
 
 
+@functools.cache
 def _experiment(name):
+  """The experiment script ``name`` as a module, executed once per process."""
   path = pathlib.Path(__file__).resolve().parents[1] / "experiments" / f"{name}.py"
   spec = importlib.util.spec_from_file_location(f"experiment_{name}", path)
   module = importlib.util.module_from_spec(spec)
