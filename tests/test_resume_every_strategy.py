@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import fast_compile
 import nasjax
 from nasjax.search import load_strategies, read_config, read_history, tabular
 
@@ -93,7 +94,8 @@ class _Failed(Exception):
 def _cli(args: list[str], log: Path) -> subprocess.Popen:
   with open(log, "a") as err:
     return subprocess.Popen([sys.executable, "-m", "nasjax.search.cli", *args], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=err)
+                            env=fast_compile.environ(), stdout=subprocess.DEVNULL,
+                            stderr=err)
 
 
 def _finish(proc: subprocess.Popen, log: Path, what: str) -> None:
