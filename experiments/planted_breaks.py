@@ -1,0 +1,110 @@
+"""The planted-solution task of ``tests/test_planted.py`` with each strategy broken on purpose.
+
+For every weight-sharing strategy of the planted tests (SPOS, ENAS, DARTS first and
+second order, NAO-WS) this prints the teacher's rank among the 16 candidate cells (1 is
+best; ties counted against it), intact and with one part broken:
+
+- ``update``: the shared weights' learning rate 1e-12 (and ``min_learning_rate`` 0), so
+  the shared-weight update stalls;
+- ``path``: the shared weights are trained as usual, but every candidate is scored
+  through the wrong ops (each op id 1-4 of the cell replaced by the next one, ``none``
+  kept), as a supernet whose op table is shuffled between training and scoring would;
+- ``bn``: the candidates scored with the supernet's running batch-norm statistics
+  (``bn="running"``) instead of the strategy's mode (SPOS, NAO-WS: recalibrated; ENAS:
+  the batch's), a mode known to mislead single-path supernets.
+
+    python3 experiments/planted_breaks.py [--seeds 0] [--json out.json]
+
+One training of about 300 steps per strategy and break on CPU, about a minute each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import json
+import pathlib
+import sys
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BREAKS = ("intact", "update", "path", "bn")
+STRATEGIES = ("spos", "enas", "darts", "darts2", "nao_ws")
+# The option that sets each strategy's scoring BN mode (DARTS ranks by its architecture
+# weights: no scoring BN).
+BN_OPTION = {"spos": "bn", "nao_ws": "bn", "enas": "derive_bn"}
+# Op ids 1-4 (skip, 1x1 conv, 3x3 conv, 3x3 average pooling) each read as the next one.
+WRONG_OP = np.array([0, 2, 3, 4, 1], np.int32)
+
+
+@functools.cache
+def planted():
+  """``tests/test_planted.py`` as a module (its task and its ranking functions)."""
+  path = ROOT / "tests" / "test_planted.py"
+  spec = importlib.util.spec_from_file_location("planted_task", path)
+  module = importlib.util.module_from_spec(spec)
+  sys.modules[spec.name] = module
+  spec.loader.exec_module(module)
+  return module
+
+
+def rank(name: str, broken: str, seed: int) -> int:
+  """The teacher's rank by strategy ``name`` with ``broken`` (one of BREAKS)."""
+  t = planted()
+  options = dict(t.OPTIONS[name])
+  if broken == "update":
+    options.update(learning_rate=1e-12, min_learning_rate=0.0)
+  if broken == "bn":
+    if name not in BN_OPTION:
+      raise ValueError(f"{name!r} ranks without a scoring batch-norm mode")
+    options[BN_OPTION[name]] = "running"
+  data, cells = t.nb201_task(seed)
+  if broken == "path":
+    cells = WRONG_OP[cells]
+  if name == "nao_ws":
+    return _nao_ws_rank(t, options, data, cells, seed)
+  base = "darts" if name == "darts2" else name
+  strat, state = t.trained(base, t.SPACE, options, data, seed)
+  if base == "darts":
+    scores = t._experiment("oneshot_ranking").alpha_scores(state.weights.alphas, cells)
+  else:
+    scores = strat.score_function()(state.weights, cells, data)
+  return t.rank_of_first(scores)
+
+
+def _nao_ws_rank(t, options, data, cells, seed) -> int:
+  """NAO-WS's place for cell 0 of ``cells`` in its scored pool (the candidates)."""
+  saved = (t.OPTIONS["nao_ws"], t.nb201_task, t.TEACHER)
+  t.OPTIONS["nao_ws"], t.TEACHER = options, cells[0]
+  t.nb201_task = lambda _: (data, cells)
+  try:
+    return t.nao_ws_rank(seed)[0]
+  finally:
+    t.OPTIONS["nao_ws"], t.nb201_task, t.TEACHER = saved
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--seeds", default="0", help="comma-separated task seeds")
+  parser.add_argument("--json", help="also write the ranks to this file")
+  args = parser.parse_args(argv)
+  seeds = [int(s) for s in args.seeds.split(",")]
+  out = {}
+  print("| seed | strategy | " + " | ".join(BREAKS) + " |")
+  print("|---|---|" + "---|" * len(BREAKS))
+  for seed in seeds:
+    for name in STRATEGIES:
+      row = {b: (rank(name, b, seed) if b != "bn" or name in BN_OPTION else None)
+             for b in BREAKS}
+      out[f"{seed}/{name}"] = row
+      cells = ["-" if v is None else str(v) for v in row.values()]
+      print(f"| {seed} | {name} | " + " | ".join(cells) + " |", flush=True)
+  if args.json:
+    pathlib.Path(args.json).write_text(json.dumps(out, indent=1))
+  return out
+
+
+if __name__ == "__main__":
+  main()
