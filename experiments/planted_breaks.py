@@ -64,7 +64,7 @@ def rank(name: str, broken: str, seed: int) -> int:
   if broken == "path":
     cells = WRONG_OP[cells]
   if name == "nao_ws":
-    return _nao_ws_rank(t, options, data, cells, seed)
+    return t.nao_ws_rank(seed, cells, **options)[0]
   base = "darts" if name == "darts2" else name
   strat, state = t.trained(base, t.SPACE, options, data, seed)
   if base == "darts":
@@ -72,17 +72,6 @@ def rank(name: str, broken: str, seed: int) -> int:
   else:
     scores = strat.score_function()(state.weights, cells, data)
   return t.rank_of_first(scores)
-
-
-def _nao_ws_rank(t, options, data, cells, seed) -> int:
-  """NAO-WS's place for cell 0 of ``cells`` in its scored pool (the candidates)."""
-  saved = (t.OPTIONS["nao_ws"], t.nb201_task, t.TEACHER)
-  t.OPTIONS["nao_ws"], t.TEACHER = options, cells[0]
-  t.nb201_task = lambda _: (data, cells)
-  try:
-    return t.nao_ws_rank(seed)[0]
-  finally:
-    t.OPTIONS["nao_ws"], t.nb201_task, t.TEACHER = saved
 
 
 def main(argv=None) -> dict:

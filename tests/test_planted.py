@@ -121,9 +121,11 @@ def alpha_rank(order: str, seed: int = SEED) -> tuple[int, np.ndarray]:
   return rank_of_first(scores), scores
 
 
-def nao_ws_rank(seed: int = SEED, **options) -> tuple[int, np.ndarray]:
-  """The teacher's place in NAO-WS's scored pool (the candidates), best first."""
-  data, cells = nb201_task(seed)
+def nao_ws_rank(seed: int = SEED, cells=None, **options) -> tuple[int, np.ndarray]:
+  """The place of candidate 0 (the teacher's cell) in NAO-WS's scored pool of the
+  candidates (``cells``, default the task's), best first."""
+  data, task_cells = nb201_task(seed)
+  cells = task_cells if cells is None else cells
   strat = make_strategy("nao_ws", SPACE, {**OPTIONS["nao_ws"], **options},
                         problem=work.Problem.of(data))
   state = strat.init(jax.random.key(seed)).replace(pool=cells)
@@ -135,7 +137,7 @@ def nao_ws_rank(seed: int = SEED, **options) -> tuple[int, np.ndarray]:
       break
     state = strat.tell(k_tell, state, asked, run_shared(asked, data))
   pool, scores = np.asarray(state.pool), np.asarray(state.scores)
-  at = int(np.flatnonzero(np.all(pool == TEACHER, axis=1))[0])
+  at = int(np.flatnonzero(np.all(pool == cells[0], axis=1))[0])
   return int(np.sum(scores >= scores[at])), scores  # ties counted against it
 
 
