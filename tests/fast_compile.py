@@ -1,16 +1,24 @@
-"""The environment of test subprocesses that compile many small programs and run each
-for a step or two (smoke searches killed and resumed, the GPU check's quick mode).
+"""The XLA settings of the test session.
 
-XLA's CPU backend then spends most of the time in LLVM; with its optimisation level 0 these
-processes take about a fifth less time (``benchmarks/README.md``, "Test suite"). The
-programs compute the same functions; what the tests compare (histories, checkpoints)
-comes from runs with the same setting. In-process tests keep XLA's defaults: their
-training runs hundreds of steps, which level 0 slows down.
+The suite compiles hundreds of small programs and runs most of them for a few steps, so
+most of its time is XLA's CPU backend compiling, much of that in LLVM. ``conftest.py``
+turns LLVM's optimisation off (``--xla_backend_optimization_level=0``) for the test
+processes and the subprocesses they start, before any test starts JAX: the programs
+compute the same functions, compiled in about half the time (``benchmarks/README.md``,
+"Test suite"). A level given in ``XLA_FLAGS`` already is kept.
+
+Tests whose figures were measured with XLA's defaults and train for hundreds of steps
+(the planted-solution rankings) run in a fresh process with the ``XLA_FLAGS`` the
+session started with (:func:`xla_defaults`). This concerns the tests only: nasjax sets
+no compiler option on the functions users call, and the benchmarks run with XLA's
+defaults.
 """
 
 import os
 
 FLAG = "--xla_backend_optimization_level"
+# Where the session keeps XLA_FLAGS as it found them, for its workers and subprocesses.
+SESSION = "NASJAX_TEST_SESSION_XLA_FLAGS"
 
 
 def environ(base: dict | None = None) -> dict:
@@ -19,4 +27,22 @@ def environ(base: dict | None = None) -> dict:
   env = dict(os.environ if base is None else base)
   if FLAG not in env.get("XLA_FLAGS", ""):
     env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {FLAG}=0".strip()
+  return env
+
+
+def start_session() -> None:
+  """Remember ``XLA_FLAGS`` as the session found them (once: pytest-xdist's workers
+  inherit the controller's environment), then set :func:`environ`'s."""
+  os.environ.setdefault(SESSION, os.environ.get("XLA_FLAGS", ""))
+  os.environ["XLA_FLAGS"] = environ()["XLA_FLAGS"]
+
+
+def xla_defaults(base: dict | None = None) -> dict:
+  """``base`` (default: this process's environment) with ``XLA_FLAGS`` as the session
+  found them."""
+  env = dict(os.environ if base is None else base)
+  flags = env.get(SESSION, env.get("XLA_FLAGS", ""))
+  env.pop("XLA_FLAGS", None)
+  if flags:
+    env["XLA_FLAGS"] = flags
   return env
