@@ -4,10 +4,16 @@ A teacher network of a known architecture, with random weights, labels random im
 the teacher's architecture is then the one that fits the labels best. Each strategy
 (SPOS, ENAS, DARTS first and second order, NAO-WS, in the NB201 cell space) trains its
 shared weights briefly on the data with its own training requests and ranks a candidate
-set, the teacher's cell among 15 random connected cells, with its own score. The
-teacher must come out among the best ``TOP[name]``. With the shared weights' learning rate
-set to zero every strategy's rank of the teacher falls to chance or below (measured in
-``docs/results/oneshot.md``), so a broken shared-weight update fails these tests.
+set, the teacher's cell among 15 random connected cells, with its own score.
+
+On one task the rank of the teacher is a noisy figure: with the shared weights'
+learning rate set to zero (a stalled update) SPOS, ENAS and NAO-WS still rank it first
+on two of ten task seeds (docs/results/oneshot.md). These three are therefore tested on
+the mean rank over the task seeds 0-4, which must be at most ``MEAN_BOUND`` (3.0, the
+largest mean of an intact strategy measured on seeds 0-4 or 5-9): intact, their means
+were 2.4, 1.8 and 2.4 on seeds 0-4 (3.0 at most on seeds 5-9); with the stalled update
+10.0, 10.4 and 10.0 (7.6 at least on seeds 5-9). DARTS ranks the teacher first on every
+seed measured and 14th to 16th with the stalled update, so one task seed tests it.
 
 The teacher's cell is average pooling on every edge. Its labels depend on a smoothed
 image, which 300 steps can learn; the labels of teachers whose cells are 3x3
@@ -41,10 +47,11 @@ SPACE = NB201Space(C=4, N=1)
 TEACHER = np.array([4, 4, 4, 4, 4, 4], np.int32)  # avg_pool_3x3 on every edge
 SHAPE, CLASSES = (8, 8, 3), 4
 NUM_TRAIN, NUM_VAL, CANDIDATES = 2048, 512, 16
-# The teacher must rank among this many best candidates: the worst rank measured on seeds
-# 0-4 (docs/results/oneshot.md), at least 2; with a stalled shared-weight update the
-# ranks on seed 0 were 6 (SPOS, NAO-WS), 7 (ENAS) and 16 (DARTS).
-TOP = {"spos": 5, "enas": 3, "darts": 2, "darts2": 2, "nao_ws": 5}
+# The task seeds each strategy is tested on, and the bound on its mean rank of the teacher
+# (docs/results/oneshot.md).
+SEEDS = {"spos": (0, 1, 2, 3, 4), "enas": (0, 1, 2, 3, 4), "nao_ws": (0, 1, 2, 3, 4),
+         "darts": (0,), "darts2": (0,)}
+MEAN_BOUND = {"spos": 3.0, "enas": 3.0, "nao_ws": 3.0, "darts": 2.0, "darts2": 2.0}
 
 
 @functools.cache
@@ -153,31 +160,31 @@ OPTIONS["nao_ws"] = {**BASE, "chunk_steps": BASE["steps"], "iterations": 1,
                      "calib_batch_size": 128}
 
 
-def in_fresh_process(function: str, *args) -> tuple[int, np.ndarray]:
-  """``function(*args)`` of this module (a rank and scores) computed in a new Python
-  process with the session's original ``XLA_FLAGS``."""
+def rank(name: str, seed: int) -> tuple[int, np.ndarray]:
+  """The teacher's rank and the candidates' scores by strategy ``name`` on task ``seed``."""
+  if name == "nao_ws":
+    return nao_ws_rank(seed)
+  if name in ("darts", "darts2"):
+    return alpha_rank(name, seed)
+  return shared_rank(name, seed)
+
+
+def ranks_in_fresh_process(name: str) -> list[tuple[int, list[float]]]:
+  """:func:`rank` of ``name`` on each of its ``SEEDS``, computed in a new Python process
+  with the session's original ``XLA_FLAGS`` (one compilation for all seeds)."""
   here = pathlib.Path(__file__).resolve().parent
   code = (f"import json, sys; sys.path.insert(0, {str(here)!r}); import test_planted as t; "
-          f"r, s = t.{function}(*{args!r}); print(json.dumps([int(r), [float(v) for v in s]]))")
+          f"out = [t.rank({name!r}, s) for s in t.SEEDS[{name!r}]]; "
+          f"print(json.dumps([[int(r), [float(v) for v in c]] for r, c in out]))")
   out = subprocess.run([sys.executable, "-c", code], env=fast_compile.xla_defaults(),
                        capture_output=True, text=True, timeout=900)
   assert out.returncode == 0, out.stderr[-3000:]
-  rank, scores = json.loads(out.stdout.strip().splitlines()[-1])
-  return rank, np.array(scores)
+  return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("name", ["spos", "enas"])
-def test_shared_weights_rank_the_teachers_cell_first(name):
-  rank, scores = in_fresh_process("shared_rank", name)
-  assert rank <= TOP[name], scores
-
-
-@pytest.mark.parametrize("order", ["darts", "darts2"])
-def test_darts_architecture_weights_rank_the_teachers_cell_first(order):
-  rank, scores = in_fresh_process("alpha_rank", order)
-  assert rank <= TOP[order], scores
-
-
-def test_nao_ws_ranks_the_teachers_cell_first():
-  rank, scores = in_fresh_process("nao_ws_rank")
-  assert rank <= TOP["nao_ws"], scores
+@pytest.mark.parametrize("name", ["spos", "enas", "nao_ws", "darts", "darts2"])
+def test_the_teachers_cell_ranks_near_the_top(name):
+  out = ranks_in_fresh_process(name)
+  ranks = [r for r, _ in out]
+  assert len(ranks) == len(SEEDS[name])
+  assert np.mean(ranks) <= MEAN_BOUND[name], {"ranks": ranks, "scores": out}
