@@ -3,9 +3,11 @@
 The suite compiles hundreds of small programs and runs most of them for a few steps, so
 most of its time is XLA's CPU backend compiling, much of that in LLVM. ``conftest.py``
 turns LLVM's optimisation off (``--xla_backend_optimization_level=0``) for the test
-processes and the subprocesses they start, before any test starts JAX: the programs
-compute the same functions, compiled in about half the time (``benchmarks/README.md``,
-"Test suite"). A level given in ``XLA_FLAGS`` already is kept.
+processes and the subprocesses that inherit their environment, before any test starts
+JAX: the programs compute the same functions up to floating-point rounding, and the
+suite takes about 0.8x the time (``benchmarks/README.md``, "Test suite"). A level given
+in ``XLA_FLAGS`` already is kept. Tests that give a subprocess an ``XLA_FLAGS`` of their
+own (several CPU devices) replace the setting there.
 
 Tests whose figures were measured with XLA's defaults and train for hundreds of steps
 (the planted-solution rankings) run in a fresh process with the ``XLA_FLAGS`` the
@@ -31,9 +33,12 @@ def environ(base: dict | None = None) -> dict:
 
 
 def start_session() -> None:
-  """Remember ``XLA_FLAGS`` as the session found them (once: pytest-xdist's workers
-  inherit the controller's environment), then set :func:`environ`'s."""
-  os.environ.setdefault(SESSION, os.environ.get("XLA_FLAGS", ""))
+  """Remember ``XLA_FLAGS`` as the session found them (a pytest-xdist worker keeps what
+  the controller, whose environment it inherits, remembered), then set :func:`environ`'s."""
+  if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault(SESSION, os.environ.get("XLA_FLAGS", ""))
+  else:
+    os.environ[SESSION] = os.environ.get("XLA_FLAGS", "")
   os.environ["XLA_FLAGS"] = environ()["XLA_FLAGS"]
 
 

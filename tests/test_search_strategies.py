@@ -14,6 +14,7 @@ from nasjax.search import (STRATEGIES, Budget, DartsCellSpace, MacroSpace, NB201
                            PlainCNNSpace, Record, generation_keys, init_keys, load_strategies,
                            make_space, make_strategy, register_strategy, run)
 from nasjax.search import base as search_base
+from nasjax.search import work
 from nasjax.search.cli import SMOKE_SPACE_CONFIGS
 
 SPACE_ORDER = ("nb201", "macro", "plain_cnn", "darts")
@@ -146,7 +147,8 @@ def test_every_registered_strategy_searches(name, tmp_path):
 
     evaluator, config, budget = _smoke_plan(name, Args)
     planned = make_strategy(name, evaluator.space, config, evaluator=evaluator)
-    planned.ask(key, planned.init(k_init))
+    asked, _ = planned.ask(key, planned.init(k_init))
+    assert work.is_shared(asked) or len(asked) >= 1, asked
     assert budget.max_evals >= 2
     return
   evaluator = SyntheticEvaluator(space, ("f", "g")[:M])
