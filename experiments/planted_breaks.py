@@ -57,25 +57,15 @@ def planted():
 def rank(name: str, broken: str, seed: int) -> int:
   """The teacher's rank by strategy ``name`` with ``broken`` (one of BREAKS)."""
   t = planted()
-  options = dict(t.OPTIONS[name])
+  options = {}
   if broken == "update":
     options.update(learning_rate=1e-12, min_learning_rate=0.0)
   if broken == "bn":
     if name not in BN_OPTION:
       raise ValueError(f"{name!r} ranks without a scoring batch-norm mode")
     options[BN_OPTION[name]] = "running"
-  data, cells = t.nb201_task(seed)
-  if broken == "path":
-    cells = WRONG_OP[cells]
-  if name == "nao_ws":
-    return t.nao_ws_rank(seed, cells, **options)[0]
-  base = "darts" if name == "darts2" else name
-  strat, state = t.trained(base, t.SPACE, options, data, seed)
-  if base == "darts":
-    scores = t._experiment("oneshot_ranking").alpha_scores(state.weights.alphas, cells)
-  else:
-    scores = strat.score_function()(state.weights, cells, data)
-  return t.rank_of_first(scores)
+  cells = WRONG_OP[t.nb201_task(seed)[1]] if broken == "path" else None
+  return t.rank(name, seed, cells, **options)[0]
 
 
 def main(argv=None) -> dict:

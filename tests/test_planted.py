@@ -118,18 +118,28 @@ OPTIONS = {
 SEED = 0  # default task seed of the rank functions (DARTS's only seed in the suite)
 
 
-def shared_rank(name: str, seed: int = SEED) -> tuple[int, np.ndarray]:
-  """The teacher's rank among the candidates by the strategy's shared-weight score."""
-  data, cells = nb201_task(seed)
-  strat, state = trained(name, SPACE, OPTIONS[name], data, seed)
+def _task(seed: int, cells):
+  """The task's data and ``cells`` (default: its candidates)."""
+  data, task_cells = nb201_task(seed)
+  return data, task_cells if cells is None else cells
+
+
+def shared_rank(name: str, seed: int = SEED, cells=None, **options) -> tuple[int, np.ndarray]:
+  """The rank of candidate 0 (the teacher's cell) among the candidates (``cells``,
+  default the task's) by the strategy's shared-weight score, ``options`` over
+  ``OPTIONS[name]``."""
+  data, cells = _task(seed, cells)
+  strat, state = trained(name, SPACE, {**OPTIONS[name], **options}, data, seed)
   scores = strat.score_function()(state.weights, cells, data)
   return rank_of_first(scores), scores
 
 
-def alpha_rank(order: str, seed: int = SEED) -> tuple[int, np.ndarray]:
-  """The teacher's rank by the sum of its edges' log-softmax architecture weights."""
-  data, cells = nb201_task(seed)
-  _, state = trained("darts", SPACE, OPTIONS[order], data, seed)
+def alpha_rank(order: str, seed: int = SEED, cells=None, **options) -> tuple[int, np.ndarray]:
+  """The rank of candidate 0 by the sum of its edges' log-softmax architecture weights
+  (``order``: ``"darts"`` or ``"darts2"``; ``cells`` and ``options`` as for
+  :func:`shared_rank`)."""
+  data, cells = _task(seed, cells)
+  _, state = trained("darts", SPACE, {**OPTIONS[order], **options}, data, seed)
   logp = np.asarray(jax.nn.log_softmax(state.weights.alphas.reshape(6, -1), axis=-1))
   scores = logp[np.arange(6), cells].sum(-1)
   return rank_of_first(scores), scores
@@ -138,8 +148,7 @@ def alpha_rank(order: str, seed: int = SEED) -> tuple[int, np.ndarray]:
 def nao_ws_rank(seed: int = SEED, cells=None, **options) -> tuple[int, np.ndarray]:
   """The place of candidate 0 (the teacher's cell) in NAO-WS's scored pool of the
   candidates (``cells``, default the task's), best first."""
-  data, task_cells = nb201_task(seed)
-  cells = task_cells if cells is None else cells
+  data, cells = _task(seed, cells)
   strat = make_strategy("nao_ws", SPACE, {**OPTIONS["nao_ws"], **options},
                         problem=work.Problem.of(data))
   state = strat.init(jax.random.key(seed)).replace(pool=cells)
@@ -160,13 +169,14 @@ OPTIONS["nao_ws"] = {**BASE, "chunk_steps": BASE["steps"], "iterations": 1,
                      "calib_batch_size": 128}
 
 
-def rank(name: str, seed: int) -> tuple[int, np.ndarray]:
-  """The teacher's rank and the candidates' scores by strategy ``name`` on task ``seed``."""
+def rank(name: str, seed: int, cells=None, **options) -> tuple[int, np.ndarray]:
+  """The teacher's rank and the candidates' scores by strategy ``name`` on task ``seed``
+  (``cells`` and ``options`` as for :func:`shared_rank`)."""
   if name == "nao_ws":
-    return nao_ws_rank(seed)
+    return nao_ws_rank(seed, cells, **options)
   if name in ("darts", "darts2"):
-    return alpha_rank(name, seed)
-  return shared_rank(name, seed)
+    return alpha_rank(name, seed, cells, **options)
+  return shared_rank(name, seed, cells, **options)
 
 
 def ranks_in_fresh_process(name: str) -> list[tuple[int, list[float]]]:

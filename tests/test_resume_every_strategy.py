@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fast_compile
 import nasjax
 from nasjax.search import load_strategies, read_config, read_history, tabular
 
@@ -94,8 +93,7 @@ class _Failed(Exception):
 def _cli(args: list[str], log: Path) -> subprocess.Popen:
   with open(log, "a") as err:
     return subprocess.Popen([sys.executable, "-m", "nasjax.search.cli", *args], cwd=REPO,
-                            env=fast_compile.environ(), stdout=subprocess.DEVNULL,
-                            stderr=err)
+                            stdout=subprocess.DEVNULL, stderr=err)
 
 
 def _finish(proc: subprocess.Popen, log: Path, what: str) -> None:
