@@ -1,8 +1,8 @@
 """The planted-solution task of ``tests/test_planted.py`` with each strategy broken on purpose.
 
 For every weight-sharing strategy of the planted tests (SPOS, ENAS, DARTS first and
-second order, NAO-WS) this prints the teacher's rank among the 16 candidate cells (1 is
-best; ties counted against it), intact and with one part broken:
+second order, NAO-WS, SMASH) this prints the teacher's rank among the 16 candidates (1
+is best; ties counted against it), intact and with one part broken:
 
 - ``update``: the shared weights' learning rate 1e-12 (and ``min_learning_rate`` 0), so
   the shared-weight update stalls;
@@ -11,13 +11,25 @@ best; ties counted against it), intact and with one part broken:
   kept), as a supernet whose op table is shuffled between training and scoring would;
 - ``bn``: the candidates scored with the supernet's running batch-norm statistics
   (``bn="running"``) instead of the strategy's mode (SPOS, NAO-WS: recalibrated; ENAS:
-  the batch's), a mode known to mislead single-path supernets.
+  the batch's), a mode known to mislead single-path supernets;
+- ``controller``: ENAS's controller learning rate 1e-12, so the policy stalls at its
+  initialisation.
 
-    python3 experiments/planted_breaks.py [--seeds 0] [--json out.json]
+``enas_controller`` ranks by the log-probability of ENAS's trained controller (the same
+training as ``enas``, which ranks by its shared weights' score).
 
-One training of about 300 steps per strategy and break on CPU, about a minute each
-(most of it compiling: later seeds take seconds). Then the mean rank over the seeds of
-each strategy and break, next to the suite's bound on the mean (``MEAN_BOUND``).
+SMASH (its own space and task, ``tests/test_planted.py``'s ``smash_task``) has the
+``update`` break only (its hypernetwork's learning rate 1e-12); its ``path`` and ``bn``
+columns are empty. ``--control`` also prints SMASH's control: the rank of the same
+largest candidate when the labels come from a network outside the candidates.
+
+    python3 experiments/planted_breaks.py [--seeds 0] [--strategies spos,smash] \
+        [--control] [--json out.json]
+
+One training of about 300 steps per strategy and break on CPU (SMASH: 1,000), about a
+minute each (most of it compiling: later seeds take seconds; SMASH's a minute or more).
+Then the mean rank over the seeds of each strategy and break, next to the suite's bound
+on the mean (``MEAN_BOUND``).
 """
 
 from __future__ import annotations
@@ -32,8 +44,8 @@ import sys
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-BREAKS = ("intact", "update", "path", "bn")
-STRATEGIES = ("spos", "enas", "darts", "darts2", "nao_ws")
+BREAKS = ("intact", "update", "path", "bn", "controller")
+STRATEGIES = ("spos", "enas", "enas_controller", "darts", "darts2", "nao_ws", "smash")
 # The option that sets each strategy's scoring BN mode (DARTS ranks by its architecture
 # weights: no scoring BN).
 BN_OPTION = {"spos": "bn", "nao_ws": "bn", "enas": "derive_bn"}
@@ -64,34 +76,62 @@ def rank(name: str, broken: str, seed: int) -> int:
     if name not in BN_OPTION:
       raise ValueError(f"{name!r} ranks without a scoring batch-norm mode")
     options[BN_OPTION[name]] = "running"
+  if broken == "controller":
+    if name not in ("enas", "enas_controller"):
+      raise ValueError(f"{name!r} has no controller learning rate")
+    options["controller_lr"] = 1e-12
+  if broken == "path" and name == "smash":
+    raise ValueError("smash's codes are not NB201 cells: it has no 'path' break here")
   cells = WRONG_OP[t.nb201_task(seed)[1]] if broken == "path" else None
   return t.rank(name, seed, cells, **options)[0]
+
+
+def applies(name: str, broken: str) -> bool:
+  """Whether strategy ``name`` has the break ``broken``."""
+  if broken == "bn":
+    return name in BN_OPTION
+  if broken == "controller":
+    return name in ("enas", "enas_controller")
+  return broken in ("intact", "update") or name != "smash"
 
 
 def main(argv=None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--seeds", default="0", help="comma-separated task seeds")
   parser.add_argument("--json", help="also write the ranks to this file")
+  parser.add_argument("--strategies", default=",".join(STRATEGIES),
+                      help=f"comma-separated, of {', '.join(STRATEGIES)}")
+  parser.add_argument("--control", action="store_true",
+                      help="also SMASH's control (labels from a network outside the "
+                           "candidates)")
   args = parser.parse_args(argv)
   seeds = [int(s) for s in args.seeds.split(",")]
+  names = [n for n in args.strategies.split(",") if n]
+  unknown = [n for n in names if n not in STRATEGIES]
+  if unknown:
+    parser.error(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
   out = {}
   print("| seed | strategy | " + " | ".join(BREAKS) + " |")
   print("|---|---|" + "---|" * len(BREAKS))
   for seed in seeds:
-    for name in STRATEGIES:
-      row = {b: (rank(name, b, seed) if b != "bn" or name in BN_OPTION else None)
-             for b in BREAKS}
+    for name in names:
+      row = {b: rank(name, b, seed) if applies(name, b) else None for b in BREAKS}
       out[f"{seed}/{name}"] = row
       cells = ["-" if v is None else str(v) for v in row.values()]
       print(f"| {seed} | {name} | " + " | ".join(cells) + " |", flush=True)
   bound = planted().MEAN_BOUND
   print("\n| strategy | mean over the seeds: " + " | ".join(BREAKS) + " | suite's bound |")
   print("|---|" + "---|" * (len(BREAKS) + 1))
-  for name in STRATEGIES:
+  for name in names:
     means = [np.mean([out[f"{s}/{name}"][b] for s in seeds])
              if out[f"{seeds[0]}/{name}"][b] is not None else None for b in BREAKS]
     cells = ["-" if m is None else f"{m:.1f}" for m in means]
     print(f"| {name} | " + " | ".join(cells) + f" | {bound[name]:g} |")
+  if args.control:
+    control = [int(planted().smash_rank(s, teacher="outside")[0]) for s in seeds]
+    out["smash_control"] = control
+    print(f"\nSMASH control, the largest candidate's rank with labels from a network "
+          f"outside the candidates: {control} (mean {np.mean(control):.1f})")
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(out, indent=1))
   return out
