@@ -110,6 +110,9 @@ def main(argv=None) -> dict:
   unknown = [n for n in names if n not in STRATEGIES]
   if unknown:
     parser.error(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
+  if args.control and "smash" not in names:
+    parser.error(f"--control is SMASH's control; --strategies {args.strategies!r} leaves "
+                 "smash out")
   out = {}
   print("| seed | strategy | " + " | ".join(BREAKS) + " |")
   print("|---|---|" + "---|" * len(BREAKS))

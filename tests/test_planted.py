@@ -210,9 +210,11 @@ OPTIONS["smash"] = {"steps": 1000, "chunk_steps": 1000, "batch_size": 64,
                     "eval_examples": SMASH_VAL, "eval_batch_size": 256}
 
 
-def smash_networks(seed: int, n: int = CANDIDATES + 1) -> list[nasjax.Network]:
-  """The first ``n`` distinct networks (canonical codes) of 200 uniform samples of
-  ``SMASH_SPACE`` drawn with key ``seed``, initialised with key ``100 + seed``."""
+def smash_networks(seed: int, n: int = CANDIDATES + 1
+                   ) -> list[tuple[np.ndarray, nasjax.Network]]:
+  """``(code, network)`` of the first ``n`` distinct networks (canonical codes) of 200
+  uniform samples of ``SMASH_SPACE`` drawn with key ``seed``, each initialised with key
+  ``100 + seed``."""
   keys = jax.random.split(jax.random.key(seed), 200)
   codes, seen = [], set()
   for code in np.asarray(jax.vmap(SMASH_SPACE.sample_code)(keys)):
@@ -220,6 +222,7 @@ def smash_networks(seed: int, n: int = CANDIDATES + 1) -> list[nasjax.Network]:
     if code.tobytes() not in seen and len(codes) < n:
       seen.add(code.tobytes())
       codes.append(code)
+  assert len(codes) == n, f"{len(codes)} distinct networks of 200 samples, not {n}"
   return [(c, nasjax.init(SMASH_SPACE.build(c, SHAPE, CLASSES), jax.random.key(100 + seed)))
           for c in codes]
 
@@ -283,7 +286,9 @@ def ranks_in_fresh_process(*names: str) -> dict[str, list[tuple[int, list[float]
 def check_mean_ranks(*names: str) -> None:
   """Each of ``names``' mean rank of the teacher over its ``SEEDS`` is at most its
   ``MEAN_BOUND``."""
-  for name, out in ranks_in_fresh_process(*names).items():
+  results = ranks_in_fresh_process(*names)
+  assert set(results) == set(names), sorted(results)
+  for name, out in results.items():
     ranks = [r for r, _ in out]
     assert len(ranks) == len(SEEDS[name])
     assert np.mean(ranks) <= MEAN_BOUND[name], {"name": name, "ranks": ranks, "scores": out}
