@@ -49,6 +49,8 @@ STRATEGIES = ("spos", "enas", "enas_controller", "darts", "darts2", "nao_ws", "s
 # The option that sets each strategy's scoring BN mode (DARTS ranks by its architecture
 # weights: no scoring BN).
 BN_OPTION = {"spos": "bn", "nao_ws": "bn", "enas": "derive_bn"}
+# The rankings that come from a training with ENAS's controller.
+CONTROLLED = ("enas", "enas_controller")
 # Op ids 1-4 (skip, 1x1 conv, 3x3 conv, 3x3 average pooling) each read as the next one.
 WRONG_OP = np.array([0, 2, 3, 4, 1], np.int32)
 
@@ -68,20 +70,17 @@ def planted():
 
 def rank(name: str, broken: str, seed: int) -> int:
   """The teacher's rank by strategy ``name`` with ``broken`` (one of BREAKS)."""
+  if not applies(name, broken):
+    raise ValueError(f"{name!r} has no {broken!r} break (a scoring batch-norm mode, a "
+                     "controller or NB201 cells is missing)")
   t = planted()
   options = {}
   if broken == "update":
     options.update(learning_rate=1e-12, min_learning_rate=0.0)
   if broken == "bn":
-    if name not in BN_OPTION:
-      raise ValueError(f"{name!r} ranks without a scoring batch-norm mode")
     options[BN_OPTION[name]] = "running"
   if broken == "controller":
-    if name not in ("enas", "enas_controller"):
-      raise ValueError(f"{name!r} has no controller learning rate")
     options["controller_lr"] = 1e-12
-  if broken == "path" and name == "smash":
-    raise ValueError("smash's codes are not NB201 cells: it has no 'path' break here")
   cells = WRONG_OP[t.nb201_task(seed)[1]] if broken == "path" else None
   return t.rank(name, seed, cells, **options)[0]
 
@@ -91,7 +90,7 @@ def applies(name: str, broken: str) -> bool:
   if broken == "bn":
     return name in BN_OPTION
   if broken == "controller":
-    return name in ("enas", "enas_controller")
+    return name in CONTROLLED
   return broken in ("intact", "update") or name != "smash"
 
 

@@ -50,6 +50,8 @@ from nasjax.search.evaluators import run_shared
 from nasjax.search.spaces import NB201Space
 from nasjax.search.strategies import smash as search_smash
 
+import test_smash
+
 SPACE = NB201Space(C=4, N=1)
 TEACHER = np.array([4, 4, 4, 4, 4, 4], np.int32)  # avg_pool_3x3 on every edge
 SHAPE, CLASSES = (8, 8, 3), 4
@@ -201,9 +203,7 @@ OPTIONS["nao_ws"] = {**BASE, "chunk_steps": BASE["steps"], "iterations": 1,
 # distinct random networks as the teacher. Its scores (accuracies with generated weights)
 # lie within a few points of each other, so they are measured on 4,096 validation images
 # after 1,000 steps (docs/results/oneshot.md).
-SMASH_SPACE = search_smash.SmashSpace(
-    num_blocks=2, max_banks=2, bank_widths=(4, 8), max_ops=2, max_convs=1, kernels=(3,),
-    dilations=(1, 2), groups=(1, 2), width_factors=(1,), unit=4)
+SMASH_SPACE = test_smash.SMALL  # the space of SMASH's training tests
 SMASH_VAL = 4096
 OPTIONS["smash"] = {"steps": 1000, "chunk_steps": 1000, "batch_size": 64,
                     "num_samples": CANDIDATES, "proposals": CANDIDATES,
@@ -219,9 +219,11 @@ def smash_networks(seed: int, n: int = CANDIDATES + 1
   codes, seen = [], set()
   for code in np.asarray(jax.vmap(SMASH_SPACE.sample_code)(keys)):
     code = np.asarray(SMASH_SPACE.canonical(code))
-    if code.tobytes() not in seen and len(codes) < n:
+    if code.tobytes() not in seen:
       seen.add(code.tobytes())
       codes.append(code)
+      if len(codes) == n:
+        break
   assert len(codes) == n, f"{len(codes)} distinct networks of 200 samples, not {n}"
   return [(c, nasjax.init(SMASH_SPACE.build(c, SHAPE, CLASSES), jax.random.key(100 + seed)))
           for c in codes]
