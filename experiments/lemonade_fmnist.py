@@ -7,6 +7,7 @@
         [--spread-seeds S,S,... --members P,P,...]
     python experiments/lemonade_fmnist.py --seeds S,S,... [--preset paper]
         [--scratch-epochs E] [--search-only] ...
+    python experiments/lemonade_fmnist.py --pool JSON,JSON,... [--json PATH]
     python experiments/lemonade_fmnist.py --ladder EPOCHS [--ladder-min-params N]
 
 The variant sets the data, the trainings, the budget and LEMONADE's options;
@@ -49,6 +50,11 @@ one data split against one set of baselines, whose trainings from scratch all se
 many are as accurate on the test set as their baseline as found and, with ``--scratch``
 or ``--scratch-epochs E``, retrained; the mean ± sample standard deviation of those
 counts over the seeds; and writes them all to ``--json``.
+
+``--pool JSON,JSON,...`` prints that table for seeds run separately (on other machines, or
+one ``--seeds S`` process per core): it reads the ``--json`` files those runs wrote and
+pools their seeds, refusing files of another variant or preset, another budget from
+scratch, or a seed already read.
 
 ``--spread-seeds S,S,... --members P,P,...`` (with ``--scratch-epochs E``, after a
 ``--search-only`` run) measures how much of a comparison is seed noise: the front members
@@ -504,6 +510,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="search seeds: search, report and compare once per seed (in "
                       "DIR/seed<S>), then print the fronts' spans and counts per seed, "
                       "mean ± std and pooled")
+  parser.add_argument("--pool", metavar="JSON,JSON,...",
+                      help="pool the seeds of --seeds runs' --json files into one table")
   parser.add_argument("--spread-seeds", metavar="S,S,...",
                       help="seed spread: train the --members and their baselines from "
                       "scratch for --scratch-epochs with the config's seed and these "
@@ -670,6 +678,60 @@ def format_seeds(summaries: dict, pooled: dict) -> str:
   return "\n".join(lines)
 
 
+def _budget(result: dict) -> tuple:
+  """What must agree for seeds to be pooled: whether the front was retrained, and the
+  epochs from scratch when every member had the same (``--scratch-epochs``; None when
+  each had its lineage's)."""
+  epochs = {r["baseline_epochs"] for r in result.get("rows") or []}
+  return ("retrained" in result["summary"], epochs.pop() if len(epochs) == 1 else None)
+
+
+def pool_files(paths: list[Path]) -> dict:
+  """The seeds of several ``--seeds`` runs' ``--json`` files, pooled: ``{"variant",
+  "preset", "seeds", "pooled", "table"}``.
+
+  Raises:
+    ValueError: naming the file, for one that is not a ``--seeds`` output, or whose
+      variant, preset or budget from scratch differ from the first file's, or that holds
+      a seed already read.
+  """
+  if not paths:
+    raise ValueError("--pool needs at least one --json file of a --seeds run")
+  first, seeds, origin = None, {}, {}
+  for path in paths:
+    try:
+      saved = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+      raise ValueError(f"--pool: cannot read {path}: {e}") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("seeds"), dict):
+      raise ValueError(f"--pool: {path} is not the --json output of a --seeds run")
+    for seed, result in saved["seeds"].items():
+      mine = (saved.get("variant"), saved.get("preset"), *_budget(result))
+      if first is None:
+        first = (path, mine)
+      elif mine != first[1]:
+        def what(v):
+          return f"variant {v[0]!r}, preset {v[1]!r}, retrained {v[2]}, epochs {v[3]}"
+        raise ValueError(f"--pool: seed {seed} of {path} was run with {what(mine)}; "
+                         f"{first[0]} with {what(first[1])}")
+      if seed in seeds:
+        raise ValueError(f"--pool: seed {seed} of {path} is already in {origin[seed]}")
+      seeds[seed], origin[seed] = result, path
+  seeds = {s: seeds[s] for s in sorted(seeds, key=int)}
+  summaries = {int(s): r["summary"] for s, r in seeds.items()}
+  pooled = pooled_summary(list(summaries.values()))
+  return {"variant": first[1][0], "preset": first[1][1], "seeds": seeds, "pooled": pooled,
+          "table": format_seeds(summaries, pooled)}
+
+
+def _pool_main(args) -> int:
+  pooled = pool_files([Path(p) for p in args.pool.split(",") if p])
+  print(pooled["table"], flush=True)
+  if args.json:
+    Path(args.json).write_text(json.dumps(pooled, indent=1))
+  return 0
+
+
 def _seeds_main(cfg, args, workdir: Path) -> int:
   """``--seeds``: search, report and compare per search seed, then the table."""
   clash = [flag for flag, value in (("--shard", args.shard), ("--ladder", args.ladder),
@@ -702,6 +764,8 @@ def _seeds_main(cfg, args, workdir: Path) -> int:
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
+  if args.pool is not None:
+    return _pool_main(args)
   cfg = _config(args)
   workdir = Path(args.workdir)
   shard = parse_shard(args.shard) if args.shard else (0, 1)

@@ -1247,6 +1247,25 @@ def test_fmnist_experiment_seeds_runs_a_search_per_seed_and_pools_the_fronts(tmp
       expected.add(module._cache_key(cfg, r["baseline_blocks"], 1.0))
   assert set(json.loads((run / "baselines.json").read_text())) == expected
   assert not (run / "seed0" / "baselines.json").exists()
+  # Seeds run by separate processes pool into the same table (--pool).
+  parts = []
+  for seed in ("0", "1"):
+    parts.append(tmp_path / f"seed{seed}.json")
+    parts[-1].write_text(json.dumps({**saved, "seeds": {seed: saved["seeds"][seed]}}))
+  both = tmp_path / "both.json"
+  assert module.main(["--pool", f"{parts[1]},{parts[0]}", "--json", str(both)]) == 0
+  assert json.loads(both.read_text()) == saved
+  assert capsys.readouterr().out == saved["table"] + "\n"
+  with pytest.raises(ValueError, match=f"seed 0 of {parts[0]} is already in {out}"):
+    module.pool_files([out, parts[0]])
+  other = tmp_path / "other.json"
+  other.write_text(json.dumps({**saved, "preset": None, "seeds": {"2": saved["seeds"]["0"]}}))
+  with pytest.raises(ValueError, match=f"seed 2 of {other} was run with variant 'tiny', "
+                     f"preset None, retrained True, epochs 1.0; {parts[0]} with variant "
+                     "'tiny', preset 'paper'"):
+    module.pool_files([parts[0], other])
+  with pytest.raises(ValueError, match=f"{run / 'baselines.json'} is not the --json output"):
+    module.pool_files([run / "baselines.json"])
   # A seed's directory is not resumed with other options.
   with pytest.raises(ValueError, match="was searched with other options "
                      r"\['accept_density', 'morphisms'\]"):
