@@ -718,10 +718,16 @@ def pool_files(paths: list[Path]) -> dict:
         raise ValueError(f"--pool: seed {seed} of {path} is already in {origin[seed]}")
       seeds[seed], origin[seed] = result, path
   seeds = {s: seeds[s] for s in sorted(seeds, key=int)}
-  summaries = {int(s): r["summary"] for s, r in seeds.items()}
-  pooled = pooled_summary(list(summaries.values()))
+  pooled, table = _pool_results(seeds)
   return {"variant": first[1][0], "preset": first[1][1], "seeds": seeds, "pooled": pooled,
-          "table": format_seeds(summaries, pooled)}
+          "table": table}
+
+
+def _pool_results(results: dict) -> tuple[dict, str]:
+  """The pooled summary of per-seed ``results`` and their table."""
+  summaries = {int(seed): r["summary"] for seed, r in results.items()}
+  pooled = pooled_summary(list(summaries.values()))
+  return pooled, format_seeds(summaries, pooled)
 
 
 def _pool_main(args) -> int:
@@ -753,9 +759,7 @@ def _seeds_main(cfg, args, workdir: Path) -> int:
                      "summary": summary, "rows": rows}
     (seed_dir / "result.json").write_text(json.dumps(results[seed], indent=1))
     print(f"seed {seed}: {seed_dir / 'result.json'}", flush=True)
-  summaries = {seed: r["summary"] for seed, r in results.items()}
-  pooled = pooled_summary(list(summaries.values()))
-  table = format_seeds(summaries, pooled)
+  pooled, table = _pool_results(results)
   print(table, flush=True)
   print(f"total {time.perf_counter() - start:.0f} s wall", flush=True)
   _write_json(args, seeds=results, pooled=pooled, table=table)
